@@ -1,0 +1,181 @@
+"""Kernel ridge regression over a whole ridge grid from one eigendecomposition.
+
+Notation (SPEC §2): training kernel ``K`` (n x n) with ``K = U diag(d) Uᵀ``,
+test cross-kernel ``K*`` (m x n), targets ``Y`` (n x C), ridge ``λ ≥ 0``.
+Predictor ``Ŷ* = K* (K + nλI)⁻¹ Y``, smoother ``S = K (K + nλI)⁻¹``, residual
+weights ``r_i = nλ / (d_i + nλ)`` so that ``(I − S) = U diag(r) Uᵀ``.
+
+Every quantity is written in terms of ``r`` (never as ``1 − d/(d + nλ)``), which
+keeps GCV and LOO accurate at tiny λ where ``1 − tr(S)/n`` is itself tiny.
+
+Ridgeless (``λ = 0``) is the limit ``λ → 0⁺``: eigenvalues at or below
+``rcond · max(d)`` count as zero, the predictor uses the pseudo-inverse, and GCV
+and LOO (ratios that are invariant to rescaling ``r``) use the limiting direction
+of ``r``: the indicator of the null space when the kernel is rank-deficient,
+``∝ 1/d`` when it has full rank. Both are finite.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+QUANTITIES = ("test_risk", "test_error", "train_risk", "gcv", "loo", "dof")
+
+
+def _check_inputs(eigvals, eigvecs, y_train, k_test, y_test, lambdas):
+    d = np.asarray(eigvals, dtype=np.float64)
+    U = np.asarray(eigvecs, dtype=np.float64)
+    Y = np.asarray(y_train, dtype=np.float64)
+    Ks = np.asarray(k_test, dtype=np.float64)
+    Ys = np.asarray(y_test, dtype=np.float64)
+    lam = np.atleast_1d(np.asarray(lambdas, dtype=np.float64))
+    n = d.shape[0]
+    if d.ndim != 1 or U.shape != (n, n):
+        raise ValueError(f"eigvals (n,) and eigvecs (n, n) disagree: {d.shape} and {U.shape}")
+    if Y.ndim == 1:
+        Y = Y[:, None]
+    if Ys.ndim == 1:
+        Ys = Ys[:, None]
+    if Y.shape[0] != n:
+        raise ValueError(f"y_train has {Y.shape[0]} rows, the kernel has n = {n}")
+    if Ks.ndim != 2 or Ks.shape[1] != n:
+        raise ValueError(f"k_test must have shape (m, {n}), got {Ks.shape}")
+    if Ys.shape != (Ks.shape[0], Y.shape[1]):
+        raise ValueError(f"y_test must have shape {(Ks.shape[0], Y.shape[1])}, got {Ys.shape}")
+    if np.any(lam < 0) or not np.all(np.isfinite(lam)):
+        raise ValueError("lambdas must be finite and non-negative")
+    for name, arr in (("eigvals", d), ("eigvecs", U), ("k_test", Ks), ("y_train", Y), ("y_test", Ys)):
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} contains NaN or infinite values")
+    return d, U, Y, Ks, Ys, lam
+
+
+def clip_spectrum(eigvals: np.ndarray, rcond: float) -> np.ndarray:
+    """Zero the eigenvalues at or below ``rcond · max(eigvals)`` (negatives included)."""
+    d = np.asarray(eigvals, dtype=np.float64)
+    cutoff = rcond * max(float(d.max(initial=0.0)), 0.0)
+    return np.where(d > cutoff, d, 0.0)
+
+
+def residual_weights(d: np.ndarray, n: int, lambdas: np.ndarray):
+    """Residual weights of ``I − S`` per eigen-direction and ridge.
+
+    Parameters
+    ----------
+    d : (n,) clipped eigenvalues of the training kernel (zeros mark the null space).
+    n : number of training samples.
+    lambdas : (L,) absolute ridges, ``λ ≥ 0``.
+
+    Returns
+    -------
+    r_actual : (n, L) the weights ``r_i = nλ/(d_i + nλ)``; at ``λ = 0`` the null-space
+        indicator (all zeros when the kernel has full rank).
+    r_direction : (n, L) weights proportional to ``r_actual`` with the ``λ → 0⁺``
+        limit direction at ``λ = 0``: used by scale-invariant ratios (GCV, LOO).
+    inverse : (n, L) the spectral filter ``1/(d_i + nλ)`` (pseudo-inverse at ``λ = 0``).
+    """
+    null = d == 0.0
+    safe_d = np.where(null, 1.0, d)
+    nl = n * lambdas[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r_actual = np.where(nl > 0, nl / (d[:, None] + nl), null[:, None].astype(float))
+        inverse = np.where(nl > 0, 1.0 / (d[:, None] + nl), np.where(null, 0.0, 1.0 / safe_d)[:, None])
+    if null.any():
+        limit = null.astype(float)
+    else:
+        limit = d.min() / d  # ∝ 1/d, scaled into (0, 1]
+    r_direction = np.where(nl > 0, r_actual, limit[:, None])
+    return r_actual, r_direction, inverse
+
+
+def classification_error(predictions: np.ndarray, targets: np.ndarray) -> float:
+    """Share of rows whose predicted class differs from the target's.
+
+    With ``C > 1`` outputs the class is the argmax; with one output it is the sign.
+    """
+    if predictions.shape[-1] == 1:
+        return float(np.mean(np.sign(predictions[..., 0]) != np.sign(targets[..., 0])))
+    return float(np.mean(predictions.argmax(-1) != targets.argmax(-1)))
+
+
+def ridge_path(
+    eigvals: np.ndarray,
+    eigvecs: np.ndarray,
+    y_train: np.ndarray,
+    k_test: np.ndarray,
+    y_test: np.ndarray,
+    lambdas: np.ndarray,
+    rcond: float = 1e-10,
+    block_size: int = 2**24,
+) -> dict[str, np.ndarray]:
+    """Test risk, test error, train risk, GCV, LOO and ``tr(S)`` for every ridge.
+
+    Parameters
+    ----------
+    eigvals : (n,) eigenvalues of the training kernel ``K`` (any order).
+    eigvecs : (n, n) matching orthonormal eigenvectors (columns).
+    y_train : (n, C) or (n,) training targets.
+    k_test : (m, n) test-versus-train kernel ``K*``.
+    y_test : (m, C) or (m,) test targets.
+    lambdas : (L,) absolute ridges ``λ ≥ 0`` (the system solved is ``K + nλI``).
+    rcond : relative eigenvalue cutoff; smaller eigenvalues count as zero.
+    block_size : bound on the number of float64 entries of the per-block
+        intermediates (``n · L_block · C``), which caps memory for large ``n · L · C``.
+
+    Returns
+    -------
+    dict of (L,) float64 arrays: ``lambda``, ``test_risk`` (mean over test rows of
+    the squared error summed over outputs), ``test_error`` (classification error),
+    ``train_risk``, ``gcv``, ``loo`` and ``dof`` (``tr S``). LOO keeps the absolute
+    ridge ``nλ`` fixed when a point is left out.
+    """
+    d, U, Y, Ks, Ys, lam = _check_inputs(eigvals, eigvecs, y_train, k_test, y_test, lambdas)
+    n, C = Y.shape
+    d = clip_spectrum(d, rcond)
+    Yt = U.T @ Y  # (n, C) targets in the eigenbasis
+    A = Ks @ U  # (m, n), formed once for the whole grid
+    U2 = U * U
+    q = np.einsum("ic,ic->i", Yt, Yt)  # ||Ỹ_i||²
+
+    r_act, r_dir, inv = residual_weights(d, n, lam)
+    out = {
+        "lambda": lam.copy(),
+        "train_risk": (r_act**2).T @ q / n,
+        "gcv": ((r_dir**2).T @ q / n) / np.mean(r_dir, axis=0) ** 2,
+        "dof": np.sum(1.0 - r_act, axis=0),
+        "test_risk": np.empty(lam.size),
+        "test_error": np.empty(lam.size),
+        "loo": np.empty(lam.size),
+    }
+    one_minus_sii = U2 @ r_dir  # (n, L): diagonal of (I − S), up to the λ=0 scale
+    step = max(1, block_size // max(1, n * C))
+    for start in range(0, lam.size, step):
+        sl = slice(start, min(start + step, lam.size))
+        L = sl.stop - sl.start
+        coef = (inv[:, sl, None] * Yt[:, None, :]).reshape(n, L * C)
+        pred = (A @ coef).reshape(-1, L, C)
+        resid = (U @ (r_dir[:, sl, None] * Yt[:, None, :]).reshape(n, L * C)).reshape(n, L, C)
+        for j in range(L):
+            err = pred[:, j, :] - Ys
+            out["test_risk"][start + j] = np.mean(np.einsum("ic,ic->i", err, err))
+            out["test_error"][start + j] = classification_error(pred[:, j, :], Ys)
+            loo_terms = np.einsum("ic,ic->i", resid[:, j, :], resid[:, j, :])
+            out["loo"][start + j] = np.mean(loo_terms / one_minus_sii[:, start + j] ** 2)
+    return out
+
+
+def ridge_predictions(
+    eigvals: np.ndarray,
+    eigvecs: np.ndarray,
+    y_train: np.ndarray,
+    k_test: np.ndarray,
+    lam: float,
+    rcond: float = 1e-10,
+) -> np.ndarray:
+    """Predictions ``K* (K + nλI)⁻¹ Y`` (pseudo-inverse at ``λ = 0``), shape (m, C)."""
+    d = clip_spectrum(np.asarray(eigvals, dtype=np.float64), rcond)
+    U = np.asarray(eigvecs, dtype=np.float64)
+    Y = np.asarray(y_train, dtype=np.float64)
+    Y = Y[:, None] if Y.ndim == 1 else Y
+    _, _, inv = residual_weights(d, d.shape[0], np.array([float(lam)]))
+    return np.asarray(k_test, dtype=np.float64) @ (U @ (inv[:, :1] * (U.T @ Y)))
