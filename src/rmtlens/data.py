@@ -215,3 +215,16 @@ def prepare_imagefolder(
     images = read_archive_images(archive, [name for name, _ in chosen])
     labels = np.array([label for _, label in chosen], dtype=np.int64)
     return PreparedDataset(images, labels, np.concatenate([pool, test]), classes, n_pool)
+
+
+def prepare_dataset(spec: dict, archive: str | None = None) -> PreparedDataset:
+    """Prepare a dataset from its configuration entry (``source``, ``n_pool``, ``n_test``, ...)."""
+    source = spec["source"]
+    seed = int(spec.get("seed", 0))
+    if source == "digits":
+        return prepare_digits(spec["n_pool"], spec["n_test"], seed)
+    if source == "imagefolder":
+        if archive is None:
+            raise DatasetError("source 'imagefolder' needs an archive path")
+        return prepare_imagefolder(archive, spec.get("sha256"), spec["n_pool"], spec["n_test"], seed)
+    raise DatasetError(f"unknown dataset source {source!r}")

@@ -1,0 +1,23 @@
+# rmtlens: random-matrix-theory lens on the generalisation of neural representations.
+# Table of contents only: configuration, one include per stage, the default target.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/embed.smk"
+include: "workflow/rules/kernels.smk"
+include: "workflow/rules/spectra.smk"
+include: "workflow/rules/ridge.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

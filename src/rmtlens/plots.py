@@ -1,0 +1,165 @@
+"""Figures of the ridge grid. Each function takes tables and returns a matplotlib Figure."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from rmtlens.tables import KERNEL_KEYS  # noqa: E402
+
+plt.rcParams.update(
+    {
+        "figure.dpi": 110,
+        "savefig.dpi": 150,
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "font.size": 9,
+        "legend.fontsize": 7,
+        "svg.hashsalt": "rmtlens",
+    }
+)
+
+
+def _panels(n_panels: int, width: float = 3.6, height: float = 3.0, max_cols: int = 4):
+    cols = min(max_cols, n_panels)
+    rows = int(np.ceil(n_panels / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[n_panels:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n_panels])
+
+
+def _title(keys, dataset_labels: Mapping[str, str]) -> str:
+    dataset, backbone, weights, kernel = keys
+    return f"{dataset_labels.get(dataset, dataset)}\n{backbone} · {weights} · {kernel}"
+
+
+def nearest_lambdas(available: np.ndarray, wanted: Sequence[float]) -> list[float]:
+    """For each wanted relative ridge, the nearest (in log) available positive one."""
+    pos = np.asarray(sorted(v for v in available if v > 0))
+    if pos.size == 0:
+        return []
+    chosen = [float(pos[np.argmin(np.abs(np.log(pos) - np.log(w)))]) for w in wanted if w > 0]
+    return sorted(set(chosen))
+
+
+def risk_versus_n(
+    table: pd.DataFrame, lambdas_rel: Sequence[float], dataset_labels: Mapping[str, str] = {}
+):
+    """[W22] Fig. 1 style: test risk versus n for several ridges, GCV dashed, train risk faint.
+
+    Curves are means over seeds; one panel per kernel.
+    """
+    groups = list(table.groupby(KERNEL_KEYS, sort=True))
+    fig, axes = _panels(len(groups))
+    for ax, (keys, group) in zip(axes, groups):
+        chosen = nearest_lambdas(group["lambda_rel"].unique(), lambdas_rel)
+        colours = plt.cm.viridis(np.linspace(0, 0.9, max(1, len(chosen))))
+        for colour, lam in zip(colours, chosen):
+            mean = group[group["lambda_rel"] == lam].groupby("n")[["test_risk", "gcv", "train_risk"]].mean()
+            ax.plot(mean.index, mean["test_risk"], "o-", color=colour, ms=3, label=f"λ/s = {lam:.0e}")
+            ax.plot(mean.index, mean["gcv"], "--", color=colour, lw=1.2)
+            ax.plot(mean.index, mean["train_risk"], "-", color=colour, lw=0.8, alpha=0.3)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        sizes = sorted(group["n"].unique())
+        ax.set_xticks(sizes, [str(v) for v in sizes], minor=False)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("training samples n")
+        ax.set_ylabel("test risk (MSE)")
+        ax.set_title(_title(keys, dataset_labels), fontsize=8)
+    if axes:
+        handles, labels = axes[0].get_legend_handles_labels()
+        handles += [
+            plt.Line2D([], [], color="k", ls="-", marker="o", ms=3),
+            plt.Line2D([], [], color="k", ls="--"),
+            plt.Line2D([], [], color="k", alpha=0.3),
+        ]
+        labels += ["test risk", "GCV estimate", "train risk"]
+        axes[0].legend(handles, labels, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def estimate_versus_risk(table: pd.DataFrame, estimate: str = "gcv", label: str = "GCV"):
+    """Estimated versus actual test risk over all kernels, n and λ; log-log with identity."""
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    groups = list(table.groupby(KERNEL_KEYS, sort=True))
+    colours = plt.cm.tab10(np.arange(len(groups)) % 10)
+    lo, hi = np.inf, -np.inf
+    for colour, (keys, group) in zip(colours, groups):
+        x, y = group["test_risk"].to_numpy(), group[estimate].to_numpy()
+        ok = (x > 0) & (y > 0) & np.isfinite(y)
+        ax.scatter(x[ok], y[ok], s=5, alpha=0.5, color=colour, label=" · ".join(map(str, keys)))
+        if ok.any():
+            lo, hi = min(lo, x[ok].min(), y[ok].min()), max(hi, x[ok].max(), y[ok].max())
+    if np.isfinite(lo):
+        ax.plot([lo, hi], [lo, hi], "k-", lw=0.8, label="identity")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("actual test risk")
+    ax.set_ylabel(f"{label} estimate (training data only)")
+    ax.legend(loc="upper left", markerscale=2)
+    fig.tight_layout()
+    return fig
+
+
+def risk_versus_lambda(table: pd.DataFrame, dataset_labels: Mapping[str, str] = {}):
+    """Test risk, GCV, LOO and train risk versus λ at each kernel's largest n (seed mean).
+
+    The ridgeless values (λ = 0) are drawn as diamonds at the left edge, at an
+    x position labelled "0". The y range follows the positive-λ curves; ridgeless
+    values more than tenfold outside it are pinned to the edge and annotated.
+    """
+    groups = list(table.groupby(KERNEL_KEYS, sort=True))
+    fig, axes = _panels(len(groups))
+    styles = {"test_risk": ("k", "-", "test risk"), "gcv": ("C0", "--", "GCV"),
+              "loo": ("C1", ":", "LOO"), "train_risk": ("C2", "-", "train risk")}
+    for ax, (keys, group) in zip(axes, groups):
+        n_max = group["n"].max()
+        mean = group[group["n"] == n_max].groupby("lambda_rel")[list(styles)].mean()
+        positive = mean[mean.index > 0]
+        values = positive.to_numpy()
+        values = values[np.isfinite(values) & (values > 0)]
+        lo, hi = values.min() / 1.3, values.max() * 1.3
+        ridgeless = mean.loc[0.0] if 0.0 in mean.index else None
+        if ridgeless is not None:
+            finite = ridgeless[np.isfinite(ridgeless) & (ridgeless > 0)]
+            lo = min(lo, *finite[finite > lo / 10]) if (finite > lo / 10).any() else lo
+            hi = max(hi, *finite[finite < hi * 10]) if (finite < hi * 10).any() else hi
+        lo, hi = lo / 1.15, hi * 1.15
+        x0 = positive.index.min() / 10**1.5
+        for column, (colour, ls, label) in styles.items():
+            ax.plot(positive.index, positive[column], ls, color=colour, label=label,
+                    alpha=0.5 if column == "train_risk" else 1.0)
+            if ridgeless is None or not np.isfinite(ridgeless[column]) or ridgeless[column] <= 0:
+                continue
+            value = ridgeless[column]
+            shown = min(max(value, lo), hi)
+            ax.plot([x0], [shown], "D", color=colour, ms=4, alpha=0.5 if column == "train_risk" else 1.0)
+            if shown != value:
+                ax.annotate(f"{value:.1e}", (x0, shown), textcoords="offset points", xytext=(5, -8 if shown == hi else 4),
+                            fontsize=6, color=colour)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_ylim(lo, hi)
+        if ridgeless is not None:
+            ticks = [x0] + [t for t in ax.get_xticks() if t >= positive.index.min() * 0.99]
+            ax.set_xticks(ticks, ["0"] + [f"$10^{{{int(np.round(np.log10(t)))}}}$" for t in ticks[1:]])
+            ax.set_xlim(x0 / 3, positive.index.max() * 3)
+        ax.set_xlabel("relative ridge λ / s")
+        ax.set_ylabel("risk")
+        ax.set_title(f"{_title(keys, dataset_labels)} (n = {n_max})", fontsize=8)
+    if axes:
+        axes[0].legend(loc="best")
+    fig.tight_layout()
+    return fig

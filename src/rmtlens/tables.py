@@ -1,0 +1,64 @@
+"""Tables of the ridge grid and summary statistics of estimators (SPEC §2)."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+KERNEL_KEYS = ["dataset", "backbone", "weights", "kernel"]
+ESTIMATORS = {"gcv": "GCV", "loo": "LOO", "train_risk": "train risk"}
+
+
+def ridge_table(path: Mapping[str, np.ndarray], lambdas_rel: np.ndarray, meta: Mapping) -> pd.DataFrame:
+    """One row per ridge: ``meta`` columns, ``lambda_rel``, then every path quantity."""
+    lambdas_rel = np.asarray(lambdas_rel, dtype=np.float64)
+    if lambdas_rel.shape != np.shape(path["lambda"]):
+        raise ValueError("lambdas_rel and the path's lambda grid differ in length")
+    frame = pd.DataFrame({k: [v] * lambdas_rel.size for k, v in meta.items()})
+    frame["lambda_rel"] = lambdas_rel
+    for key, values in path.items():
+        frame[key] = np.asarray(values)
+    return frame
+
+
+def relative_error(estimate, actual) -> np.ndarray:
+    """``|estimate − actual| / actual`` elementwise."""
+    estimate, actual = np.asarray(estimate, dtype=float), np.asarray(actual, dtype=float)
+    return np.abs(estimate - actual) / actual
+
+
+def estimator_accuracy(
+    table: pd.DataFrame, n_min: int, estimators: Mapping[str, str] = ESTIMATORS
+) -> pd.DataFrame:
+    """Median and 90th percentile of each estimator's relative error against test risk.
+
+    Over all rows of a kernel (every n ≥ ``n_min``, seed and λ). Long format: one
+    row per kernel and estimator, with the number of rows used.
+    """
+    missing = [c for c in [*KERNEL_KEYS, "n", "test_risk", *estimators] if c not in table]
+    if missing:
+        raise ValueError(f"ridge table lacks columns {missing}")
+    rows = table[table["n"] >= n_min]
+    if rows.empty:
+        raise ValueError(f"no rows with n >= n_min = {n_min}; lower analysis.n_min")
+    out = []
+    for keys, group in rows.groupby(KERNEL_KEYS, sort=True):
+        for column, label in estimators.items():
+            err = relative_error(group[column], group["test_risk"])
+            out.append(
+                dict(
+                    zip(KERNEL_KEYS, keys),
+                    estimator=label,
+                    median_rel_error=float(np.median(err)),
+                    p90_rel_error=float(np.quantile(err, 0.9)),
+                    rows=int(err.size),
+                )
+            )
+    return pd.DataFrame(out)
+
+
+def kernel_label(row) -> str:
+    """Short human label of a kernel: ``backbone/weights/kernel`` (dataset prefixed when several)."""
+    return f"{row['backbone']} · {row['weights']} · {row['kernel']}"

@@ -1,0 +1,52 @@
+"""Shared helpers: running the Snakemake workflow in a temporary directory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CIFAR10_ENV = "RMTLENS_CIFAR10_JPEG"
+CIFAR10_SHA256 = "45b041e867f5a40f79bfde38d3dd1fd511103d50068c1afecf6445e25234d4db"
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1200) -> subprocess.CompletedProcess:
+    """Run the repository's workflow with ``workdir`` as working directory."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def dry_run_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """Job counts per rule of a dry run, parsed from Snakemake's job-stats table."""
+    proc = snakemake(workdir, "-n", *args)
+    counts: dict[str, int] = {}
+    lines = (proc.stdout + proc.stderr).splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.startswith("Job stats:"))
+    except StopIteration:
+        return counts  # nothing to be done
+    for line in lines[start + 3 :]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        if parts[0] != "total":
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+@pytest.fixture(scope="session")
+def cifar10_archive() -> Path:
+    """The CIFAR-10 JPEG archive named by $RMTLENS_CIFAR10_JPEG; skips (with the reason) if absent."""
+    path = os.environ.get(CIFAR10_ENV)
+    if not path or not Path(path).is_file():
+        reason = f"CIFAR-10 JPEG archive not available: set {CIFAR10_ENV} to its path (now {path!r})"
+        print(reason)
+        pytest.skip(reason)
+    return Path(path)

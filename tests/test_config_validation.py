@@ -1,0 +1,51 @@
+"""A wrong or missing config field stops the run before any job, naming the field."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from conftest import REPO, snakemake
+
+BASE = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
+
+
+def mutate(path, value):
+    cfg = copy.deepcopy(BASE)
+    *parents, last = path
+    node = cfg
+    for key in parents:
+        node = node[key]
+    if value is KeyError:
+        del node[last]
+    else:
+        node[last] = value
+    return cfg
+
+
+CASES = [
+    (("datasets", "digits", "n_pool"), "many", "n_pool"),
+    (("datasets", "digits", "n_pool"), KeyError, "n_pool"),
+    (("datasets", "digits", "source"), "mnist", "source"),
+    (("backbones", "tresnet", "weights"), ["imagenet"], "weights"),
+    (("backbones", "tresnet", "model"), "resnet_does_not_exist", "backbones.tresnet.model"),
+    (("sample_sizes", "max"), 10_000, "sample_sizes.max"),
+    (("ridge", "num"), 0, "num"),
+    (("ridge", "min"), 100.0, "ridge.min"),
+    (("seeds",), [], "seeds"),
+    (("targets", "kind"), "binary", "targets.positive_classes"),
+    (("ridge", "lamda"), 1.0, "lamda"),
+]
+
+
+@pytest.mark.parametrize("path, value, field", CASES, ids=[".".join(c[0]) + f"={c[1]}" for c in CASES])
+def test_bad_config_stops_before_any_job(tmp_path, path, value, field):
+    config_file = tmp_path / "bad.yaml"
+    config_file.write_text(yaml.safe_dump(mutate(path, value)))
+    proc = snakemake(tmp_path, "--configfile", str(config_file), "--cores", "1", check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert field in output, output[-3000:]
+    assert not (tmp_path / "results").exists()

@@ -1,0 +1,143 @@
+"""The whole DAG on config/test.yaml through the snakemake CLI, checked independently."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, dry_run_jobs, snakemake
+from rmtlens.backbones import create_backbone
+from rmtlens.data import PreparedDataset
+from rmtlens.embeddings import embed_images
+from rmtlens.io import load_npz
+
+pytestmark = pytest.mark.workflow
+TEST_CONFIG = REPO / "config" / "test.yaml"
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    snakemake(workdir, "--configfile", str(TEST_CONFIG), "--cores", "2")
+    return workdir
+
+
+def brute_force_row(K_all, n_pool, idx, Y, lam):
+    """Test risk, error, train risk and GCV by direct solves (no eigendecomposition)."""
+    n = len(idx)
+    K = K_all[np.ix_(idx, idx)]
+    Ks = K_all[n_pool:, idx]
+    M = K + n * lam * np.eye(n)
+    alpha = np.linalg.solve(M, Y[idx])
+    pred = Ks @ alpha
+    err = pred - Y[n_pool:]
+    S = K @ np.linalg.inv(M)
+    resid = Y[idx] - K @ alpha
+    train = np.sum(resid**2) / n
+    return dict(
+        test_risk=np.mean(np.sum(err**2, axis=1)),
+        test_error=np.mean(pred.argmax(1) != Y[n_pool:].argmax(1)),
+        train_risk=train,
+        gcv=train / (1 - np.trace(S) / n) ** 2,
+    )
+
+
+def test_table_rows_match_independent_recomputation(finished_run):
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    table = pd.read_parquet(finished_run / "results/tables/ridge.parquet")
+    n_lambdas = cfg["ridge"]["num"] + int(cfg["ridge"]["ridgeless"])
+    n_units = sum(len(b["weights"]) * len(b["kernels"]) for b in cfg["backbones"].values())
+    sizes = table["n"].unique()
+    assert len(table) == n_units * len(sizes) * len(cfg["seeds"]) * n_lambdas
+    assert sizes.min() == cfg["sample_sizes"]["min"] and sizes.max() == cfg["datasets"]["digits"]["n_pool"]
+
+    data = PreparedDataset.from_arrays(load_npz(finished_run / "results/datasets/digits.npz"))
+    n_pool, C = data.n_pool, len(data.classes)
+    Y = np.eye(C)[data.labels] - 1.0 / C
+    rows = table[table["lambda_rel"] > 0].sample(12, random_state=0)
+    for _, row in rows.iterrows():
+        K_all = np.load(finished_run / f"results/kernels/digits/{row.backbone}/{row.weights}/{row.kernel}.npy")
+        scale = np.trace(K_all[:n_pool]) / n_pool
+        idx = np.random.default_rng(int(row.seed)).permutation(n_pool)[: int(row.n)]
+        ref = brute_force_row(K_all, n_pool, idx, Y, row.lambda_rel * scale)
+        for key, value in ref.items():
+            assert row[key] == pytest.approx(value, rel=1e-7, abs=1e-12), (key, row.to_dict())
+
+
+def test_kernel_equals_recomputed_embeddings(finished_run):
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    data = PreparedDataset.from_arrays(load_npz(finished_run / "results/datasets/digits.npz"))
+    for name, bb in cfg["backbones"].items():
+        model = create_backbone(bb["model"], bb["image_size"], bb["seed"], bb.get("model_kwargs"))
+        phi = embed_images(model, data.images, bb["image_size"], batch_size=32).astype(np.float64)
+        K = np.load(finished_run / f"results/kernels/digits/{name}/init/features.npy")
+        ref = phi @ phi[: data.n_pool].T / phi.shape[1]
+        np.testing.assert_allclose(K, ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())
+
+
+def test_accuracy_table_matches_ridge_table(finished_run):
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    table = pd.read_parquet(finished_run / "results/tables/ridge.parquet")
+    acc = pd.read_csv(finished_run / "results/tables/gcv_accuracy.csv")
+    rows = table[(table.backbone == "tresnet") & (table.n >= cfg["analysis"]["n_min"])]
+    err = np.abs(rows.gcv - rows.test_risk) / rows.test_risk
+    got = acc[(acc.backbone == "tresnet") & (acc.estimator == "GCV")].iloc[0]
+    assert got.median_rel_error == pytest.approx(np.median(err), rel=1e-9)
+    assert got.p90_rel_error == pytest.approx(np.quantile(err, 0.9), rel=1e-9)
+    assert got.rows == len(rows)
+
+
+def test_figures_are_real_images(finished_run):
+    from PIL import Image
+
+    for name in ["risk_vs_n", "gcv_vs_risk", "risk_vs_lambda"]:
+        with Image.open(finished_run / f"results/figures/{name}.png") as img:
+            pixels = np.asarray(img.convert("L"))
+        assert pixels.shape[0] > 200 and pixels.shape[1] > 200
+        assert pixels.std() > 5  # not a blank canvas
+        svg = (finished_run / f"results/figures/{name}.svg").read_text()
+        assert svg.lstrip().startswith("<?xml") and "<path" in svg
+
+
+def test_changing_the_ridge_grid_reuses_kernels_and_eigendecompositions(finished_run, tmp_path):
+    workdir = tmp_path / "copy"
+    shutil.copytree(finished_run, workdir, symlinks=True)
+    assert dry_run_jobs(workdir, "--configfile", str(TEST_CONFIG)) == {}
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg["ridge"].update(min=1.0e-4, num=5)
+    new_grid = tmp_path / "new_grid.yaml"
+    new_grid.write_text(yaml.safe_dump(cfg))
+    jobs = dry_run_jobs(workdir, "--configfile", str(new_grid))
+    assert jobs.get("ridge_path", 0) > 0 and jobs.get("aggregate") == 1
+    for heavy in ["prepare_dataset", "embed", "kernel", "eigh", "pool_spectrum"]:
+        assert heavy not in jobs, jobs
+
+
+def test_cifar10_subset_end_to_end(cifar10_archive, tmp_path):
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg["datasets"] = {
+        "cifar10": dict(
+            source="imagefolder", label="CIFAR-10 (JPEG re-encoding)", archive=str(cifar10_archive),
+            sha256="45b041e867f5a40f79bfde38d3dd1fd511103d50068c1afecf6445e25234d4db",
+            n_pool=100, n_test=50, seed=0,
+        )
+    }
+    cfg["backbones"] = {"tresnet": cfg["backbones"]["tresnet"]}
+    config_file = tmp_path / "cifar.yaml"
+    config_file.write_text(yaml.safe_dump(cfg))
+    snakemake(tmp_path, "--configfile", str(config_file), "--cores", "2")
+    data = PreparedDataset.from_arrays(load_npz(tmp_path / "results/datasets/cifar10.npz"))
+    assert data.images.shape == (150, 32, 32, 3) and data.classes[0] == "airplane"
+    table = pd.read_parquet(tmp_path / "results/tables/ridge.parquet")
+    K_all = np.load(tmp_path / "results/kernels/cifar10/tresnet/init/features.npy")
+    Y = np.eye(10)[data.labels] - 0.1
+    row = table[(table.n == 100) & (table.lambda_rel > 0)].iloc[3]
+    scale = np.trace(K_all[:100]) / 100
+    idx = np.random.default_rng(int(row.seed)).permutation(100)[:100]
+    ref = brute_force_row(K_all, 100, idx, Y, row.lambda_rel * scale)
+    assert row.test_risk == pytest.approx(ref["test_risk"], rel=1e-7)
+    assert row.gcv == pytest.approx(ref["gcv"], rel=1e-7)

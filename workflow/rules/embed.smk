@@ -1,0 +1,23 @@
+rule embed:
+    input:
+        dataset="results/datasets/{dataset}.npz",
+    output:
+        "results/embeddings/{dataset}/{backbone}/{weights}.npy",
+    params:
+        model=lambda wc: backbone_spec(wc)["model"],
+        image_size=lambda wc: backbone_spec(wc)["image_size"],
+        seed=lambda wc: backbone_spec(wc)["seed"],
+        model_kwargs=lambda wc: canonical(backbone_spec(wc)["model_kwargs"]),
+        batch_size=config["embed"]["batch_size"],
+    log:
+        "logs/embed/{dataset}/{backbone}/{weights}.log",
+    benchmark:
+        "benchmarks/embed/{dataset}/{backbone}/{weights}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../../envs/rmtlens.yaml"
+    script:
+        "../scripts/embed.py"

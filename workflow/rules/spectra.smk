@@ -1,0 +1,37 @@
+rule eigh:
+    input:
+        kernel="results/kernels/{dataset}/{backbone}/{weights}/{kernel}.npy",
+    output:
+        "results/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.npz",
+    params:
+        n_pool=n_pool,
+    log:
+        "logs/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.log",
+    benchmark:
+        "benchmarks/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.tsv"
+    resources:
+        mem_mb=lambda wc: 1000 + 48 * int(wc.n) ** 2 // 10**6,
+        runtime=60,
+    conda:
+        "../../envs/rmtlens.yaml"
+    script:
+        "../scripts/eigh.py"
+
+
+rule pool_spectrum:
+    input:
+        kernel="results/kernels/{dataset}/{backbone}/{weights}/{kernel}.npy",
+        dataset="results/datasets/{dataset}.npz",
+    output:
+        "results/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz",
+    log:
+        "logs/pool_spectrum/{dataset}/{backbone}/{weights}/{kernel}.log",
+    benchmark:
+        "benchmarks/pool_spectrum/{dataset}/{backbone}/{weights}/{kernel}.tsv"
+    resources:
+        mem_mb=lambda wc: 1000 + 48 * n_pool(wc) ** 2 // 10**6,
+        runtime=120,
+    conda:
+        "../../envs/rmtlens.yaml"
+    script:
+        "../scripts/pool_spectrum.py"

@@ -1,0 +1,13 @@
+import pandas as pd
+
+from rmtlens.io import load_table, save_table
+from rmtlens.runlog import job_logger
+from rmtlens.tables import KERNEL_KEYS, estimator_accuracy
+
+log = job_logger(snakemake.log[0], "aggregate")
+table = pd.concat([load_table(path) for path in snakemake.input], ignore_index=True)
+table = table.sort_values([*KERNEL_KEYS, "n", "seed", "lambda_rel"], kind="stable", ignore_index=True)
+accuracy = estimator_accuracy(table, snakemake.params.n_min)
+log.info("%d rows from %d ridge paths\n%s", len(table), len(snakemake.input), accuracy.to_string(index=False))
+save_table(snakemake.output.table, table)
+save_table(snakemake.output.accuracy, accuracy)

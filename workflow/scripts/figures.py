@@ -1,0 +1,18 @@
+import matplotlib.pyplot as plt
+
+from rmtlens import plots
+from rmtlens.io import load_table, save_figure
+from rmtlens.runlog import job_logger
+
+log = job_logger(snakemake.log[0], "figures")
+table = load_table(snakemake.input.table)
+out, labels = snakemake.output, snakemake.params.dataset_labels
+figures = {
+    "risk_vs_n": plots.risk_versus_n(table, snakemake.params.lambdas_rel, labels),
+    "gcv_vs_risk": plots.estimate_versus_risk(table, "gcv", "GCV"),
+    "risk_vs_lambda": plots.risk_versus_lambda(table, labels),
+}
+for name, fig in figures.items():
+    save_figure(fig, out[f"{name}_png"], out[f"{name}_svg"])
+    plt.close(fig)
+    log.info("wrote %s", name)
