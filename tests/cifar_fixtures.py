@@ -138,7 +138,9 @@ def make_tiny_cifar(kind: str, n_per_train_member: int, n_test: int, seed: int) 
         members[f"{folder}/batches.meta"] = py2_pickle(
             {"num_cases_per_batch": n_per_train_member, "label_names": classes, "num_vis": 3072}
         )
-        members[f"{folder}/readme.html"] = b"<meta HTTP-EQUIV='REFRESH' content='0; url=http://www.cs.toronto.edu/~kriz/cifar.html'>\n"
+        members[f"{folder}/readme.html"] = (
+            b"<meta HTTP-EQUIV='REFRESH' content='0; url=http://www.cs.toronto.edu/~kriz/cifar.html'>\n"
+        )
     else:
         coarse = [f"super_{k:02d}" for k in range(20)]
         for split, images, labels in (("train", train_images, train_labels), ("test", test_images, test_labels)):

@@ -110,7 +110,9 @@ def _timm_missing_keys() -> Iterator[list[str]]:
 
 def _from_file(model_name, image_size, seed, model_kwargs, path: Path) -> torch.nn.Module:
     with _timm_missing_keys() as missing:
-        model = create_backbone(model_name, image_size, seed, model_kwargs, pretrained=True, pretrained_file=str(path))
+        model = create_backbone(
+            model_name, image_size, seed, model_kwargs, pretrained=True, pretrained_file=str(path)
+        )
     _require_complete(missing, f"weights file {path}", model_name)
     return model
 
@@ -256,7 +258,8 @@ def backbone_with_weights(
         if cache_dir is None:
             raise ValueError("weights 'pretrained' needs cache_dir (the hub cache under resources/)")
         return load_pretrained_backbone(
-            model_name, image_size, seed, cache_dir, pretrained_file=pretrained_file, model_kwargs=model_kwargs, allow_download=allow_download,
+            model_name, image_size, seed, cache_dir, pretrained_file=pretrained_file,
+            model_kwargs=model_kwargs, allow_download=allow_download,
         )
     if weights == "trained":
         if trained_file is None:
