@@ -41,12 +41,36 @@ def dry_run_jobs(workdir: Path, *args: str) -> dict[str, int]:
     return counts
 
 
+REQUIRE_DATA_ENV = "RMTLENS_REQUIRE_OFFLINE_DATA"
+
+
+def missing_offline_data(name: str, reason: str) -> None:
+    """Skip with the printed reason, or fail where CI promised the data
+    (``name`` listed in $RMTLENS_REQUIRE_OFFLINE_DATA, comma-separated)."""
+    print(reason)
+    if name in os.environ.get(REQUIRE_DATA_ENV, "").split(","):
+        pytest.fail(f"{reason} ({REQUIRE_DATA_ENV} lists {name}: the data must be present)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def cifar10_archive() -> Path:
     """The CIFAR-10 JPEG archive named by $RMTLENS_CIFAR10_JPEG; skips (with the reason) if absent."""
     path = os.environ.get(CIFAR10_ENV)
     if not path or not Path(path).is_file():
-        reason = f"CIFAR-10 JPEG archive not available: set {CIFAR10_ENV} to its path (now {path!r})"
-        print(reason)
-        pytest.skip(reason)
+        missing_offline_data("cifar10", f"CIFAR-10 JPEG archive not available: set {CIFAR10_ENV} to its path (now {path!r})")
     return Path(path)
+
+
+@pytest.fixture(scope="session")
+def debian_fashion_mnist() -> Path:
+    """The folder of Debian's dataset-fashion-mnist files; skips (with the reason) if not installed."""
+    from rmtlens.downloads import FASHION_MNIST_DEBIAN_DIR
+
+    if not all((FASHION_MNIST_DEBIAN_DIR / f"{n}.gz").is_file() for n in (
+        "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"
+    )):
+        missing_offline_data(
+            "fashion_mnist", f"Fashion-MNIST files not in {FASHION_MNIST_DEBIAN_DIR}: `apt-get install dataset-fashion-mnist`"
+        )
+    return FASHION_MNIST_DEBIAN_DIR

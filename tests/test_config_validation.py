@@ -37,6 +37,11 @@ CASES = [
     (("seeds",), [], "seeds"),
     (("targets", "kind"), "binary", "targets.positive_classes"),
     (("ridge", "lamda"), 1.0, "lamda"),
+    (("backbones", "tresnet", "pretrain", "task"), "nowhere", "backbones.tresnet.pretrain.task"),
+    (("backbones", "tresnet", "pretrain"), KeyError, "pretrain"),
+    (("source_tasks", "digits_rest", "dataset"), "cifar", "source_tasks.digits_rest.dataset"),
+    (("datasets", "digits", "backbones"), ["tresnet", "resnet"], "datasets.digits.backbones"),
+    (("datasets", "digits", "source"), "imagefolder", "archive"),
 ]
 
 

@@ -15,9 +15,12 @@ from rmtlens.data import (
     choose_pool_and_test,
     digits_images,
     prepare_dataset,
-    prepare_imagefolder,
     sha256_of,
 )
+
+
+def prepare_imagefolder(archive, sha256, n_pool, n_test, seed):
+    return prepare_dataset(dict(source="imagefolder", sha256=sha256, n_pool=n_pool, n_test=n_test, seed=seed), archive)
 
 
 def write_imagefolder(path, per_class=4, classes=("cat", "ant", "bee"), size=8, prefix="", seed=0):
@@ -124,3 +127,22 @@ def test_real_cifar10_archive_subset(cifar10_archive):
     assert ds.images.shape == (30, 32, 32, 3)
     assert ds.classes == ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
     assert ds.images.std() > 10
+
+
+def test_source_task_is_disjoint_from_pool_and_test_and_relabels_classes():
+    from rmtlens.data import DigitsSource, pool_and_test_indices, prepare_source_task
+
+    source = DigitsSource()
+    pool, test = pool_and_test_indices(source, 300, 200, seed=4)
+    task = prepare_source_task(source, 300, 200, 4, n_train=150, n_heldout=50, classes=[7, 2], task_seed=1)
+    assert task.classes == ("7", "2")
+    used = np.concatenate([task.train_index, task.heldout_index])
+    assert len(set(used)) == 200 and not set(used) & (set(pool) | set(test))
+    images, labels, _ = digits_images()
+    np.testing.assert_array_equal(task.train_images, images[task.train_index])
+    np.testing.assert_array_equal(np.array([7, 2])[task.train_labels], labels[task.train_index])
+    np.testing.assert_array_equal(np.array([7, 2])[task.heldout_labels], labels[task.heldout_index])
+    with pytest.raises(DatasetError, match="remain outside"):
+        prepare_source_task(source, 300, 200, 4, n_train=1200, n_heldout=200, classes=None, task_seed=1)
+    with pytest.raises(DatasetError, match="not classes of the dataset"):
+        prepare_source_task(source, 300, 200, 4, n_train=10, n_heldout=10, classes=[3, 12], task_seed=1)

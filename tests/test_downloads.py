@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 from cifar_fixtures import make_tiny_cifar, md5_bytes, serve_files, write
 
-from rmtlens.data import DatasetError, choose_pool_and_test
+from rmtlens.data import ArraySource, DatasetError, choose_pool_and_test, prepare_pool
 from rmtlens.downloads import (
     FASHION_MNIST_DEBIAN_DIR,
     FASHION_MNIST_RAW_MD5,
     cifar_class,
     load_cifar,
     load_fashion_mnist,
-    prepare_torchvision,
     stage_fashion_mnist,
 )
 
@@ -64,7 +63,9 @@ def test_download_gives_the_archived_arrays(tiny, tmp_path):
 def test_prepare_takes_pool_from_train_and_test_from_test(tiny, tmp_path):
     write(tmp_path / tiny.filename, tiny.archive_bytes)
     n_pool, n_test, seed = 20, 7, 5
-    prepared = prepare_torchvision(tiny.kind, tmp_path, n_pool, n_test, seed, dataset_class=tiny.dataset_class())
+    splits = load_cifar(tiny.kind, tmp_path, dataset_class=tiny.dataset_class())
+    source = ArraySource(splits.train_images, splits.train_labels, splits.test_images, splits.test_labels, splits.classes)
+    prepared = prepare_pool(source, n_pool, n_test, seed)
     pool, test = choose_pool_and_test(len(tiny.train_labels), len(tiny.test_labels), n_pool, n_test, seed)
     assert prepared.n_pool == n_pool and prepared.n_test == n_test
     np.testing.assert_array_equal(prepared.images[:n_pool], tiny.train_images[pool])
@@ -161,7 +162,7 @@ def read_idx(path, header):
 
 
 @pytest.fixture(scope="module")
-def fashion_root(tmp_path_factory):
+def fashion_root(tmp_path_factory, debian_fashion_mnist):
     return tmp_path_factory.mktemp("fashion")
 
 
@@ -186,14 +187,16 @@ def test_fashion_mnist_through_torchvision_from_debian_files(fashion_root):
 
 
 def test_fashion_mnist_prepare(fashion_root):
-    prepared = prepare_torchvision("fashion_mnist", fashion_root, 50, 20, seed=2)
+    from rmtlens.data import open_source
+
+    prepared = prepare_pool(open_source(dict(source="fashion_mnist"), download_root=fashion_root), 50, 20, seed=2)
     splits = load_fashion_mnist(fashion_root)
     pool, test = choose_pool_and_test(60000, 10000, 50, 20, 2)
     np.testing.assert_array_equal(prepared.images, np.concatenate([splits.train_images[pool], splits.test_images[test]]))
     np.testing.assert_array_equal(prepared.labels, np.concatenate([splits.train_labels[pool], splits.test_labels[test]]))
 
 
-def test_fashion_mnist_download_verified_with_torchvision_list(tmp_path, monkeypatch):
+def test_fashion_mnist_download_verified_with_torchvision_list(tmp_path, monkeypatch, debian_fashion_mnist):
     """The download path: files fetched from a mirror, checked with the (gz) md5 list."""
     from torchvision.datasets import FashionMNIST
 
@@ -209,7 +212,7 @@ def test_fashion_mnist_download_verified_with_torchvision_list(tmp_path, monkeyp
     assert leftovers(tmp_path) == []
 
 
-def test_fashion_mnist_source_with_other_contents_is_refused(tmp_path):
+def test_fashion_mnist_source_with_other_contents_is_refused(tmp_path, debian_fashion_mnist):
     source = tmp_path / "src"
     source.mkdir()
     for gz in FASHION_MNIST_DEBIAN_DIR.iterdir():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import torch
 import pandas as pd
 import pytest
 import yaml
@@ -83,9 +84,9 @@ def test_accuracy_table_matches_ridge_table(finished_run):
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     table = pd.read_parquet(finished_run / "results/tables/ridge.parquet")
     acc = pd.read_csv(finished_run / "results/tables/gcv_accuracy.csv")
-    rows = table[(table.backbone == "tresnet") & (table.n >= cfg["analysis"]["n_min"])]
+    rows = table[(table.backbone == "tresnet") & (table.weights == "init") & (table.n >= cfg["analysis"]["n_min"])]
     err = np.abs(rows.gcv - rows.test_risk) / rows.test_risk
-    got = acc[(acc.backbone == "tresnet") & (acc.estimator == "GCV")].iloc[0]
+    got = acc[(acc.backbone == "tresnet") & (acc.weights == "init") & (acc.estimator == "GCV")].iloc[0]
     assert got.median_rel_error == pytest.approx(np.median(err), rel=1e-9)
     assert got.p90_rel_error == pytest.approx(np.quantile(err, 0.9), rel=1e-9)
     assert got.rows == len(rows)
@@ -141,3 +142,45 @@ def test_cifar10_subset_end_to_end(cifar10_archive, tmp_path):
     ref = brute_force_row(K_all, 100, idx, Y, row.lambda_rel * scale)
     assert row.test_risk == pytest.approx(ref["test_risk"], rel=1e-7)
     assert row.gcv == pytest.approx(ref["gcv"], rel=1e-7)
+
+
+def test_pretraining_improves_the_source_task_and_the_kernel(finished_run):
+    history = pd.read_csv(finished_run / "results/pretrain/tresnet.csv")
+    assert history.epoch.tolist() == list(range(len(history)))
+    assert history.heldout_accuracy.iloc[-1] >= history.heldout_accuracy.iloc[0] + 0.3
+    best = pd.read_csv(finished_run / "results/tables/best_risk.csv").set_index(["backbone", "weights"])
+    assert best.loc[("tresnet", "trained"), "best_test_risk"] < best.loc[("tresnet", "init"), "best_test_risk"]
+
+
+def test_pretraining_is_deterministic(finished_run, tmp_path):
+    from rmtlens.weights import load_backbone_state
+
+    workdir = tmp_path / "again"
+    shutil.copytree(finished_run, workdir, symlinks=True)
+    snakemake(workdir, "--configfile", str(TEST_CONFIG), "--cores", "2", "--forcerun", "pretrain", "--until", "pretrain")
+    first, name = load_backbone_state(finished_run / "resources/weights/tresnet/trained.safetensors")
+    second, _ = load_backbone_state(workdir / "resources/weights/tresnet/trained.safetensors")
+    assert name == "test_resnet" and first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+
+def test_published_weights_from_a_local_file_reach_the_embeddings(tmp_path):
+    """weights 'pretrained' with a local file goes through timm's loading path in the embed rule."""
+    from safetensors.torch import save_file
+
+    source = create_backbone("test_resnet", 32, seed=7)
+    weights_file = tmp_path / "published.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(weights_file))
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg["backbones"] = {"pub": dict(model="test_resnet", image_size=32, weights=["pretrained"], kernels=["features"],
+                                    seed=0, pretrained_file=str(weights_file))}
+    config_file = tmp_path / "pub.yaml"
+    config_file.write_text(yaml.safe_dump(cfg))
+    target = "results/embeddings/digits/pub/pretrained.npy"
+    snakemake(tmp_path, "--configfile", str(config_file), "--cores", "2", target)
+    data = PreparedDataset.from_arrays(load_npz(tmp_path / "results/datasets/digits.npz"))
+    expected = embed_images(source, data.images, 32, batch_size=64)
+    np.testing.assert_allclose(np.load(tmp_path / target), expected, rtol=1e-5, atol=1e-6)
+    init = embed_images(create_backbone("test_resnet", 32, seed=0), data.images[:8], 32)
+    assert not np.allclose(init, expected[:8], atol=1e-3)

@@ -11,6 +11,11 @@ Sources:
 ``imagefolder``
     A ``.tar.gz`` holding ``train/<class>/*`` and ``test/<class>/*`` images, class
     index = rank of the folder name in sorted order, verified by sha256.
+``cifar10``, ``cifar100``, ``fashion_mnist``
+    The official files through torchvision (:mod:`rmtlens.downloads`).
+
+Images outside a dataset's pool and test set form *source tasks* for pretraining
+(:func:`prepare_source_task`).
 """
 
 from __future__ import annotations
@@ -196,35 +201,154 @@ def read_archive_images(archive: str | os.PathLike, names: list[str]) -> np.ndar
     return np.stack(out)
 
 
-def prepare_digits(n_pool: int, n_test: int, seed: int) -> PreparedDataset:
-    """Pool and test drawn disjointly from scikit-learn's digits."""
-    images, labels, classes = digits_images()
-    pool, test = choose_pool_and_test(len(labels), None, n_pool, n_test, seed)
-    rows = np.concatenate([pool, test])
-    return PreparedDataset(images[rows], labels[rows], rows, classes, n_pool)
+class DigitsSource:
+    """scikit-learn's digits: one split of 1797 images (the test set is drawn from it)."""
+
+    has_test_split = False
+
+    def __init__(self) -> None:
+        self._images, self._labels, self.classes = digits_images()
+
+    def labels(self, split: str) -> np.ndarray:
+        return self._labels
+
+    def images(self, split: str, index: np.ndarray) -> np.ndarray:
+        return self._images[index]
 
 
-def prepare_imagefolder(
-    archive: str | os.PathLike, sha256: str | None, n_pool: int, n_test: int, seed: int
-) -> PreparedDataset:
-    """Pool from ``train/``, test set from ``test/`` of a verified image-folder archive."""
-    verify_sha256(archive, sha256)
-    index, classes = imagefolder_index(archive)
-    pool, test = choose_pool_and_test(len(index["train"]), len(index["test"]), n_pool, n_test, seed)
-    chosen = [index["train"][i] for i in pool] + [index["test"][i] for i in test]
-    images = read_archive_images(archive, [name for name, _ in chosen])
-    labels = np.array([label for _, label in chosen], dtype=np.int64)
-    return PreparedDataset(images, labels, np.concatenate([pool, test]), classes, n_pool)
+class ImageFolderSource:
+    """An image-folder archive (verified by sha256), decoded only where images are read."""
+
+    has_test_split = True
+
+    def __init__(self, archive: str | os.PathLike, sha256: str | None) -> None:
+        verify_sha256(archive, sha256)
+        self.archive = archive
+        self._index, self.classes = imagefolder_index(archive)
+
+    def labels(self, split: str) -> np.ndarray:
+        return np.array([label for _, label in self._index[split]], dtype=np.int64)
+
+    def images(self, split: str, index: np.ndarray) -> np.ndarray:
+        return read_archive_images(self.archive, [self._index[split][i][0] for i in index])
 
 
-def prepare_dataset(spec: dict, archive: str | None = None) -> PreparedDataset:
-    """Prepare a dataset from its configuration entry (``source``, ``n_pool``, ``n_test``, ...)."""
+class ArraySource:
+    """Train and test splits held as arrays (CIFAR, Fashion-MNIST through torchvision)."""
+
+    has_test_split = True
+
+    def __init__(self, train_images, train_labels, test_images, test_labels, classes) -> None:
+        self._images = {"train": train_images, "test": test_images}
+        self._labels = {"train": np.asarray(train_labels, np.int64), "test": np.asarray(test_labels, np.int64)}
+        self.classes = tuple(classes)
+
+    def labels(self, split: str) -> np.ndarray:
+        return self._labels[split]
+
+    def images(self, split: str, index: np.ndarray) -> np.ndarray:
+        return self._images[split][index]
+
+
+SOURCES = ("digits", "imagefolder", "cifar10", "cifar100", "fashion_mnist")
+
+
+def open_source(spec: dict, archive: str | None = None, download_root: str | os.PathLike = "resources/datasets"):
+    """The image source a dataset's configuration entry describes.
+
+    ``archive`` is the image-folder archive; CIFAR and Fashion-MNIST files are
+    looked for, verified and (if absent) downloaded under ``download_root``, from
+    ``spec['url']`` when given (a mirror) or the official address.
+    """
     source = spec["source"]
-    seed = int(spec.get("seed", 0))
     if source == "digits":
-        return prepare_digits(spec["n_pool"], spec["n_test"], seed)
+        return DigitsSource()
     if source == "imagefolder":
         if archive is None:
             raise DatasetError("source 'imagefolder' needs an archive path")
-        return prepare_imagefolder(archive, spec.get("sha256"), spec["n_pool"], spec["n_test"], seed)
-    raise DatasetError(f"unknown dataset source {source!r}")
+        return ImageFolderSource(archive, spec.get("sha256"))
+    if source in ("cifar10", "cifar100", "fashion_mnist"):
+        from rmtlens.downloads import load_torchvision
+
+        splits = load_torchvision(source, download_root, url=spec.get("url"))
+        return ArraySource(splits.train_images, splits.train_labels, splits.test_images,
+                           splits.test_labels, splits.classes)
+    raise DatasetError(f"unknown dataset source {source!r}; expected one of {SOURCES}")
+
+
+def pool_and_test_indices(source, n_pool: int, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the pool (train split) and test set (test split, or train split when
+    the source has only one) of a source, by :func:`choose_pool_and_test`."""
+    n_test_split = len(source.labels("test")) if source.has_test_split else None
+    return choose_pool_and_test(len(source.labels("train")), n_test_split, n_pool, n_test, seed)
+
+
+def prepare_pool(source, n_pool: int, n_test: int, seed: int) -> PreparedDataset:
+    """The pool and test set of a source as a :class:`PreparedDataset`."""
+    pool, test = pool_and_test_indices(source, n_pool, n_test, seed)
+    test_split = "test" if source.has_test_split else "train"
+    images = np.concatenate([source.images("train", pool), source.images(test_split, test)])
+    labels = np.concatenate([source.labels("train")[pool], source.labels(test_split)[test]])
+    return PreparedDataset(images, labels, np.concatenate([pool, test]), source.classes, n_pool)
+
+
+@dataclass(frozen=True)
+class SourceTask:
+    """Images for pretraining, disjoint from a dataset's pool and test set.
+
+    train_images, heldout_images : (N, H, W, 3) uint8.
+    train_labels, heldout_labels : (N,) int64 in ``[0, len(classes))``.
+    train_index, heldout_index : (N,) indices of the images in the source's train split.
+    classes : names of the task's classes (a subset of the dataset's, relabelled in order).
+    """
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    heldout_images: np.ndarray
+    heldout_labels: np.ndarray
+    train_index: np.ndarray
+    heldout_index: np.ndarray
+    classes: tuple[str, ...]
+
+
+def prepare_source_task(
+    source, n_pool: int, n_test: int, seed: int, n_train: int, n_heldout: int,
+    classes: list[int] | None, task_seed: int,
+) -> SourceTask:
+    """A pretraining task from the train-split images outside the pool (and test set).
+
+    Parameters
+    ----------
+    source : an image source (:func:`open_source`).
+    n_pool, n_test, seed : the dataset's pool/test choice, to be excluded.
+    n_train, n_heldout : images drawn (seeded by ``task_seed``) for training and
+        for measuring held-out accuracy.
+    classes : class indices to keep (relabelled 0..k-1 in this order), or None for all.
+    """
+    pool, test = pool_and_test_indices(source, n_pool, n_test, seed)
+    labels = source.labels("train")
+    excluded = set(pool.tolist()) | (set() if source.has_test_split else set(test.tolist()))
+    keep = list(range(len(source.classes))) if not classes else list(classes)
+    bad = [c for c in keep if not 0 <= c < len(source.classes)]
+    if bad:
+        raise DatasetError(f"source task classes {bad} are not classes of the dataset (0..{len(source.classes) - 1})")
+    candidates = np.array([i for i in range(len(labels)) if i not in excluded and labels[i] in keep], dtype=np.int64)
+    if n_train + n_heldout > len(candidates):
+        raise DatasetError(
+            f"source task needs n_train + n_heldout = {n_train + n_heldout} images but only {len(candidates)} "
+            "remain outside the dataset's pool and test set; lower them or the pool size"
+        )
+    chosen = np.random.default_rng(task_seed).choice(candidates, size=n_train + n_heldout, replace=False)
+    relabel = {c: i for i, c in enumerate(keep)}
+    images = source.images("train", chosen)
+    new_labels = np.array([relabel[int(labels[i])] for i in chosen], dtype=np.int64)
+    return SourceTask(images[:n_train], new_labels[:n_train], images[n_train:], new_labels[n_train:],
+                      chosen[:n_train], chosen[n_train:], tuple(source.classes[c] for c in keep))
+
+
+def prepare_dataset(
+    spec: dict, archive: str | None = None, download_root: str | os.PathLike = "resources/datasets"
+) -> PreparedDataset:
+    """The pool and test set of a dataset configuration entry (``source``, ``n_pool``, ``n_test``, ``seed``)."""
+    source = open_source(spec, archive, download_root)
+    return prepare_pool(source, spec["n_pool"], spec["n_test"], int(spec.get("seed", 0)))

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from rmtlens.data import DatasetError, PreparedDataset, choose_pool_and_test
+from rmtlens.data import DatasetError
 from rmtlens.io import atomic_path
 
 DATASETS = ("cifar10", "cifar100", "fashion_mnist")
@@ -341,26 +341,3 @@ def load_torchvision(
     if name == "fashion_mnist":
         return load_fashion_mnist(root, source_dir=source_dir, url=url)
     raise ValueError(f"name must be one of {list(DATASETS)}, got {name!r}")
-
-
-def prepare_torchvision(
-    name: str, root: str | os.PathLike, n_pool: int, n_test: int, seed: int, url: str | None = None,
-    dataset_class: type | None = None, source_dir: str | os.PathLike | None = FASHION_MNIST_DEBIAN_DIR,
-) -> PreparedDataset:
-    """Pool from the train split, test set from the test split (SPEC §1).
-
-    Mirrors :func:`rmtlens.data.prepare_imagefolder`: the rows are chosen by
-    :func:`rmtlens.data.choose_pool_and_test` and ``source_index`` holds each row's
-    index within its split.
-    """
-    splits = load_torchvision(name, root, url=url, dataset_class=dataset_class, source_dir=source_dir)
-    pool, test = choose_pool_and_test(
-        len(splits.train_labels), len(splits.test_labels), n_pool, n_test, seed
-    )
-    return PreparedDataset(
-        images=np.concatenate([splits.train_images[pool], splits.test_images[test]]),
-        labels=np.concatenate([splits.train_labels[pool], splits.test_labels[test]]),
-        source_index=np.concatenate([pool, test]),
-        classes=splits.classes,
-        n_pool=n_pool,
-    )

@@ -163,3 +163,21 @@ def risk_versus_lambda(table: pd.DataFrame, dataset_labels: Mapping[str, str] = 
         axes[0].legend(loc="best")
     fig.tight_layout()
     return fig
+
+
+def training_curves(histories: Mapping[str, pd.DataFrame]):
+    """Pretraining curves: train loss and held-out accuracy per epoch, one line per backbone."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(8.0, 3.2))
+    for name, history in histories.items():
+        trained = history[history["epoch"] > 0]
+        ax_loss.plot(trained["epoch"], trained["train_loss"], "o-", ms=3, label=name)
+        ax_acc.plot(history["epoch"], history["heldout_accuracy"], "o-", ms=3, label=name)
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("train cross-entropy")
+    ax_loss.set_yscale("log")
+    ax_acc.set_xlabel("epoch (0 = initialisation)")
+    ax_acc.set_ylabel("held-out accuracy")
+    ax_acc.set_ylim(0, 1)
+    ax_acc.legend(loc="lower right")
+    fig.tight_layout()
+    return fig

@@ -62,3 +62,28 @@ def estimator_accuracy(
 def kernel_label(row) -> str:
     """Short human label of a kernel: ``backbone/weights/kernel`` (dataset prefixed when several)."""
     return f"{row['backbone']} · {row['weights']} · {row['kernel']}"
+
+
+def best_risk(table: pd.DataFrame) -> pd.DataFrame:
+    """Per kernel, at its largest n: the ridge with the lowest seed-mean test risk.
+
+    Columns: kernel keys, ``n``, ``best_lambda_rel``, ``best_test_risk`` and
+    ``test_error_at_best`` (seed means at that ridge), and ``min_test_error`` (the
+    lowest seed-mean classification error over all ridges).
+    """
+    rows = []
+    for keys, group in table.groupby(KERNEL_KEYS, sort=True):
+        n_max = group["n"].max()
+        mean = group[group["n"] == n_max].groupby("lambda_rel")[["test_risk", "test_error"]].mean()
+        best = mean["test_risk"].idxmin()
+        rows.append(
+            dict(
+                zip(KERNEL_KEYS, keys),
+                n=int(n_max),
+                best_lambda_rel=float(best),
+                best_test_risk=float(mean.loc[best, "test_risk"]),
+                test_error_at_best=float(mean.loc[best, "test_error"]),
+                min_test_error=float(mean["test_error"].min()),
+            )
+        )
+    return pd.DataFrame(rows)

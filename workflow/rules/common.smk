@@ -21,6 +21,16 @@ def check_config(cfg):
             config_error("sample_sizes.max", f"{n_max} exceeds datasets.{name}.n_pool = {ds['n_pool']}")
         if cfg["sample_sizes"]["min"] > (n_max or ds["n_pool"]):
             config_error("sample_sizes.min", f"{cfg['sample_sizes']['min']} exceeds the largest sample size {n_max or ds['n_pool']} of dataset {name}")
+    for name, ds in cfg["datasets"].items():
+        for b in ds["backbones"] or []:
+            if b not in cfg["backbones"]:
+                config_error(f"datasets.{name}.backbones", f"{b!r} is not a name under backbones")
+    for name, task in cfg["source_tasks"].items():
+        if task["dataset"] not in cfg["datasets"]:
+            config_error(f"source_tasks.{name}.dataset", f"{task['dataset']!r} is not a name under datasets")
+    for name, bb in cfg["backbones"].items():
+        if "pretrain" in bb and bb["pretrain"]["task"] not in cfg["source_tasks"]:
+            config_error(f"backbones.{name}.pretrain.task", f"{bb['pretrain']['task']!r} is not a name under source_tasks")
     if cfg["ridge"]["min"] > cfg["ridge"]["max"]:
         config_error("ridge.min", f"{cfg['ridge']['min']} exceeds ridge.max = {cfg['ridge']['max']}")
     if cfg["targets"]["kind"] == "binary" and not cfg["targets"]["positive_classes"]:
@@ -42,6 +52,7 @@ wildcard_constraints:
     kernel=r"features|entk",
     n=r"\d+",
     seed=r"\d+",
+    task=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
 def canonical(value):
@@ -54,15 +65,58 @@ def canonical(value):
     return value
 
 
+def scientific_fields(dataset):
+    """A dataset's fields that change its images (not its display label or backbone list:
+    changing those reruns nothing)."""
+    ds = config["datasets"][dataset]
+    return canonical({k: v for k, v in ds.items() if k not in ("label", "backbones")})
+
+
+def archive_of(dataset):
+    ds = config["datasets"][dataset]
+    return [ds["archive"]] if ds["source"] == "imagefolder" else []
+
+
 def dataset_spec(wildcards):
-    """The scientific fields of a dataset (not its display label: relabelling reruns nothing)."""
-    ds = config["datasets"][wildcards.dataset]
-    return canonical({k: v for k, v in ds.items() if k != "label"})
+    return scientific_fields(wildcards.dataset)
 
 
 def dataset_archive(wildcards):
-    ds = config["datasets"][wildcards.dataset]
-    return [ds["archive"]] if ds["source"] == "imagefolder" else []
+    return archive_of(wildcards.dataset)
+
+
+def source_task_spec(wildcards):
+    """A source task with the scientific fields of the dataset it draws from."""
+    task = config["source_tasks"][wildcards.task]
+    return canonical(dict(task, dataset_spec=scientific_fields(task["dataset"])))
+
+
+def source_task_archive(wildcards):
+    return archive_of(config["source_tasks"][wildcards.task]["dataset"])
+
+
+def pretrain_spec(wildcards):
+    bb = backbone_spec(wildcards)
+    return canonical(dict(bb["pretrain"], model=bb["model"], image_size=bb["image_size"],
+                          model_kwargs=bb["model_kwargs"], init_seed=bb["seed"]))
+
+
+def pretrain_source_task(wildcards):
+    return f"results/source_tasks/{backbone_spec(wildcards)['pretrain']['task']}.npz"
+
+
+def weights_inputs(wildcards):
+    """Files the backbone's weights come from: the workflow's pretraining, or a local file."""
+    bb = backbone_spec(wildcards)
+    if wildcards.weights == "trained":
+        return {"trained": f"resources/weights/{wildcards.backbone}/trained.safetensors"}
+    if wildcards.weights == "pretrained" and bb["pretrained_file"]:
+        return {"pretrained_file": bb["pretrained_file"]}
+    return {}
+
+
+def trained_backbones():
+    return [b for b, bb in config["backbones"].items() if "trained" in bb["weights"]]
 
 
 def n_pool(wildcards):
@@ -84,14 +138,19 @@ def relative_ridges():
     return [float(x) for x in ridge_grid(r["min"], r["max"], r["num"], r["ridgeless"])]
 
 
+def dataset_backbones(dataset):
+    """Backbones run on a dataset: its `backbones` list, or all of them."""
+    return config["datasets"][dataset]["backbones"] or list(config["backbones"])
+
+
 def kernel_units():
     """Every (dataset, backbone, weights, kernel) the configuration asks for."""
     return [
         dict(dataset=d, backbone=b, weights=w, kernel=k)
         for d in config["datasets"]
-        for b, bb in config["backbones"].items()
-        for w in bb["weights"]
-        for k in bb["kernels"]
+        for b in dataset_backbones(d)
+        for w in config["backbones"][b]["weights"]
+        for k in config["backbones"][b]["kernels"]
     ]
 
 
@@ -118,10 +177,18 @@ def dataset_labels():
 FIGURES = ["risk_vs_n", "gcv_vs_risk", "risk_vs_lambda"]
 
 
+def pretraining_outputs():
+    if not trained_backbones():
+        return []
+    return [f"results/figures/pretraining.{ext}" for ext in ("png", "svg")]
+
+
 def final_outputs():
     return [
         "results/tables/ridge.parquet",
         "results/tables/gcv_accuracy.csv",
+        "results/tables/best_risk.csv",
+        *pretraining_outputs(),
         *pool_spectrum_files(),
         *[f"results/figures/{f}.{ext}" for f in FIGURES for ext in ("png", "svg")],
     ]

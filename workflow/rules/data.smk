@@ -5,6 +5,7 @@ rule prepare_dataset:
         "results/datasets/{dataset}.npz",
     params:
         spec=dataset_spec,
+        download_root="resources/datasets",
     log:
         "logs/prepare_dataset/{dataset}.log",
     benchmark:

@@ -1,5 +1,6 @@
 rule embed:
     input:
+        unpack(weights_inputs),
         dataset="results/datasets/{dataset}.npz",
     output:
         "results/embeddings/{dataset}/{backbone}/{weights}.npy",
@@ -9,6 +10,7 @@ rule embed:
         seed=lambda wc: backbone_spec(wc)["seed"],
         model_kwargs=lambda wc: canonical(backbone_spec(wc)["model_kwargs"]),
         batch_size=config["embed"]["batch_size"],
+        hub_cache="resources/hub",
     log:
         "logs/embed/{dataset}/{backbone}/{weights}.log",
     benchmark:

@@ -28,6 +28,7 @@ rule aggregate:
     output:
         table="results/tables/ridge.parquet",
         accuracy="results/tables/gcv_accuracy.csv",
+        best="results/tables/best_risk.csv",
     params:
         n_min=config["analysis"]["n_min"],
     log:

@@ -2,7 +2,7 @@ import pandas as pd
 
 from rmtlens.io import load_table, save_table
 from rmtlens.runlog import job_logger
-from rmtlens.tables import KERNEL_KEYS, estimator_accuracy
+from rmtlens.tables import KERNEL_KEYS, best_risk, estimator_accuracy
 
 log = job_logger(snakemake.log[0], "aggregate")
 table = pd.concat([load_table(path) for path in snakemake.input], ignore_index=True)
@@ -11,3 +11,6 @@ accuracy = estimator_accuracy(table, snakemake.params.n_min)
 log.info("%d rows from %d ridge paths\n%s", len(table), len(snakemake.input), accuracy.to_string(index=False))
 save_table(snakemake.output.table, table)
 save_table(snakemake.output.accuracy, accuracy)
+best = best_risk(table)
+log.info("best ridge at the largest n per kernel\n%s", best.to_string(index=False))
+save_table(snakemake.output.best, best)

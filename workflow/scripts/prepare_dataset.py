@@ -4,7 +4,7 @@ from rmtlens.runlog import job_logger
 
 log = job_logger(snakemake.log[0], f"prepare_dataset/{snakemake.wildcards.dataset}")
 archive = snakemake.input.archive[0] if snakemake.input.archive else None
-dataset = prepare_dataset(snakemake.params.spec, archive)
+dataset = prepare_dataset(snakemake.params.spec, archive, snakemake.params.download_root)
 log.info(
     "pool %d + test %d images of shape %s, %d classes",
     dataset.n_pool, dataset.n_test, dataset.images.shape[1:], len(dataset.classes),

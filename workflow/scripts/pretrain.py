@@ -1,0 +1,27 @@
+import pandas as pd
+
+from rmtlens.backbones import pick_device
+from rmtlens.io import load_npz, save_table
+from rmtlens.pretrain import pretrain_backbone
+from rmtlens.runlog import Progress, job_logger, set_torch_threads
+from rmtlens.weights import save_backbone_state
+
+wc, spec = snakemake.wildcards, snakemake.params.spec
+log = job_logger(snakemake.log[0], f"pretrain/{wc.backbone}")
+set_torch_threads(snakemake.threads)
+task = load_npz(snakemake.input.task)
+device = pick_device()
+log.info("pretraining %s on %d images (%d classes), %d epochs, on %s",
+         spec["model"], len(task["train_labels"]), len(task["classes"]), spec["epochs"], device)
+result = pretrain_backbone(
+    task["train_images"], task["train_labels"], task["heldout_images"], task["heldout_labels"],
+    model_name=spec["model"], image_size=spec["image_size"], seed=spec["seed"], epochs=spec["epochs"],
+    batch_size=spec["batch_size"], lr=spec["lr"], optimizer=spec["optimizer"], weight_decay=spec["weight_decay"],
+    augment=spec["augment"], n_classes=len(task["classes"]), model_kwargs=spec["model_kwargs"], device=device,
+    progress=Progress(log, spec["epochs"] * len(task["train_labels"]), "training images"),
+    on_epoch=lambda row: log.info("epoch %d: train loss %.4f, held-out accuracy %.3f",
+                                  row["epoch"], row["train_loss"], row["heldout_accuracy"]),
+)
+history = pd.DataFrame(result.history).assign(backbone=wc.backbone, model=spec["model"])
+save_backbone_state(snakemake.output.weights, result.backbone_state, spec["model"])
+save_table(snakemake.output.history, history)
