@@ -212,7 +212,9 @@ def deterministic_equivalent(
     ----------
     mu : (K,) float, non-negative population eigenvalues.
     beta_sq : (K,) float, ``||β_k||²`` of the target on each eigen-direction
-        (summed over outputs), non-negative.
+        (summed over outputs), non-negative. The ``β_k`` are coefficients on
+        unit-variance eigenfunctions: for a linear model ``y = xᵀw`` with
+        ``x ~ N(0, diag μ)`` they are ``β_k = √μ_k w_k``, not ``w_k``.
     n, lambdas : sample sizes (> 0) and absolute ridges (≥ 0), broadcast together.
     noise_var : ``σ²``, variance of additive label noise (summed over outputs) on
         both training and test targets; the test risk includes it.
