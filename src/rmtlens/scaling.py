@@ -1,0 +1,253 @@
+"""Scaling of risk with sample size, GCV-selected ridge, local-law diagnostic (SPEC §5, §6).
+
+Tables are pandas DataFrames with one row per ``(n, seed, λ)`` as written by the
+ridge stage: columns ``n``, ``seed``, ``lambda`` (absolute ridge), ``lambda_rel``
+(``λ / mean(diag K_pool)``) and the outputs of :func:`rmtlens.ridge.ridge_path`
+(``test_risk``, ``test_error``, ``train_risk``, ``gcv``, ``loo``, ``dof``).
+
+Ridges are matched between tables with a relative tolerance (``LAMBDA_RTOL``)
+rather than exact equality, since tables may have passed through CSV.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from rmtlens.theory import fit_power_law
+
+GCV_SELECTION_COLUMNS = ("n", "seed", "lambda", "lambda_rel", "gcv")
+LAMBDA_RTOL = 1e-8
+
+
+def _require_columns(table, columns, name: str) -> None:
+    if not isinstance(table, pd.DataFrame):
+        raise ValueError(f"{name} must be a pandas DataFrame, got {type(table).__name__}")
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{name} lacks the columns {missing}")
+    for c in columns:
+        if table[c].isna().any():
+            raise ValueError(f"{name} column {c!r} contains NaN values")
+
+
+def _lambda_index(reference: np.ndarray, query: np.ndarray, name: str) -> np.ndarray:
+    """Index of each ``query`` ridge in the sorted unique ``reference`` ridges."""
+    ref = np.unique(reference)
+    q = np.asarray(query, dtype=np.float64)
+    pos = np.clip(np.searchsorted(ref, q), 1, max(1, ref.size - 1))
+    left = ref[np.clip(pos - 1, 0, ref.size - 1)]
+    right = ref[np.clip(pos, 0, ref.size - 1)]
+    idx = np.where(np.abs(q - left) <= np.abs(right - q), pos - 1, pos)
+    idx = np.clip(idx, 0, ref.size - 1)
+    ok = np.isclose(ref[idx], q, rtol=LAMBDA_RTOL, atol=0.0)
+    if not ok.all():
+        raise ValueError(f"{name}: ridges {np.unique(q[~ok])[:5].tolist()} have no match in the ridge table")
+    return idx
+
+
+def fit_scaling_exponent(n, risk, n_min: float | None = None, n_max: float | None = None) -> dict[str, float]:
+    """Observed exponent of ``risk ∝ n^(−exponent)`` on log-log axes over ``[n_min, n_max]``.
+
+    Parameters
+    ----------
+    n : (P,) positive sample sizes.
+    risk : (P,) risks (e.g. mean over seeds); non-positive values are dropped.
+    n_min, n_max : inclusive window on ``n``; ``None`` means unbounded.
+
+    Returns
+    -------
+    dict: ``exponent`` (positive when risk decays), ``amplitude``, ``r2``,
+    ``n_min``/``n_max`` actually used, ``n_points``, ``n_dropped``.
+    """
+    fit = fit_power_law(n, risk, n_min, n_max)
+    return {
+        "exponent": fit["exponent"],
+        "amplitude": fit["amplitude"],
+        "r2": fit["r2"],
+        "n_min": fit["x_min"],
+        "n_max": fit["x_max"],
+        "n_points": fit["n_points"],
+        "n_dropped": fit["n_dropped"],
+    }
+
+
+def select_lambda_by_gcv(gcv_table: pd.DataFrame) -> pd.DataFrame:
+    """Ridge minimising GCV for each ``(n, seed)``, from training-data quantities only.
+
+    Parameters
+    ----------
+    gcv_table : DataFrame with columns ``n``, ``seed``, ``lambda``, ``gcv`` and
+        optionally ``lambda_rel``, and NO other column: passing test quantities
+        (``test_risk``, ``test_error``, ...) is an error, so the selection cannot
+        see them. Select the columns first, e.g.
+        ``table[["n", "seed", "lambda", "gcv"]]``.
+
+    Returns
+    -------
+    DataFrame, one row per ``(n, seed)`` sorted by both, with the selected
+    ``lambda`` (and ``lambda_rel``) and its ``gcv``. Ties go to the smallest ridge.
+    Read the test risk there with :func:`risk_at_selected_lambda`.
+    """
+    _require_columns(gcv_table, ("n", "seed", "lambda", "gcv"), "gcv_table")
+    extra = [c for c in gcv_table.columns if c not in GCV_SELECTION_COLUMNS]
+    if extra:
+        raise ValueError(
+            f"gcv_table may only hold the columns {list(GCV_SELECTION_COLUMNS)}; got also {extra}"
+        )
+    ordered = gcv_table.sort_values(["n", "seed", "lambda"], kind="stable")
+    best = ordered.loc[ordered.groupby(["n", "seed"], sort=True)["gcv"].idxmin()]
+    return best.reset_index(drop=True)
+
+
+def risk_at_selected_lambda(ridge_table: pd.DataFrame, selected: pd.DataFrame, risk: str = "test_risk") -> pd.DataFrame:
+    """Read ``risk`` at the selected ridge of each ``(n, seed)``.
+
+    Parameters
+    ----------
+    ridge_table : DataFrame with ``n``, ``seed``, ``lambda`` and the ``risk`` column.
+    selected : DataFrame with ``n``, ``seed``, ``lambda`` (from :func:`select_lambda_by_gcv`).
+    risk : the column to read (``test_risk``, ``test_error``, ...).
+
+    Returns
+    -------
+    ``selected`` with the column ``risk`` added, one row per row of ``selected``.
+    """
+    _require_columns(ridge_table, ("n", "seed", "lambda", risk), "ridge_table")
+    _require_columns(selected, ("n", "seed", "lambda"), "selected")
+    lam_ref = ridge_table["lambda"].to_numpy(np.float64)
+    left = ridge_table[["n", "seed", risk]].assign(_lam=_lambda_index(lam_ref, lam_ref, "ridge_table"))
+    right = selected.assign(_lam=_lambda_index(lam_ref, selected["lambda"].to_numpy(np.float64), "selected"))
+    merged = right.merge(left, on=["n", "seed", "_lam"], how="left", validate="one_to_one")
+    if merged[risk].isna().any():
+        raise ValueError("selected holds (n, seed, lambda) rows absent from ridge_table")
+    return merged.drop(columns="_lam")
+
+
+def _mean_over_seeds(frame: pd.DataFrame, keys: list[str], risk: str) -> pd.DataFrame:
+    grouped = frame.groupby(keys, sort=True)[risk]
+    return grouped.agg(risk_mean="mean", risk_std="std", n_seeds="count").reset_index()
+
+
+def risk_vs_n_at_fixed_lambda(ridge_table: pd.DataFrame, lambda_rel, risk: str = "test_risk") -> pd.DataFrame:
+    """Risk versus ``n`` at fixed relative ridges, mean and std over seeds.
+
+    Parameters
+    ----------
+    ridge_table : DataFrame with ``n``, ``seed``, ``lambda_rel`` and the ``risk`` column.
+    lambda_rel : sequence of relative ridges, each present in the table
+        (matched with relative tolerance ``LAMBDA_RTOL``).
+    risk : the column to average.
+
+    Returns
+    -------
+    DataFrame with columns ``lambda_rel`` (as requested), ``n``, ``risk_mean``,
+    ``risk_std`` (NaN with one seed) and ``n_seeds``.
+    """
+    _require_columns(ridge_table, ("n", "seed", "lambda_rel", risk), "ridge_table")
+    wanted = np.atleast_1d(np.asarray(lambda_rel, dtype=np.float64))
+    if not np.all(np.isfinite(wanted)) or np.any(wanted < 0):
+        raise ValueError("lambda_rel must be finite and non-negative")
+    ref = ridge_table["lambda_rel"].to_numpy(np.float64)
+    row_idx = _lambda_index(ref, ref, "ridge_table")
+    want_idx = _lambda_index(ref, wanted, "lambda_rel")
+    frames = []
+    for value, idx in zip(wanted, want_idx):
+        rows = ridge_table.loc[row_idx == idx, ["n", risk]]
+        frames.append(_mean_over_seeds(rows, ["n"], risk).assign(lambda_rel=value))
+    out = pd.concat(frames, ignore_index=True)
+    return out[["lambda_rel", "n", "risk_mean", "risk_std", "n_seeds"]]
+
+
+def risk_vs_n_at_gcv_lambda(ridge_table: pd.DataFrame, risk: str = "test_risk") -> pd.DataFrame:
+    """Risk versus ``n`` at the GCV-selected ridge of each ``(n, seed)``.
+
+    The selection sees only the columns of ``GCV_SELECTION_COLUMNS``
+    (:func:`select_lambda_by_gcv`); the risk is read afterwards.
+
+    Returns
+    -------
+    DataFrame with columns ``n``, ``risk_mean``, ``risk_std``, ``n_seeds`` and
+    ``lambda_median`` (median selected absolute ridge over seeds).
+    """
+    _require_columns(ridge_table, ("n", "seed", "lambda", "gcv", risk), "ridge_table")
+    train_only = [c for c in GCV_SELECTION_COLUMNS if c in ridge_table.columns]
+    selected = select_lambda_by_gcv(ridge_table[train_only])
+    at_selected = risk_at_selected_lambda(ridge_table, selected, risk)
+    out = _mean_over_seeds(at_selected, ["n"], risk)
+    out["lambda_median"] = at_selected.groupby("n", sort=True)["lambda"].median().to_numpy()
+    return out
+
+
+def _relative_deviation(empirical: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """``|empirical − predicted| / predicted``; 0 where both vanish, inf where only predicted does."""
+    diff = np.abs(empirical - predicted)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(predicted > 0, diff / predicted, np.where(diff > 0, np.inf, 0.0))
+
+
+def local_law_diagnostic(ridge_table: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
+    """Empirical ``1 − tr(S)/n`` and ``R_tr/GCV`` against ``λ/κ`` and ``(λ/κ)²`` (SPEC §6).
+
+    Parameters
+    ----------
+    ridge_table : DataFrame with ``n``, ``seed``, ``lambda``, ``dof``, ``train_risk``,
+        ``gcv`` and ``test_risk``.
+    predictions : DataFrame with ``n``, ``lambda`` and ``lambda_over_kappa`` (from
+        :func:`rmtlens.theory.deterministic_equivalent`), covering every
+        ``(n, lambda)`` of the ridge table.
+
+    Returns
+    -------
+    DataFrame, one row per ``(n, lambda)``, empirical ratios averaged over seeds:
+    ``one_minus_dof_over_n`` versus ``lambda_over_kappa`` (``dof_rel_dev``),
+    ``train_over_gcv`` versus ``lambda_over_kappa_sq`` (``train_gcv_rel_dev``),
+    and ``train_over_test`` versus the same (``train_test_rel_dev``), plus
+    ``n_seeds``. Relative deviations are ``|emp − pred| / pred`` (0 where both
+    vanish, inf where only the prediction does). Note that ``R_tr/GCV`` equals
+    ``(1 − tr(S)/n)²`` by the definition of GCV (for ``λ > 0``), so the
+    ``train_over_test`` column is the one that tests the theory independently.
+    """
+    _require_columns(ridge_table, ("n", "seed", "lambda", "dof", "train_risk", "gcv", "test_risk"), "ridge_table")
+    _require_columns(predictions, ("n", "lambda", "lambda_over_kappa"), "predictions")
+    n = ridge_table["n"].to_numpy(np.float64)
+    if np.any(n <= 0):
+        raise ValueError("ridge_table column 'n' must be positive")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        emp = pd.DataFrame(
+            {
+                "n": ridge_table["n"].to_numpy(),
+                "lambda": ridge_table["lambda"].to_numpy(np.float64),
+                "one_minus_dof_over_n": 1.0 - ridge_table["dof"].to_numpy(np.float64) / n,
+                "train_over_gcv": ridge_table["train_risk"].to_numpy(np.float64) / ridge_table["gcv"].to_numpy(np.float64),
+                "train_over_test": ridge_table["train_risk"].to_numpy(np.float64)
+                / ridge_table["test_risk"].to_numpy(np.float64),
+            }
+        )
+    lam_ref = emp["lambda"].to_numpy()
+    emp["_lam"] = _lambda_index(lam_ref, lam_ref, "ridge_table")
+    pred = predictions[["n", "lambda_over_kappa"]].assign(
+        _lam=_lambda_index(lam_ref, predictions["lambda"].to_numpy(np.float64), "predictions")
+    )
+    pred["n"] = pred["n"].astype(np.float64)
+    if pred.duplicated(["n", "_lam"]).any():
+        raise ValueError("predictions holds duplicate (n, lambda) rows")
+    grouped = emp.groupby(["n", "_lam"], sort=True)
+    out = grouped[["lambda", "one_minus_dof_over_n", "train_over_gcv", "train_over_test"]].mean()
+    out["n_seeds"] = grouped.size()
+    out = out.reset_index()
+    out["n"] = out["n"].astype(np.float64)
+    out = out.merge(pred, on=["n", "_lam"], how="left")
+    if out["lambda_over_kappa"].isna().any():
+        missing = out.loc[out["lambda_over_kappa"].isna(), ["n", "lambda"]].head(3).to_dict("records")
+        raise ValueError(f"predictions lack (n, lambda) rows of the ridge table, e.g. {missing}")
+    rho = out["lambda_over_kappa"].to_numpy()
+    out["lambda_over_kappa_sq"] = rho**2
+    out["dof_rel_dev"] = _relative_deviation(out["one_minus_dof_over_n"].to_numpy(), rho)
+    out["train_gcv_rel_dev"] = _relative_deviation(out["train_over_gcv"].to_numpy(), rho**2)
+    out["train_test_rel_dev"] = _relative_deviation(out["train_over_test"].to_numpy(), rho**2)
+    columns = [
+        "n", "lambda", "n_seeds", "one_minus_dof_over_n", "lambda_over_kappa", "dof_rel_dev",
+        "train_over_gcv", "lambda_over_kappa_sq", "train_gcv_rel_dev", "train_over_test", "train_test_rel_dev",
+    ]
+    return out[columns]
