@@ -15,6 +15,7 @@ include: "workflow/rules/embed.smk"
 include: "workflow/rules/kernels.smk"
 include: "workflow/rules/spectra.smk"
 include: "workflow/rules/ridge.smk"
+include: "workflow/rules/theory.smk"
 include: "workflow/rules/figures.smk"
 
 

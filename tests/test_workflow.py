@@ -184,3 +184,48 @@ def test_published_weights_from_a_local_file_reach_the_embeddings(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / target), expected, rtol=1e-5, atol=1e-6)
     init = embed_images(create_backbone("test_resnet", 32, seed=0), data.images[:8], 32)
     assert not np.allclose(init, expected[:8], atol=1e-3)
+
+
+def test_theory_predictions_match_an_independent_computation(finished_run):
+    """The omniscient DE of a table row, recomputed from the kernel file with numpy and brentq."""
+    from scipy.optimize import brentq
+
+    joined = pd.read_parquet(finished_run / "results/tables/theory.parquet")
+    data = PreparedDataset.from_arrays(load_npz(finished_run / "results/datasets/digits.npz"))
+    N = data.n_pool
+    K_pool = np.load(finished_run / "results/kernels/digits/tvit/init/features.npy")[:N]
+    D, V = np.linalg.eigh(K_pool)
+    Y = np.eye(10)[data.labels[:N]] - 0.1
+    mu = np.clip(D, 0, None) / N
+    mu[D <= 1e-10 * D.max()] = 0
+    beta_sq = np.sum((V.T @ Y) ** 2, axis=1) / N
+    row = joined[(joined.backbone == "tvit") & (joined.n == 61) & (joined.lambda_rel == 1e-3)].iloc[0]
+    lam, n = row["lambda"], 61
+    assert lam == pytest.approx(1e-3 * np.trace(K_pool) / N, rel=1e-9)
+    kappa = brentq(lambda k: k - lam - (k / n) * np.sum(mu / (mu + k)), lam, lam + mu.sum() / n + 1, xtol=1e-300, rtol=1e-14)
+    gamma = np.sum(mu**2 / (mu + kappa) ** 2) / n
+    risk = np.sum((kappa / (mu + kappa)) ** 2 * beta_sq) / (1 - gamma)
+    assert row.kappa == pytest.approx(kappa, rel=1e-8)
+    assert row.omniscient_test_risk == pytest.approx(risk, rel=1e-8)
+    assert row.omniscient_train_risk == pytest.approx((lam / kappa) ** 2 * risk, rel=1e-8)
+
+
+def test_representation_and_scaling_tables_agree_with_direct_computations(finished_run):
+    rep = pd.read_csv(finished_run / "results/tables/representations.csv").set_index(["backbone", "weights"])
+    data = PreparedDataset.from_arrays(load_npz(finished_run / "results/datasets/digits.npz"))
+    N = data.n_pool
+    D = np.linalg.eigvalsh(np.load(finished_run / "results/kernels/digits/tresnet/trained/features.npy")[:N])
+    D = np.where(D > 1e-10 * D.max(), D, 0)
+    assert rep.loc[("tresnet", "trained"), "effective_rank"] == pytest.approx(D.sum() ** 2 / np.sum(D**2), rel=1e-9)
+
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    table = pd.read_parquet(finished_run / "results/tables/ridge.parquet")
+    rows = table[(table.backbone == "tvit")]
+    # GCV-selected ridge per (n, seed) from GCV alone, then the measured risk there
+    chosen = rows.loc[rows.groupby(["n", "seed"])["gcv"].idxmin()]
+    curve = chosen.groupby("n")["test_risk"].mean()
+    curve = curve[curve.index >= cfg["scaling"]["n_window"]["min"]]
+    slope = np.polyfit(np.log(curve.index), np.log(curve.to_numpy()), 1)[0]
+    scaling = pd.read_csv(finished_run / "results/tables/scaling.csv")
+    got = scaling[(scaling.backbone == "tvit") & (scaling.ridge == "gcv")].iloc[0]
+    assert got.observed_exponent == pytest.approx(-slope, rel=1e-9)

@@ -57,3 +57,13 @@ def subsample_indices(n_pool: int, n: int, seed: int) -> np.ndarray:
     if not 1 <= n <= n_pool:
         raise ValueError(f"sample size n={n} must lie in [1, n_pool={n_pool}]")
     return np.random.default_rng(seed).permutation(n_pool)[:n]
+
+
+def nearest_on_grid(available, wanted) -> list[float]:
+    """For each wanted positive ridge, the nearest (in log) positive ridge of a grid;
+    sorted and without repeats."""
+    pos = np.asarray(sorted(v for v in available if v > 0))
+    if pos.size == 0:
+        return []
+    chosen = [float(pos[np.argmin(np.abs(np.log(pos) - np.log(w)))]) for w in wanted if w > 0]
+    return sorted(set(chosen))

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from rmtlens.grids import nearest_on_grid  # noqa: E402
 from rmtlens.tables import KERNEL_KEYS  # noqa: E402
 
 plt.rcParams.update(
@@ -38,18 +39,18 @@ def _panels(n_panels: int, width: float = 3.6, height: float = 3.0, max_cols: in
     return fig, list(axes.flat[:n_panels])
 
 
+def _n_axis(ax, sizes) -> None:
+    """Log x-axis of sample sizes, ticked at the sizes themselves."""
+    sizes = sorted({int(v) for v in sizes})
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [str(v) for v in sizes], minor=False)
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("training samples n")
+
+
 def _title(keys, dataset_labels: Mapping[str, str]) -> str:
     dataset, backbone, weights, kernel = keys
     return f"{dataset_labels.get(dataset, dataset)}\n{backbone} · {weights} · {kernel}"
-
-
-def nearest_lambdas(available: np.ndarray, wanted: Sequence[float]) -> list[float]:
-    """For each wanted relative ridge, the nearest (in log) available positive one."""
-    pos = np.asarray(sorted(v for v in available if v > 0))
-    if pos.size == 0:
-        return []
-    chosen = [float(pos[np.argmin(np.abs(np.log(pos) - np.log(w)))]) for w in wanted if w > 0]
-    return sorted(set(chosen))
 
 
 def risk_versus_n(
@@ -62,19 +63,15 @@ def risk_versus_n(
     groups = list(table.groupby(KERNEL_KEYS, sort=True))
     fig, axes = _panels(len(groups))
     for ax, (keys, group) in zip(axes, groups):
-        chosen = nearest_lambdas(group["lambda_rel"].unique(), lambdas_rel)
+        chosen = nearest_on_grid(group["lambda_rel"].unique(), lambdas_rel)
         colours = plt.cm.viridis(np.linspace(0, 0.9, max(1, len(chosen))))
         for colour, lam in zip(colours, chosen):
             mean = group[group["lambda_rel"] == lam].groupby("n")[["test_risk", "gcv", "train_risk"]].mean()
             ax.plot(mean.index, mean["test_risk"], "o-", color=colour, ms=3, label=f"λ/s = {lam:.0e}")
             ax.plot(mean.index, mean["gcv"], "--", color=colour, lw=1.2)
             ax.plot(mean.index, mean["train_risk"], "-", color=colour, lw=0.8, alpha=0.3)
-        ax.set_xscale("log")
+        _n_axis(ax, group["n"].unique())
         ax.set_yscale("log")
-        sizes = sorted(group["n"].unique())
-        ax.set_xticks(sizes, [str(v) for v in sizes], minor=False)
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel("training samples n")
         ax.set_ylabel("test risk (MSE)")
         ax.set_title(_title(keys, dataset_labels), fontsize=8)
     if axes:
@@ -179,5 +176,123 @@ def training_curves(histories: Mapping[str, pd.DataFrame]):
     ax_acc.set_ylabel("held-out accuracy")
     ax_acc.set_ylim(0, 1)
     ax_acc.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def _kernel_colours(table: pd.DataFrame):
+    keys = [tuple(k) for k in table[KERNEL_KEYS].drop_duplicates().sort_values(KERNEL_KEYS).to_numpy()]
+    return {k: plt.cm.tab10(i % 10) for i, k in enumerate(keys)}
+
+
+def estimators_versus_risk(table: pd.DataFrame, estimators: Mapping[str, str], n_min: int):
+    """Each estimator's prediction against the measured test risk (rows with n ≥ n_min).
+
+    One panel per estimator, every kernel, n, seed and λ; log-log with the identity.
+    Panels carry the median relative error over all points.
+    """
+    rows = table[table["n"] >= n_min]
+    fig, axes = _panels(len(estimators), width=3.3, height=3.2, max_cols=len(estimators))
+    colours = _kernel_colours(rows)
+    positive = rows["test_risk"][rows["test_risk"] > 0]
+    lo, hi = positive.min() / 1.5, positive.max() * 1.5
+    for ax, (column, label) in zip(axes, estimators.items()):
+        for keys, group in rows.groupby(KERNEL_KEYS, sort=True):
+            x, y = group["test_risk"].to_numpy(), group[column].to_numpy()
+            ok = (x > 0) & (y > 0) & np.isfinite(y)
+            ax.scatter(x[ok], np.clip(y[ok], lo / 10, hi * 10), s=4, alpha=0.45, color=colours[tuple(keys)],
+                       label=" · ".join(map(str, keys[1:])))
+        err = np.abs(rows[column] - rows["test_risk"]) / rows["test_risk"]
+        ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo / 10, hi * 10)
+        ax.set_xlabel("measured test risk")
+        ax.set_ylabel(f"{label} prediction")
+        ax.set_title(f"{label}: median rel. error {np.nanmedian(err):.1%}", fontsize=8)
+    if axes:
+        axes[0].legend(loc="upper left", markerscale=2, fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def spectra_and_alignment(curves: pd.DataFrame, dataset_labels: Mapping[str, str] = {}):
+    """Normalised spectra and cumulative target alignment, weights side by side (SPEC §4).
+
+    ``curves`` has columns ``dataset``, ``backbone``, ``weights``, ``kernel``, ``k``,
+    ``normalised_mu`` and ``alignment``. One row of two panels per (dataset, backbone,
+    kernel); one line per weight setting.
+    """
+    groups = list(curves.groupby(["dataset", "backbone", "kernel"], sort=True))
+    fig, axes = plt.subplots(len(groups), 2, figsize=(7.6, 2.9 * len(groups)), squeeze=False)
+    styles = {"init": ("C7", "-"), "trained": ("C3", "-"), "pretrained": ("C0", "-")}
+    for (ax_mu, ax_al), ((dataset, backbone, kernel), group) in zip(axes, groups):
+        for weights, curve in group.groupby("weights", sort=True):
+            colour, ls = styles.get(weights, ("k", "-"))
+            mu = curve["normalised_mu"].to_numpy()
+            keep = mu > 0
+            ax_mu.plot(curve["k"].to_numpy()[keep], mu[keep], ls, color=colour, label=weights)
+            ax_al.plot(curve["k"], curve["alignment"], ls, color=colour, label=weights)
+        title = f"{dataset_labels.get(dataset, dataset)} · {backbone} · {kernel}"
+        ax_mu.set(xscale="log", yscale="log", xlabel="eigen-index k", ylabel="μ_k / Σμ")
+        ax_mu.set_title(title, fontsize=8)
+        ax_al.set(xscale="log", xlabel="eigen-index k", ylabel="target alignment A(k)", ylim=(0, 1.02))
+        ax_al.set_title("cumulative share of ||β||² in the top k", fontsize=8)
+        ax_al.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def scaling_laws(table: pd.DataFrame, scaling: pd.DataFrame, dataset_labels: Mapping[str, str] = {}):
+    """Risk versus n at the GCV-selected ridge: measured points, deterministic-equivalent
+    curve, and the power-law closed form ``n^(−min(δ−1, 2α))`` anchored at the first
+    measured point of the fit window. One panel per kernel."""
+    from rmtlens.scaling import GCV_SELECTION_COLUMNS, risk_at_selected_lambda, select_lambda_by_gcv
+
+    groups = list(table.groupby(KERNEL_KEYS, sort=True))
+    fig, axes = _panels(len(groups))
+    for ax, (keys, group) in zip(axes, groups):
+        selected = select_lambda_by_gcv(group[[c for c in GCV_SELECTION_COLUMNS if c in group]])
+        measured = risk_at_selected_lambda(group, selected, "test_risk").groupby("n")["test_risk"].agg(["mean", "std"])
+        theory = risk_at_selected_lambda(group, selected, "omniscient_test_risk").groupby("n")["omniscient_test_risk"].mean()
+        ax.errorbar(measured.index, measured["mean"], yerr=measured["std"], fmt="o", color="k", ms=3,
+                    capsize=2, label="measured (GCV-selected λ)")
+        ax.plot(theory.index, theory.to_numpy(), "-", color="C0", label="omniscient DE")
+        row = scaling[(scaling[KERNEL_KEYS] == pd.Series(keys, index=KERNEL_KEYS)).all(axis=1) & (scaling["ridge"] == "gcv")]
+        if not row.empty and np.isfinite(row["powerlaw_rate"].iloc[0]) and np.isfinite(row["fit_n_min"].iloc[0]):
+            r = row.iloc[0]
+            n0 = r["fit_n_min"]
+            n_line = np.geomspace(n0, measured.index.max(), 20)
+            ax.plot(n_line, measured.loc[n0, "mean"] * (n_line / n0) ** (-r["powerlaw_rate"]), "--", color="C3",
+                    label=f"power law, rate {r['powerlaw_rate']:.2f}")
+            ax.text(0.03, 0.04, f"observed {r['observed_exponent']:.2f}, DE {r['omniscient_exponent']:.2f}",
+                    transform=ax.transAxes, fontsize=7)
+        ax.set(yscale="log", ylabel="test risk")
+        _n_axis(ax, group["n"].unique())
+        ax.set_title(_title(keys, dataset_labels), fontsize=8)
+        ax.legend(loc="upper right", fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def local_law_deviations(local: pd.DataFrame):
+    """Median over ridges of the local-law deviations versus n, one line per kernel.
+
+    Solid: ``|1 − tr(S)/n − λ/κ| / (λ/κ)``; dashed: ``|R_tr/R − (λ/κ)²| / (λ/κ)²``.
+    """
+    fig, ax = plt.subplots(figsize=(5.4, 3.8))
+    colours = _kernel_colours(local)
+    for keys, group in local.groupby(KERNEL_KEYS, sort=True):
+        med = group.groupby("n")[["dof_rel_dev", "train_test_rel_dev"]].median()
+        colour = colours[tuple(keys)]
+        ax.plot(med.index, med["dof_rel_dev"], "o-", ms=3, color=colour, label=" · ".join(map(str, keys[1:])))
+        ax.plot(med.index, med["train_test_rel_dev"], "--", color=colour, alpha=0.7)
+    ax.set(yscale="log", ylabel="relative deviation (median over λ)")
+    _n_axis(ax, local["n"].unique())
+    handles, labels = ax.get_legend_handles_labels()
+    handles += [plt.Line2D([], [], color="k"), plt.Line2D([], [], color="k", ls="--")]
+    labels += ["1 − tr(S)/n vs λ/κ", "R_tr/R vs (λ/κ)²"]
+    ax.legend(handles, labels, fontsize=6, loc="best")
     fig.tight_layout()
     return fig

@@ -251,3 +251,53 @@ def local_law_diagnostic(ridge_table: pd.DataFrame, predictions: pd.DataFrame) -
         "train_over_gcv", "lambda_over_kappa_sq", "train_gcv_rel_dev", "train_over_test", "train_test_rel_dev",
     ]
     return out[columns]
+
+
+def _exponent_or_nan(n, risk, n_min, n_max) -> dict[str, float]:
+    try:
+        return fit_scaling_exponent(n, risk, n_min, n_max)
+    except ValueError:  # fewer than 3 usable points in the window
+        return {"exponent": np.nan, "r2": np.nan, "n_min": np.nan, "n_max": np.nan, "n_points": 0}
+
+
+def scaling_rows(
+    kernel_rows: pd.DataFrame, lambdas_rel, n_min: float | None, n_max: float | None
+) -> list[dict]:
+    """Observed and predicted exponents of risk versus n for one kernel (SPEC §5).
+
+    Parameters
+    ----------
+    kernel_rows : ridge rows of one kernel joined with their theory predictions
+        (columns of the ridge table plus ``omniscient_test_risk``).
+    lambdas_rel : fixed relative ridges to report (matched to the grid), besides
+        the GCV-selected ridge.
+    n_min, n_max : fit window on n.
+
+    Returns
+    -------
+    One dict per ridge setting (``ridge`` = ``'gcv'`` or the relative ridge):
+    ``observed_exponent`` / ``observed_r2`` (mean test risk over seeds versus n) and
+    ``omniscient_exponent`` (the deterministic-equivalent curve at the same ridges),
+    with the window actually used.
+    """
+    rows = []
+    gcv = risk_vs_n_at_gcv_lambda(kernel_rows, "test_risk")
+    train_only = [c for c in GCV_SELECTION_COLUMNS if c in kernel_rows.columns]
+    selected = select_lambda_by_gcv(kernel_rows[train_only])
+    de_at_gcv = risk_at_selected_lambda(kernel_rows, selected, "omniscient_test_risk")
+    de_curve = de_at_gcv.groupby("n", sort=True)["omniscient_test_risk"].mean()
+    settings = [("gcv", gcv["n"].to_numpy(), gcv["risk_mean"].to_numpy(), de_curve.index.to_numpy(), de_curve.to_numpy())]
+    for lam in lambdas_rel:
+        observed = risk_vs_n_at_fixed_lambda(kernel_rows, [lam], "test_risk")
+        theory = risk_vs_n_at_fixed_lambda(kernel_rows, [lam], "omniscient_test_risk")
+        settings.append((f"{lam:g}", observed["n"].to_numpy(), observed["risk_mean"].to_numpy(),
+                         theory["n"].to_numpy(), theory["risk_mean"].to_numpy()))
+    for ridge, n_obs, r_obs, n_de, r_de in settings:
+        obs = _exponent_or_nan(n_obs, r_obs, n_min, n_max)
+        de = _exponent_or_nan(n_de, r_de, n_min, n_max)
+        rows.append(
+            dict(ridge=ridge, observed_exponent=obs["exponent"], observed_r2=obs["r2"],
+                 omniscient_exponent=de["exponent"], fit_n_min=obs["n_min"], fit_n_max=obs["n_max"],
+                 fit_points=obs["n_points"])
+        )
+    return rows

@@ -87,3 +87,28 @@ def best_risk(table: pd.DataFrame) -> pd.DataFrame:
             )
         )
     return pd.DataFrame(rows)
+
+
+THEORY_ESTIMATORS = {
+    "gcv": "GCV",
+    "loo": "LOO",
+    "omniscient_test_risk": "omniscient DE",
+    "powerlaw_test_risk": "power-law DE",
+    "train_risk": "train risk",
+}
+
+
+def join_predictions(table: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
+    """Ridge rows with the theory predictions of their (kernel, n, λ_rel) attached.
+
+    ``predictions`` has one row per kernel, n and ``lambda_rel``; every ridge row
+    must find its prediction (an error names the first that does not).
+    """
+    keys = [*KERNEL_KEYS, "n", "lambda_rel"]
+    extra = [c for c in predictions.columns if c not in table.columns or c in keys]
+    joined = table.merge(predictions[extra], on=keys, how="left", validate="many_to_one")
+    missing = joined["kappa"].isna()
+    if missing.any():
+        first = joined.loc[missing, keys].iloc[0].to_dict()
+        raise ValueError(f"no theory prediction for ridge row {first}")
+    return joined

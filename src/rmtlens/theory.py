@@ -380,3 +380,62 @@ def power_law_rate(alpha: float, delta: float) -> float:
     if not (np.isfinite(alpha) and np.isfinite(delta)):
         raise ValueError(f"alpha and delta must be finite, got {alpha!r} and {delta!r}")
     return float(min(delta - 1.0, 2.0 * alpha))
+
+
+def predict_grid(
+    eigvals,
+    proj,
+    target_map,
+    sample_sizes,
+    lambdas_rel,
+    k_min: int,
+    k_max: int,
+    rcond: float = 1e-10,
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Omniscient and power-law deterministic equivalents on an (n, λ) grid (SPEC §3).
+
+    Parameters
+    ----------
+    eigvals, proj, target_map, rcond : as for :func:`population_from_pool`.
+    sample_sizes : (S,) sample sizes n.
+    lambdas_rel : (L,) relative ridges; the absolute ridge is ``λ_rel · tr(K_pool)/N_pool``,
+        the scale the ridge path uses.
+    k_min, k_max : 1-based index window of the power-law fits; ``k_max`` is lowered
+        to the number of non-zero eigenvalues.
+
+    Returns
+    -------
+    grid : dict of (S·L,) arrays, n-major: ``n``, ``lambda_rel``, ``lambda``, ``kappa``,
+        ``gamma``, ``lambda_over_kappa``, ``omniscient_test_risk``,
+        ``omniscient_train_risk``, ``powerlaw_test_risk`` (the same formula on the
+        idealised spectra ``A k^-α``, ``B k^-δ``, k = 1..N_pool).
+    fit : the power-law fit (:func:`fit_spectrum_power_laws`) plus ``rate``
+        (``min(δ − 1, 2α)``), ``scale`` and ``rank``.
+    """
+    pop = population_from_pool(eigvals, proj, target_map, rcond)
+    mu, b2 = pop["mu"], pop["beta_sq"]
+    n_pool = mu.size
+    scale = float(np.sum(np.clip(np.asarray(eigvals, dtype=np.float64), 0, None)) / n_pool)
+    n = np.asarray(sample_sizes, dtype=np.float64)
+    lam_rel = np.asarray(lambdas_rel, dtype=np.float64)
+    lam = lam_rel * scale
+    nn, ll = np.meshgrid(n, lam, indexing="ij")
+    de = deterministic_equivalent(mu, b2, nn, ll)
+    rank = int(np.sum(mu > 0))
+    fit = fit_spectrum_power_laws(mu, b2, k_min, max(k_min + 2, min(k_max, rank)))
+    mu_pl = power_law_values(fit["A"], fit["alpha"], n_pool)
+    b2_pl = power_law_values(fit["B"], fit["delta"], n_pool)
+    de_pl = deterministic_equivalent(mu_pl, b2_pl, nn, ll)
+    grid = {
+        "n": nn.ravel().astype(np.int64),
+        "lambda_rel": np.meshgrid(n, lam_rel, indexing="ij")[1].ravel(),
+        "lambda": ll.ravel(),
+        "kappa": de["kappa"].ravel(),
+        "gamma": de["gamma"].ravel(),
+        "lambda_over_kappa": de["lambda_over_kappa"].ravel(),
+        "omniscient_test_risk": de["test_risk"].ravel(),
+        "omniscient_train_risk": de["train_risk"].ravel(),
+        "powerlaw_test_risk": de_pl["test_risk"].ravel(),
+    }
+    fit.update(rate=power_law_rate(fit["alpha"], fit["delta"]), scale=scale, rank=rank)
+    return grid, fit

@@ -154,6 +154,11 @@ def kernel_units():
     ]
 
 
+def unit_files(pattern):
+    """``pattern`` filled in for every kernel unit, in the order of :func:`kernel_units`."""
+    return [pattern.format(**u) for u in kernel_units()]
+
+
 def ridge_path_files(wildcards=None):
     return [
         f"results/ridge/{u['dataset']}/{u['backbone']}/{u['weights']}/{u['kernel']}/n{n}_s{s}.parquet"
@@ -163,18 +168,11 @@ def ridge_path_files(wildcards=None):
     ]
 
 
-def pool_spectrum_files(wildcards=None):
-    return [
-        f"results/spectra/{u['dataset']}/{u['backbone']}/{u['weights']}/{u['kernel']}/pool.npz"
-        for u in kernel_units()
-    ]
-
-
 def dataset_labels():
     return {name: ds.get("label", name) for name, ds in config["datasets"].items()}
 
 
-FIGURES = ["risk_vs_n", "gcv_vs_risk", "risk_vs_lambda"]
+FIGURES = ["risk_vs_n", "gcv_vs_risk", "risk_vs_lambda", "estimators", "representations", "scaling", "local_law"]
 
 
 def pretraining_outputs():
@@ -189,6 +187,9 @@ def final_outputs():
         "results/tables/gcv_accuracy.csv",
         "results/tables/best_risk.csv",
         *pretraining_outputs(),
-        *pool_spectrum_files(),
+        "results/tables/estimators.csv",
+        "results/tables/representations.csv",
+        "results/tables/scaling.csv",
+        "results/tables/local_law.csv",
         *[f"results/figures/{f}.{ext}" for f in FIGURES for ext in ("png", "svg")],
     ]

@@ -1,0 +1,110 @@
+rule theory:
+    input:
+        spectrum="results/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz",
+    output:
+        predictions="results/theory/{dataset}/{backbone}/{weights}/{kernel}/predictions.parquet",
+        fit="results/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw.csv",
+    params:
+        sample_sizes=lambda wc: sample_sizes(wc.dataset),
+        lambdas_rel=relative_ridges(),
+        targets=canonical(config["targets"]),
+        window=canonical(config["theory"]["powerlaw_window"]),
+        rcond=config["ridge"]["rcond"],
+    log:
+        "logs/theory/{dataset}/{backbone}/{weights}/{kernel}.log",
+    benchmark:
+        "benchmarks/theory/{dataset}/{backbone}/{weights}/{kernel}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/rmtlens.yaml"
+    script:
+        "../scripts/theory.py"
+
+
+rule estimators:
+    input:
+        table="results/tables/ridge.parquet",
+        predictions=unit_files("results/theory/{dataset}/{backbone}/{weights}/{kernel}/predictions.parquet"),
+    output:
+        joined="results/tables/theory.parquet",
+        estimators="results/tables/estimators.csv",
+        png=report("results/figures/estimators.png", caption="../report/estimators.rst", category="Estimators", labels={"figure": "estimators versus risk", "format": "png"}),
+        svg=report("results/figures/estimators.svg", caption="../report/estimators.rst", category="Estimators", labels={"figure": "estimators versus risk", "format": "svg"}),
+    params:
+        units=kernel_units(),
+        n_min=config["analysis"]["n_min"],
+    log:
+        "logs/estimators.log",
+    benchmark:
+        "benchmarks/estimators.tsv"
+    conda:
+        "../../envs/rmtlens.yaml"
+    script:
+        "../scripts/estimators.py"
+
+
+rule representations:
+    input:
+        spectra=unit_files("results/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz"),
+        fits=unit_files("results/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw.csv"),
+        best="results/tables/best_risk.csv",
+    output:
+        table="results/tables/representations.csv",
+        png=report("results/figures/representations.png", caption="../report/representations.rst", category="Representations", labels={"figure": "spectra and alignment", "format": "png"}),
+        svg=report("results/figures/representations.svg", caption="../report/representations.rst", category="Representations", labels={"figure": "spectra and alignment", "format": "svg"}),
+    params:
+        units=kernel_units(),
+        targets=canonical(config["targets"]),
+        alignment_ks=[10, 100],
+        rcond=config["ridge"]["rcond"],
+        dataset_labels=dataset_labels(),
+    log:
+        "logs/representations.log",
+    benchmark:
+        "benchmarks/representations.tsv"
+    conda:
+        "../../envs/rmtlens.yaml"
+    script:
+        "../scripts/representations.py"
+
+
+rule scaling:
+    input:
+        joined="results/tables/theory.parquet",
+        fits=unit_files("results/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw.csv"),
+    output:
+        table="results/tables/scaling.csv",
+        png=report("results/figures/scaling.png", caption="../report/scaling.rst", category="Scaling laws", labels={"figure": "scaling laws", "format": "png"}),
+        svg=report("results/figures/scaling.svg", caption="../report/scaling.rst", category="Scaling laws", labels={"figure": "scaling laws", "format": "svg"}),
+    params:
+        units=kernel_units(),
+        lambdas_rel=config["scaling"]["lambdas_rel"],
+        n_window=canonical(config["scaling"]["n_window"]),
+        dataset_labels=dataset_labels(),
+    log:
+        "logs/scaling.log",
+    benchmark:
+        "benchmarks/scaling.tsv"
+    conda:
+        "../../envs/rmtlens.yaml"
+    script:
+        "../scripts/scaling.py"
+
+
+rule local_law:
+    input:
+        joined="results/tables/theory.parquet",
+    output:
+        table="results/tables/local_law.csv",
+        png=report("results/figures/local_law.png", caption="../report/local_law.rst", category="Local law", labels={"figure": "local-law deviations", "format": "png"}),
+        svg=report("results/figures/local_law.svg", caption="../report/local_law.rst", category="Local law", labels={"figure": "local-law deviations", "format": "svg"}),
+    log:
+        "logs/local_law.log",
+    benchmark:
+        "benchmarks/local_law.tsv"
+    conda:
+        "../../envs/rmtlens.yaml"
+    script:
+        "../scripts/local_law.py"

@@ -1,0 +1,18 @@
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from rmtlens.io import load_table, save_figure, save_table
+from rmtlens.plots import estimators_versus_risk
+from rmtlens.runlog import job_logger
+from rmtlens.tables import THEORY_ESTIMATORS, estimator_accuracy, join_predictions
+
+log = job_logger(snakemake.log[0], "estimators")
+predictions = pd.concat([load_table(f) for f in snakemake.input.predictions], ignore_index=True)
+joined = join_predictions(load_table(snakemake.input.table), predictions)
+accuracy = estimator_accuracy(joined, snakemake.params.n_min, THEORY_ESTIMATORS)
+log.info("relative error against the test risk (n >= %d)\n%s", snakemake.params.n_min, accuracy.to_string(index=False))
+save_table(snakemake.output.joined, joined)
+save_table(snakemake.output.estimators, accuracy)
+fig = estimators_versus_risk(joined, THEORY_ESTIMATORS, snakemake.params.n_min)
+save_figure(fig, snakemake.output.png, snakemake.output.svg)
+plt.close(fig)
