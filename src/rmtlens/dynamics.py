@@ -155,9 +155,10 @@ def gradient_flow_path(
         "test_error": np.empty(t.size),
     }
     for j in range(t.size):
-        err = A @ (fit[:, j : j + 1] * Yt) - Ys
+        pred = A @ (fit[:, j : j + 1] * Yt)
+        err = pred - Ys
         table["test_risk"][j] = np.mean(np.einsum("ic,ic->i", err, err))
-        table["test_error"][j] = classification_error(err + Ys, Ys)
+        table["test_error"][j] = classification_error(pred, Ys)
 
     lambdas = 1.0 / (learning_rate * t)
     ridge = ridge_path(eigvals, eigvecs, Y, Ks, Ys, np.append(lambdas, 0.0), rcond=rcond)
