@@ -33,7 +33,8 @@ descent for linear regression with random projections"; Atanasov, Zavatone-Veth
 and Pehlevan 2024, arXiv 2405.00592, §"linear random features"; Defilippis,
 Loureiro and Misiakiewicz 2024, arXiv 2405.15699) written with one unknown:
 conditional on ``W`` the model is linear ridge on features of covariance
-``Σ_W = F Σ Fᵀ/N`` whose own ridge ``κ_W`` solves ``κ_W = λ + (κ_W/n) tr Σ_W(Σ_W + κ_W)⁻¹``;
+``Σ_W = F Σ Fᵀ/N`` (``Σ = diag(μ)``, ``F_jk = g_k(w_j)`` the loadings of feature
+``j`` on eigenfunction ``k``, unit variance) whose own ridge ``κ_W`` solves ``κ_W = λ + (κ_W/n) tr Σ_W(Σ_W + κ_W)⁻¹``;
 over ``W`` (Gaussian equivalence of the features' eigen-expansion),
 ``Σ_W(Σ_W + κ_W)⁻¹`` is equivalent to ``Σ(Σ + κ)⁻¹`` with ``κ_W = κ (1 − df1(κ)/N)``.
 The risk is the population risk of the ridge-``κ_W`` predictor given ``W`` (its
@@ -41,6 +42,15 @@ bias, with the part of the target the features cannot express acting as noise)
 inflated by ``1/(1 − γ_W)``, each evaluated through the derivative of these
 equivalents in ``κ_W`` (``dκ_W/dκ = 1 − df2(κ)/N``). With ``N = ∞`` all of this is
 exactly the SPEC §3 formula, which is what :func:`linear_ridge_sweep` uses.
+
+Where it is exact and where it is not: for Gaussian covariates and Gaussian
+``F`` (linear random features) it is the asymptotically exact risk. For
+non-linear ``σ`` it rests on Gaussian equivalence of ``F``; with Gaussian ``W``
+the feature norms ``‖w‖/√d`` fluctuate by about ``√(2/d)``, an effect the
+equivalent ignores and which is small for embedding or pixel inputs. The pool is
+the population: the prediction is the risk on the pool's own measure; on a
+held-out test set it is optimistic when the pool is too small to represent the
+target (label noise on the pool is partly "learnable" within the pool).
 """
 
 from __future__ import annotations
