@@ -1,0 +1,186 @@
+"""Learning dynamics (SPEC §7, E7): gradient flow on kernel least squares.
+
+Gradient flow with learning rate ``η`` on ``L = (1/2n) Σ_i (f(x_i) − y_i)²`` of a
+linear model ``f(x) = θᵀφ(x)`` with kernel ``K = Φ Φᵀ`` (a linearised network, or
+the kernel's function space), started from ``f = 0``, moves the function by
+``df/dt = −(η/n) K(·, X) (f(X) − Y)`` and so has the closed form
+
+    f_t(x*) = K* K⁻¹ (I − exp(−ηt K/n)) Y
+
+(pseudo-inverse on the null space of ``K``). Through ``K = U diag(d) Uᵀ`` it is a
+spectral filter, like ridge (SPEC §2) with ``1/(d + nλ)`` replaced by
+``g_t(d) = (1 − exp(−ηt d/n))/d`` and the residual weight ``nλ/(d + nλ)`` replaced
+by ``exp(−ηt d/n)``:
+
+- predictions ``f_t(X*) = (K* U) diag(g_t(d)) Uᵀ Y``; ``g_t`` is evaluated as
+  ``−expm1(−ηt d/n)/d``, accurate for tiny ``d`` (where it tends to ``ηt/n``), and
+  is 0 on eigenvalues clipped to zero (the pseudo-inverse convention of
+  :func:`rmtlens.ridge.ridge_path`; in exact arithmetic ``K* U_k = 0`` there);
+- training smoother ``S_t = I − exp(−ηt K/n)``, train risk
+  ``R_tr(t) = (1/n) Σ_i exp(−2ηt d_i/n) ||Ỹ_i||²`` with ``Ỹ = UᵀY``;
+- ``GCV_t = R_tr(t) / (1 − tr(S_t)/n)²`` with ``1 − tr(S_t)/n = (1/n) Σ_i exp(−ηt d_i/n)``:
+  no cancellation, and the ratio is evaluated with the weights rescaled by
+  ``exp(+ηt d_min/n)`` so it stays finite where every weight underflows.
+
+The matched ridge is ``λ = 1/(ηt)`` (so ``nλ = n/(ηt)`` and
+``exp(−ηt d/n) ≈ 1/(1 + ηt d/n) = nλ/(d + nλ)``); ``t = ∞`` is ridgeless regression.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rmtlens.ridge import _check_inputs, classification_error, clip_spectrum, ridge_path
+
+
+def _check_times(times, learning_rate: float) -> np.ndarray:
+    t = np.atleast_1d(np.asarray(times, dtype=np.float64))
+    if t.ndim != 1 or t.size == 0:
+        raise ValueError(f"times must be a non-empty 1-d grid, got shape {t.shape}")
+    if np.any(np.isnan(t)) or np.any(t <= 0):
+        raise ValueError("times must be positive (np.inf allowed for the t → ∞ limit)")
+    if np.any(np.diff(t) <= 0):
+        raise ValueError("times must be strictly increasing")
+    if not (np.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"learning_rate must be finite and positive, got {learning_rate}")
+    return t
+
+
+def gradient_flow_filters(d: np.ndarray, n: int, times: np.ndarray, learning_rate: float = 1.0):
+    """Spectral filters of gradient flow at every time.
+
+    Parameters
+    ----------
+    d : (k,) clipped eigenvalues of the training kernel (zeros mark the null space).
+    n : number of training samples.
+    times : (T,) positive times, ``np.inf`` allowed.
+    learning_rate : ``η``.
+
+    Returns
+    -------
+    fit : (k, T) ``g_t(d) = (1 − exp(−ηt d/n))/d`` (0 on the null space).
+    residual : (k, T) ``exp(−ηt d/n)`` (1 on the null space), the eigenvalues of ``I − S_t``.
+    residual_direction : (k, T) ``exp(−ηt (d − d_min)/n)``: ``residual`` rescaled so its
+        largest entry is 1, for scale-invariant ratios (GCV); at ``t = ∞`` the
+        indicator of ``d = d_min``.
+    """
+    d = np.asarray(d, dtype=np.float64)
+    t = np.asarray(times, dtype=np.float64)
+    null = d == 0.0
+    dmin = float(d.min())
+    at_min = d == dmin
+    with np.errstate(invalid="ignore"):
+        x = learning_rate * t[None, :] * d[:, None] / n  # nan only for 0 · inf on the null space
+        x_rel = learning_rate * t[None, :] * (d - dmin)[:, None] / n
+    fit = np.where(null[:, None], 0.0, -np.expm1(-np.where(null[:, None], 0.0, x)) / np.where(null, 1.0, d)[:, None])
+    residual = np.where(null[:, None], 1.0, np.exp(-np.where(null[:, None], 0.0, x)))
+    residual_direction = np.where(at_min[:, None], 1.0, np.exp(-np.where(at_min[:, None], 0.0, x_rel)))
+    return fit, residual, residual_direction
+
+
+def gradient_flow_predictions(
+    eigvals: np.ndarray,
+    eigvecs: np.ndarray,
+    y_train: np.ndarray,
+    k_test: np.ndarray,
+    time: float,
+    learning_rate: float = 1.0,
+    rcond: float = 1e-10,
+) -> np.ndarray:
+    """Predictions ``K* K⁻¹ (I − exp(−ηt K/n)) Y`` at one time, shape (m, C).
+
+    ``time = np.inf`` gives ridgeless regression ``K* K⁺ Y``.
+    """
+    t = _check_times([time], learning_rate)
+    d = clip_spectrum(np.asarray(eigvals, dtype=np.float64), rcond)
+    U = np.asarray(eigvecs, dtype=np.float64)
+    Y = np.asarray(y_train, dtype=np.float64)
+    Y = Y[:, None] if Y.ndim == 1 else Y
+    fit, _, _ = gradient_flow_filters(d, d.shape[0], t, learning_rate)
+    return np.asarray(k_test, dtype=np.float64) @ (U @ (fit[:, :1] * (U.T @ Y)))
+
+
+def gradient_flow_path(
+    eigvals: np.ndarray,
+    eigvecs: np.ndarray,
+    y_train: np.ndarray,
+    k_test: np.ndarray,
+    y_test: np.ndarray,
+    times: np.ndarray,
+    learning_rate: float = 1.0,
+    rcond: float = 1e-10,
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Risks of gradient flow along time, GCV of ``S_t``, and ridge at ``λ = 1/(ηt)``.
+
+    Parameters
+    ----------
+    eigvals : (n,) eigenvalues of the training kernel ``K``.
+    eigvecs : (n, n) matching orthonormal eigenvectors (columns).
+    y_train : (n, C) or (n,) training targets.
+    k_test : (m, n) test-versus-train kernel ``K*``.
+    y_test : (m, C) or (m,) test targets.
+    times : (T,) positive times (a log grid; ``np.inf`` allowed and meaning ridgeless).
+    learning_rate : ``η``; only ``ηt`` matters.
+    rcond : relative eigenvalue cutoff; smaller eigenvalues count as zero.
+
+    Returns
+    -------
+    table : dict of (T,) arrays: ``time``, ``test_risk``, ``test_error``,
+        ``train_risk``, ``gcv``, ``dof`` (``tr S_t``), ``ridge_lambda`` (``1/(ηt)``),
+        ``ridge_test_risk``, ``ridge_test_error``, ``ridge_train_risk``,
+        ``ridge_gcv``, ``is_t_star`` (True at the grid's early-stopping optimum).
+    summary : dict of floats: ``t_star`` and ``test_risk_t_star`` (argmin and min
+        of the test risk over the grid), ``test_risk_limit`` (exact ``t → ∞``
+        risk, ridgeless), ``early_stopping_gain`` (``1 − test_risk_t_star /
+        test_risk_limit``), ``max_rise`` (largest increase of the test risk
+        after an earlier minimum, relative to that minimum), ``non_monotone``
+        (1.0 when ``max_rise > 1e-9``, else 0.0), and ``t_gcv`` /
+        ``test_risk_t_gcv`` (the time chosen by minimising GCV, training data only).
+    """
+    d, U, Y, Ks, Ys, _ = _check_inputs(eigvals, eigvecs, y_train, k_test, y_test, [0.0])
+    t = _check_times(times, learning_rate)
+    n = d.shape[0]
+    d = clip_spectrum(d, rcond)
+    Yt = U.T @ Y
+    A = Ks @ U
+    q = np.einsum("ic,ic->i", Yt, Yt)
+    fit, residual, direction = gradient_flow_filters(d, n, t, learning_rate)
+
+    table = {
+        "time": t.copy(),
+        "train_risk": (residual**2).T @ q / n,
+        "gcv": n * ((direction**2).T @ q) / np.sum(direction, axis=0) ** 2,
+        "dof": np.sum(1.0 - residual, axis=0),
+        "test_risk": np.empty(t.size),
+        "test_error": np.empty(t.size),
+    }
+    for j in range(t.size):
+        pred = A @ (fit[:, j : j + 1] * Yt)
+        err = pred - Ys
+        table["test_risk"][j] = np.mean(np.einsum("ic,ic->i", err, err))
+        table["test_error"][j] = classification_error(pred, Ys)
+
+    lambdas = 1.0 / (learning_rate * t)
+    ridge = ridge_path(eigvals, eigvecs, Y, Ks, Ys, np.append(lambdas, 0.0), rcond=rcond)
+    table["ridge_lambda"] = lambdas
+    for key in ("test_risk", "test_error", "train_risk", "gcv"):
+        table["ridge_" + key] = ridge[key][:-1]
+
+    risk = table["test_risk"]
+    star = int(np.argmin(risk))
+    table["is_t_star"] = np.arange(t.size) == star
+    limit = float(ridge["test_risk"][-1])
+    running_min = np.minimum.accumulate(risk)
+    rise = float(np.max((risk - running_min) / running_min)) if np.all(running_min > 0) else 0.0
+    chosen = int(np.argmin(table["gcv"]))
+    summary = {
+        "t_star": float(t[star]),
+        "test_risk_t_star": float(risk[star]),
+        "test_risk_limit": limit,
+        "early_stopping_gain": 1.0 - float(risk[star]) / limit if limit > 0 else 0.0,
+        "max_rise": rise,
+        "non_monotone": float(rise > 1e-9),
+        "t_gcv": float(t[chosen]),
+        "test_risk_t_gcv": float(risk[chosen]),
+    }
+    return table, summary
