@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rmtlens.ridge import _check_inputs, classification_error, clip_spectrum, ridge_path
+from rmtlens.ridge import check_ridge_inputs, classification_error, clip_spectrum, ridge_path
 
 
 def _check_times(times, learning_rate: float) -> np.ndarray:
@@ -137,7 +137,7 @@ def gradient_flow_path(
         (1.0 when ``max_rise > 1e-9``, else 0.0), and ``t_gcv`` /
         ``test_risk_t_gcv`` (the time chosen by minimising GCV, training data only).
     """
-    d, U, Y, Ks, Ys, _ = _check_inputs(eigvals, eigvecs, y_train, k_test, y_test, [0.0])
+    d, U, Y, Ks, Ys, _ = check_ridge_inputs(eigvals, eigvecs, y_train, k_test, y_test, [0.0])
     t = _check_times(times, learning_rate)
     n = d.shape[0]
     d = clip_spectrum(d, rcond)

@@ -58,11 +58,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import scipy.linalg
 import scipy.optimize
 import scipy.special
 
+from rmtlens.grids import subsample_indices
 from rmtlens.ridge import clip_spectrum, ridge_path
+from rmtlens.spectra import eigh_descending
+from rmtlens.theory import population_from_pool
 
 ACTIVATIONS = ("relu", "erf", "linear")
 
@@ -177,10 +179,9 @@ def spectrum_from_kernel(kernel_pool: np.ndarray, y_pool: np.ndarray, rcond: flo
         raise ValueError(f"kernel_pool must be square, got shape {K.shape}")
     if Y.shape[0] != P:
         raise ValueError(f"y_pool has {Y.shape[0]} rows, kernel_pool has {P}")
-    D, V = scipy.linalg.eigh(0.5 * (K + K.T), driver="evd", check_finite=False)
-    D, V = D[::-1], V[:, ::-1]
-    coef = V.T @ Y
-    return clip_spectrum(D, rcond) / P, np.einsum("kc,kc->k", coef, coef) / P
+    D, V = eigh_descending(K)
+    pop = population_from_pool(D, V.T @ Y, rcond=rcond)
+    return pop["mu"], pop["beta_sq"]
 
 
 def spectrum_from_features(features_pool: np.ndarray, y_pool: np.ndarray, rcond: float = 1e-10):
@@ -444,7 +445,7 @@ def random_features_sweep(
     N_max = max(max(v) for v in features_for.values())
     rows = []
     for seed in seed_list:
-        order = np.random.default_rng(seed).permutation(X.shape[0])[:n_max]
+        order = subsample_indices(X.shape[0], n_max, seed)
         W = np.random.default_rng([seed, 1]).standard_normal((N_max, X.shape[1]))
         phi_train = random_features(X[order], W, activation)
         phi_test = random_features(Xs, W, activation)
@@ -510,7 +511,7 @@ def linear_ridge_sweep(
     theory = {int(n): rf_deterministic_equivalent(mu, beta_sq, int(n), np.inf, ridge) for n in sizes}
     rows = []
     for seed in seed_list:
-        order = np.random.default_rng(seed).permutation(P)
+        order = subsample_indices(P, P, seed)
         for n in sizes:
             idx = order[:n]
             path = feature_ridge(F[idx], Fs, Y[idx], Ys, [ridge], rcond)

@@ -22,7 +22,8 @@ import numpy as np
 QUANTITIES = ("test_risk", "test_error", "train_risk", "gcv", "loo", "dof")
 
 
-def _check_inputs(eigvals, eigvecs, y_train, k_test, y_test, lambdas):
+def check_ridge_inputs(eigvals, eigvecs, y_train, k_test, y_test, lambdas):
+    """Validate and convert ridge-path inputs to float64 arrays; targets become 2-d."""
     d = np.asarray(eigvals, dtype=np.float64)
     U = np.asarray(eigvecs, dtype=np.float64)
     Y = np.asarray(y_train, dtype=np.float64)
@@ -129,7 +130,7 @@ def ridge_path(
     ``train_risk``, ``gcv``, ``loo`` and ``dof`` (``tr S``). LOO keeps the absolute
     ridge ``nλ`` fixed when a point is left out.
     """
-    d, U, Y, Ks, Ys, lam = _check_inputs(eigvals, eigvecs, y_train, k_test, y_test, lambdas)
+    d, U, Y, Ks, Ys, lam = check_ridge_inputs(eigvals, eigvecs, y_train, k_test, y_test, lambdas)
     n, C = Y.shape
     d = clip_spectrum(d, rcond)
     Yt = U.T @ Y  # (n, C) targets in the eigenbasis
