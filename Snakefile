@@ -16,6 +16,7 @@ include: "workflow/rules/kernels.smk"
 include: "workflow/rules/spectra.smk"
 include: "workflow/rules/ridge.smk"
 include: "workflow/rules/theory.smk"
+include: "workflow/rules/extensions.smk"
 include: "workflow/rules/figures.smk"
 
 

@@ -229,3 +229,40 @@ def test_representation_and_scaling_tables_agree_with_direct_computations(finish
     scaling = pd.read_csv(finished_run / "results/tables/scaling.csv")
     got = scaling[(scaling.backbone == "tvit") & (scaling.ridge == "gcv")].iloc[0]
     assert got.observed_exponent == pytest.approx(-slope, rel=1e-9)
+
+
+def test_learning_dynamics_limit_is_the_ridgeless_row_of_the_ridge_table(finished_run):
+    dyn = pd.read_csv(finished_run / "results/tables/learning_dynamics.csv")
+    ridge = pd.read_parquet(finished_run / "results/tables/ridge.parquet")
+    for (backbone, weights), group in dyn.groupby(["backbone", "weights"]):
+        limit = group[~np.isfinite(group.time)].iloc[0]
+        row = ridge[(ridge.backbone == backbone) & (ridge.weights == weights) & (ridge.n == limit.n)
+                    & (ridge.seed == 0) & (ridge.lambda_rel == 0)].iloc[0]
+        assert limit.test_risk == pytest.approx(row.test_risk, rel=1e-7)
+        assert limit.train_risk == pytest.approx(row.train_risk, rel=1e-6, abs=1e-12)
+        finite = group[np.isfinite(group.time)]
+        # the matched-ridge column is the ridge path at λ = 1/(ηt): monotone in λ as a train risk
+        assert np.all(np.diff(finite.ridge_train_risk.to_numpy()) <= 1e-12)
+
+
+def test_double_descent_linear_equivalent_matches_a_direct_formula(finished_run):
+    from scipy.optimize import brentq
+
+    table = pd.read_csv(finished_run / "results/tables/double_descent.csv")
+    linear = table[table.model.str.startswith("linear")]
+    data = PreparedDataset.from_arrays(load_npz(finished_run / "results/datasets/digits.npz"))
+    N = data.n_pool
+    phi = np.load(finished_run / "results/embeddings/digits/tresnet/trained.npy").astype(np.float64)
+    p = phi.shape[1]
+    Y = (np.eye(10)[data.labels] - 0.1)[:N]
+    D, V = np.linalg.eigh(phi[:N] @ phi[:N].T / p)
+    mu = np.where(D > 1e-10 * D.max(), D, 0) / N
+    b2 = np.sum((V.T @ Y) ** 2, axis=1) / N
+    row = linear.iloc[len(linear) // 2]
+    n, lam = int(row.n), row["lambda"]
+    kappa = brentq(lambda k: k - lam - (k / n) * np.sum(mu / (mu + k)), lam, lam + mu.sum() / n + 1, rtol=1e-14)
+    gamma = np.sum(mu**2 / (mu + kappa) ** 2) / n
+    assert row.de_mse == pytest.approx(np.sum((kappa / (mu + kappa)) ** 2 * b2) / (1 - gamma), rel=1e-6)
+    summary = pd.read_csv(finished_run / "results/tables/double_descent_summary.csv").set_index("model")
+    for model, group in table.groupby("model"):
+        assert summary.loc[model, "peak_ratio_measured"] == group.groupby("ratio").test_mse.mean().idxmax()

@@ -184,3 +184,15 @@ def gradient_flow_path(
         "test_risk_t_gcv": float(risk[chosen]),
     }
     return table, summary
+
+
+def time_grid(scale: float, lam_rel_min: float, lam_rel_max: float, num: int, learning_rate: float = 1.0) -> np.ndarray:
+    """Log-spaced times whose matched ridges ``1/(ηt)`` span ``[lam_rel_min, lam_rel_max] · scale``,
+    increasing, with ``np.inf`` (ridgeless) appended. ``scale`` is the kernel's ``tr(K_pool)/N_pool``."""
+    if not (scale > 0 and 0 < lam_rel_min < lam_rel_max and num >= 2 and learning_rate > 0):
+        raise ValueError(
+            f"need scale > 0, 0 < lam_rel_min < lam_rel_max, num >= 2 and learning_rate > 0; got "
+            f"{scale}, {lam_rel_min}, {lam_rel_max}, {num}, {learning_rate}"
+        )
+    lambdas = np.geomspace(lam_rel_max, lam_rel_min, num) * scale
+    return np.append(1.0 / (learning_rate * lambdas), np.inf)

@@ -296,3 +296,45 @@ def local_law_deviations(local: pd.DataFrame):
     ax.legend(handles, labels, fontsize=6, loc="best")
     fig.tight_layout()
     return fig
+
+
+def double_descent_curves(table: pd.DataFrame):
+    """Test MSE versus the sweep ratio (N_rf/n, or n/p), seed mean ± std, with the
+    deterministic equivalent; one panel per model. The dotted line marks ratio 1."""
+    models = list(table.groupby("model", sort=True))
+    fig, axes = _panels(len(models), width=3.8, height=3.1)
+    for ax, (model, group) in zip(axes, models):
+        stats = group.groupby("ratio").agg(mse=("test_mse", "mean"), sd=("test_mse", "std"), de=("de_mse", "mean"))
+        ax.errorbar(stats.index, stats["mse"], yerr=stats["sd"], fmt="o", ms=3, color="k", capsize=2,
+                    label="measured (test set)")
+        ax.plot(stats.index, stats["de"], "-", color="C0", label="deterministic equivalent")
+        ax.axvline(1.0, color="C3", ls=":", lw=1)
+        ax.set(xscale="log", yscale="log", xlabel=group["sweep"].iloc[0], ylabel="test MSE")
+        ax.set_title(model, fontsize=8)
+        ax.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def learning_dynamics_curves(table: pd.DataFrame, dataset_labels: Mapping[str, str] = {}):
+    """Gradient flow along time per kernel: test risk, train risk, GCV of ``S_t`` and ridge
+    at ``λ = 1/(ηt)``; the early-stopping optimum is marked and the ``t → ∞`` limit dotted."""
+    groups = list(table.groupby(KERNEL_KEYS, sort=True))
+    fig, axes = _panels(len(groups))
+    for ax, (keys, group) in zip(axes, groups):
+        finite = group[np.isfinite(group["time"])]
+        ax.plot(finite["time"], finite["test_risk"], "-", color="k", label="test risk (gradient flow)")
+        ax.plot(finite["time"], finite["train_risk"], "-", color="C2", alpha=0.6, label="train risk")
+        ax.plot(finite["time"], finite["gcv"], "--", color="C0", label="GCV of S_t")
+        ax.plot(finite["time"], finite["ridge_test_risk"], ":", color="C1", label="ridge, λ = 1/(ηt)")
+        star = finite[finite["is_t_star"]]
+        ax.plot(star["time"], star["test_risk"], "*", color="C3", ms=9, label="early-stopping optimum")
+        limit = group.loc[~np.isfinite(group["time"]), "test_risk"]
+        if len(limit):
+            ax.axhline(limit.iloc[0], color="k", ls=":", lw=0.7)
+        ax.set(xscale="log", yscale="log", xlabel="time ηt", ylabel="risk")
+        ax.set_title(f"{_title(keys, dataset_labels)} (n = {group['n'].iloc[0]})", fontsize=8)
+    if axes:
+        axes[0].legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    return fig

@@ -525,3 +525,17 @@ def linear_ridge_sweep(
                 )
             )
     return _rows_to_arrays(rows)
+
+
+def standardise_inputs(x: np.ndarray, n_pool: int) -> np.ndarray:
+    """Flatten rows to float64, centre by the pool mean and scale so that the pool's
+    mean squared norm equals the dimension d (then ``w·x/√d`` has unit variance on
+    average). Shape (N, d); the first ``n_pool`` rows are the pool."""
+    flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    if not 1 <= n_pool <= len(flat):
+        raise ValueError(f"n_pool must lie in [1, {len(flat)}], got {n_pool}")
+    centred = flat - flat[:n_pool].mean(axis=0)
+    rms = np.sqrt(np.mean(np.sum(centred[:n_pool] ** 2, axis=1)) / flat.shape[1])
+    if not rms > 0:
+        raise ValueError("the pool's inputs are all equal: nothing to standardise")
+    return centred / rms

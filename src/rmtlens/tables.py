@@ -112,3 +112,26 @@ def join_predictions(table: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataF
         first = joined.loc[missing, keys].iloc[0].to_dict()
         raise ValueError(f"no theory prediction for ridge row {first}")
     return joined
+
+
+def double_descent_summary(table: pd.DataFrame, exclude: tuple[float, float] = (0.7, 1.4)) -> pd.DataFrame:
+    """Per sweep model: where the measured and predicted risks peak, and how far the
+    deterministic equivalent is from the seed-mean risk away from the peak.
+
+    ``table`` rows: ``model``, ``ratio``, ``seed``, ``test_mse``, ``de_mse``. Ratios
+    inside ``exclude`` are left out of the ``median/max_rel_error_off_peak`` columns.
+    """
+    rows = []
+    for model, group in table.groupby("model", sort=True):
+        mean = group.groupby("ratio")[["test_mse", "de_mse"]].mean()
+        off = mean[(mean.index < exclude[0]) | (mean.index > exclude[1])]
+        err = np.abs(off["de_mse"] - off["test_mse"]) / off["test_mse"]
+        rows.append(dict(
+            model=model,
+            peak_ratio_measured=float(mean["test_mse"].idxmax()),
+            peak_ratio_predicted=float(mean["de_mse"].idxmax()),
+            peak_test_mse=float(mean["test_mse"].max()),
+            median_rel_error_off_peak=float(err.median()) if len(err) else np.nan,
+            max_rel_error_off_peak=float(err.max()) if len(err) else np.nan,
+        ))
+    return pd.DataFrame(rows)

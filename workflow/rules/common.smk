@@ -31,6 +31,18 @@ def check_config(cfg):
     for name, bb in cfg["backbones"].items():
         if "pretrain" in bb and bb["pretrain"]["task"] not in cfg["source_tasks"]:
             config_error(f"backbones.{name}.pretrain.task", f"{bb['pretrain']['task']!r} is not a name under source_tasks")
+    dd = cfg["double_descent"]
+    if dd["enabled"]:
+        if dd["dataset"] not in cfg["datasets"]:
+            config_error("double_descent.dataset", f"{dd['dataset']!r} is not a name under datasets")
+        for field, value in (("inputs", dd["inputs"]), ("linear.embedding", dd["linear"]["embedding"])):
+            if field == "inputs" and value == "pixels":
+                continue
+            backbone, _, weights = value.partition("/")
+            if backbone not in cfg["backbones"] or weights not in cfg["backbones"][backbone]["weights"]:
+                config_error(f"double_descent.{field}", f"{value!r} is not '<backbone>/<weights>' of a configured backbone")
+        if dd["n"] > cfg["datasets"][dd["dataset"]]["n_pool"]:
+            config_error("double_descent.n", f"{dd['n']} exceeds the pool of {dd['dataset']}")
     if cfg["ridge"]["min"] > cfg["ridge"]["max"]:
         config_error("ridge.min", f"{cfg['ridge']['min']} exceeds ridge.max = {cfg['ridge']['max']}")
     if cfg["targets"]["kind"] == "binary" and not cfg["targets"]["positive_classes"]:
@@ -181,8 +193,27 @@ def pretraining_outputs():
     return [f"results/figures/pretraining.{ext}" for ext in ("png", "svg")]
 
 
+def double_descent_embeddings(wildcards):
+    """The embedding file of the linear-ridge sweep (and of random features on embeddings)."""
+    spec = config["double_descent"]
+    files = {"linear": f"results/embeddings/{spec['dataset']}/{spec['linear']['embedding']}.npy"}
+    if spec["inputs"] != "pixels":
+        files["rf"] = f"results/embeddings/{spec['dataset']}/{spec['inputs']}.npy"
+    return files
+
+
+def extension_outputs():
+    out = []
+    if config["double_descent"]["enabled"]:
+        out += ["results/tables/double_descent.csv", "results/figures/double_descent.png"]
+    if config["learning_dynamics"]["enabled"]:
+        out += ["results/tables/learning_dynamics.csv", "results/figures/learning_dynamics.png"]
+    return out
+
+
 def final_outputs():
     return [
+        *extension_outputs(),
         "results/tables/ridge.parquet",
         "results/tables/gcv_accuracy.csv",
         "results/tables/best_risk.csv",

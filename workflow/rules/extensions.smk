@@ -1,0 +1,72 @@
+# Extensions from [LM25] and [OJ21] (SPEC §7): double descent, learning dynamics.
+
+
+rule double_descent:
+    input:
+        unpack(double_descent_embeddings),
+        dataset=lambda wc: f"results/datasets/{config['double_descent']['dataset']}.npz",
+    output:
+        table="results/tables/double_descent.csv",
+        summary="results/tables/double_descent_summary.csv",
+        png=report("results/figures/double_descent.png", caption="../report/double_descent.rst", category="Extensions", labels={"figure": "double descent", "format": "png"}),
+        svg=report("results/figures/double_descent.svg", caption="../report/double_descent.rst", category="Extensions", labels={"figure": "double descent", "format": "svg"}),
+    params:
+        spec=canonical(config["double_descent"]),
+        targets=canonical(config["targets"]),
+        rcond=config["ridge"]["rcond"],
+    log:
+        "logs/double_descent.log",
+    benchmark:
+        "benchmarks/double_descent.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../../envs/rmtlens.yaml"
+    script:
+        "../scripts/double_descent.py"
+
+
+rule learning_dynamics:
+    input:
+        kernel="results/kernels/{dataset}/{backbone}/{weights}/{kernel}.npy",
+        eigh=lambda wc: f"results/eigh/{wc.dataset}/{wc.backbone}/{wc.weights}/{wc.kernel}/n{sample_sizes(wc.dataset)[-1]}_s{config['seeds'][0]}.npz",
+        dataset="results/datasets/{dataset}.npz",
+    output:
+        "results/dynamics/{dataset}/{backbone}/{weights}/{kernel}.parquet",
+    params:
+        spec=canonical(config["learning_dynamics"]),
+        ridge=canonical(config["ridge"]),
+        targets=canonical(config["targets"]),
+    log:
+        "logs/learning_dynamics/{dataset}/{backbone}/{weights}/{kernel}.log",
+    benchmark:
+        "benchmarks/learning_dynamics/{dataset}/{backbone}/{weights}/{kernel}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/rmtlens.yaml"
+    script:
+        "../scripts/learning_dynamics.py"
+
+
+rule learning_dynamics_summary:
+    input:
+        unit_files("results/dynamics/{dataset}/{backbone}/{weights}/{kernel}.parquet"),
+    output:
+        table="results/tables/learning_dynamics.csv",
+        summary="results/tables/learning_dynamics_summary.csv",
+        png=report("results/figures/learning_dynamics.png", caption="../report/learning_dynamics.rst", category="Extensions", labels={"figure": "learning dynamics", "format": "png"}),
+        svg=report("results/figures/learning_dynamics.svg", caption="../report/learning_dynamics.rst", category="Extensions", labels={"figure": "learning dynamics", "format": "svg"}),
+    params:
+        dataset_labels=dataset_labels(),
+    log:
+        "logs/learning_dynamics_summary.log",
+    benchmark:
+        "benchmarks/learning_dynamics_summary.tsv"
+    conda:
+        "../../envs/rmtlens.yaml"
+    script:
+        "../scripts/learning_dynamics_summary.py"
