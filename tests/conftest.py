@@ -41,16 +41,38 @@ def dry_run_jobs(workdir: Path, *args: str) -> dict[str, int]:
     return counts
 
 
-REQUIRE_DATA_ENV = "RMTLENS_REQUIRE_OFFLINE_DATA"
+REQUIRE_ENV = "RMTLENS_REQUIRE"
 
 
-def missing_offline_data(name: str, reason: str) -> None:
-    """Skip with the printed reason, or fail where CI promised the data
-    (``name`` listed in $RMTLENS_REQUIRE_OFFLINE_DATA, comma-separated)."""
+def missing_prerequisite(name: str, reason: str) -> None:
+    """Skip with the printed reason, or fail where CI promised the prerequisite
+    (``name`` listed in $RMTLENS_REQUIRE, comma-separated: data sets and tools)."""
     print(reason)
-    if name in os.environ.get(REQUIRE_DATA_ENV, "").split(","):
-        pytest.fail(f"{reason} ({REQUIRE_DATA_ENV} lists {name}: the data must be present)")
+    if name in os.environ.get(REQUIRE_ENV, "").split(","):
+        pytest.fail(f"{reason} ({REQUIRE_ENV} lists {name}: it must be present)")
     pytest.skip(reason)
+
+
+TEST_CONFIG = REPO / "config" / "test.yaml"
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """A working directory where the whole DAG of config/test.yaml has run."""
+    workdir = tmp_path_factory.mktemp("run")
+    snakemake(workdir, "--configfile", str(TEST_CONFIG), "--cores", "2")
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Path of a Chromium executable for headless browser tests; skips with the reason if absent."""
+    import shutil
+
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        missing_prerequisite("chromium", "Chromium not installed: `apt-get install chromium` (Debian)")
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +80,7 @@ def cifar10_archive() -> Path:
     """The CIFAR-10 JPEG archive named by $RMTLENS_CIFAR10_JPEG; skips (with the reason) if absent."""
     path = os.environ.get(CIFAR10_ENV)
     if not path or not Path(path).is_file():
-        missing_offline_data("cifar10", f"CIFAR-10 JPEG archive not available: set {CIFAR10_ENV} to its path (now {path!r})")
+        missing_prerequisite("cifar10", f"CIFAR-10 JPEG archive not available: set {CIFAR10_ENV} to its path (now {path!r})")
     return Path(path)
 
 
@@ -70,7 +92,7 @@ def debian_fashion_mnist() -> Path:
     if not all((FASHION_MNIST_DEBIAN_DIR / f"{n}.gz").is_file() for n in (
         "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"
     )):
-        missing_offline_data(
+        missing_prerequisite(
             "fashion_mnist", f"Fashion-MNIST files not in {FASHION_MNIST_DEBIAN_DIR}: `apt-get install dataset-fashion-mnist`"
         )
     return FASHION_MNIST_DEBIAN_DIR

@@ -10,21 +10,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, dry_run_jobs, snakemake
+from conftest import TEST_CONFIG, dry_run_jobs, snakemake
 from rmtlens.backbones import create_backbone
 from rmtlens.data import PreparedDataset
 from rmtlens.embeddings import embed_images
 from rmtlens.io import load_npz
 
 pytestmark = pytest.mark.workflow
-TEST_CONFIG = REPO / "config" / "test.yaml"
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("run")
-    snakemake(workdir, "--configfile", str(TEST_CONFIG), "--cores", "2")
-    return workdir
 
 
 def brute_force_row(K_all, n_pool, idx, Y, lam):

@@ -7,7 +7,7 @@ rule double_descent:
         dataset=lambda wc: f"results/datasets/{config['double_descent']['dataset']}.npz",
     output:
         table="results/tables/double_descent.csv",
-        summary="results/tables/double_descent_summary.csv",
+        summary=report("results/tables/double_descent_summary.csv", caption="../report/table_double_descent.rst", category="Summary tables", labels={"table": "double descent"}),
         png=report("results/figures/double_descent.png", caption="../report/double_descent.rst", category="Extensions", labels={"figure": "double descent", "format": "png"}),
         svg=report("results/figures/double_descent.svg", caption="../report/double_descent.rst", category="Extensions", labels={"figure": "double descent", "format": "svg"}),
     params:
@@ -57,7 +57,7 @@ rule learning_dynamics_summary:
         unit_files("results/dynamics/{dataset}/{backbone}/{weights}/{kernel}.parquet"),
     output:
         table="results/tables/learning_dynamics.csv",
-        summary="results/tables/learning_dynamics_summary.csv",
+        summary=report("results/tables/learning_dynamics_summary.csv", caption="../report/table_learning_dynamics.rst", category="Summary tables", labels={"table": "learning dynamics"}),
         png=report("results/figures/learning_dynamics.png", caption="../report/learning_dynamics.rst", category="Extensions", labels={"figure": "learning dynamics", "format": "png"}),
         svg=report("results/figures/learning_dynamics.svg", caption="../report/learning_dynamics.rst", category="Extensions", labels={"figure": "learning dynamics", "format": "svg"}),
     params:

@@ -27,8 +27,8 @@ rule aggregate:
         ridge_path_files,
     output:
         table="results/tables/ridge.parquet",
-        accuracy="results/tables/gcv_accuracy.csv",
-        best="results/tables/best_risk.csv",
+        accuracy=report("results/tables/gcv_accuracy.csv", caption="../report/table_gcv_accuracy.rst", category="Summary tables", labels={"table": "GCV accuracy"}),
+        best=report("results/tables/best_risk.csv", caption="../report/table_best_risk.rst", category="Summary tables", labels={"table": "best risk per kernel"}),
     params:
         n_min=config["analysis"]["n_min"],
     log:

@@ -29,7 +29,7 @@ rule estimators:
         predictions=unit_files("results/theory/{dataset}/{backbone}/{weights}/{kernel}/predictions.parquet"),
     output:
         joined="results/tables/theory.parquet",
-        estimators="results/tables/estimators.csv",
+        estimators=report("results/tables/estimators.csv", caption="../report/table_estimators.rst", category="Summary tables", labels={"table": "estimator accuracy"}),
         png=report("results/figures/estimators.png", caption="../report/estimators.rst", category="Estimators", labels={"figure": "estimators versus risk", "format": "png"}),
         svg=report("results/figures/estimators.svg", caption="../report/estimators.rst", category="Estimators", labels={"figure": "estimators versus risk", "format": "svg"}),
     params:
@@ -51,7 +51,7 @@ rule representations:
         fits=unit_files("results/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw.csv"),
         best="results/tables/best_risk.csv",
     output:
-        table="results/tables/representations.csv",
+        table=report("results/tables/representations.csv", caption="../report/table_representations.rst", category="Summary tables", labels={"table": "representations"}),
         png=report("results/figures/representations.png", caption="../report/representations.rst", category="Representations", labels={"figure": "spectra and alignment", "format": "png"}),
         svg=report("results/figures/representations.svg", caption="../report/representations.rst", category="Representations", labels={"figure": "spectra and alignment", "format": "svg"}),
     params:
@@ -75,7 +75,7 @@ rule scaling:
         joined="results/tables/theory.parquet",
         fits=unit_files("results/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw.csv"),
     output:
-        table="results/tables/scaling.csv",
+        table=report("results/tables/scaling.csv", caption="../report/table_scaling.rst", category="Summary tables", labels={"table": "scaling exponents"}),
         png=report("results/figures/scaling.png", caption="../report/scaling.rst", category="Scaling laws", labels={"figure": "scaling laws", "format": "png"}),
         svg=report("results/figures/scaling.svg", caption="../report/scaling.rst", category="Scaling laws", labels={"figure": "scaling laws", "format": "svg"}),
     params:

@@ -1,0 +1,62 @@
+"""The HTML report: every figure and summary table loads in a real (headless) browser."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import TEST_CONFIG, snakemake
+
+pytestmark = pytest.mark.workflow
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def report(finished_run):
+    path = finished_run / "results" / "report.html"
+    snakemake(finished_run, "--configfile", str(TEST_CONFIG), "--report", str(path))
+    return path
+
+
+def test_every_report_item_loads_in_chromium(report, chromium, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=BROWSER_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        errors = []
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        page.goto(report.as_uri())
+        results = page.evaluate("results")
+        categories = page.evaluate("categories")
+        assert {"Ridge paths", "Estimators", "Scaling laws", "Summary tables"} <= set(categories)
+        figures = [k for k in results if k.endswith((".png", ".svg"))]
+        tables = [k for k in results if k.endswith(".csv")]
+        assert len(figures) >= 20 and len(tables) >= 7
+        for key, item in results.items():
+            assert len(item["caption"]) > 80, f"{key} has no real caption"
+        shown = 0
+        for category, groups in categories.items():
+            page.goto(report.as_uri())
+            page.get_by_text(category, exact=True).first.click()
+            for key in (k for items in groups.values() for k in items):
+                item = results[key]
+                if item["labels"].get("format") == "svg":
+                    page.get_by_text("svg", exact=True).first.click()
+                elif item["labels"].get("format") == "png":
+                    page.get_by_text("png", exact=True).first.click()
+                label = item["labels"].get("figure") or item["labels"].get("table")
+                page.locator("tr", has_text=label).first.locator("a[iconname=eye]").click()
+                if key.endswith(".csv"):
+                    page.wait_for_function("document.querySelectorAll('table tbody tr').length > 1")
+                    continue
+                mime = "png" if key.endswith(".png") else "svg"
+                page.wait_for_function(
+                    f"Array.from(document.images).some(i => i.src.startsWith('data:image/{mime}') "
+                    "&& i.complete && i.naturalWidth > 300)"
+                )
+                shown += 1
+        page.screenshot(path=str(tmp_path / "last.png"))
+        browser.close()
+    assert shown == len(figures)
+    assert errors == []
