@@ -124,8 +124,13 @@ def test_atomic_writes_leave_nothing_on_failure(tmp_path):
             raise RuntimeError("killed")
     np.testing.assert_array_equal(np.load(target), np.arange(3))
     assert sorted(p.name for p in target.parent.iterdir()) == ["x.npy"]
-    leftover = target.parent / ".x.abc.partial.npy"
-    leftover.write_bytes(b"half")
-    assert io.remove_partials(tmp_path) == [leftover] and not leftover.exists()
+    import os
+
+    dead = target.parent / ".x.pid999999999.abc.partial.npy"  # no such process
+    alive = target.parent / f".x.pid{os.getpid()}.abc.partial.npy"
+    dead.write_bytes(b"half")
+    alive.write_bytes(b"half")
+    assert io.remove_partials(tmp_path) == [dead] and not dead.exists() and alive.exists()
+    alive.unlink()
     io.save_npz(tmp_path / "y.npz", a=np.ones(2), b=np.zeros(1))
     assert set(io.load_npz(tmp_path / "y.npz")) == {"a", "b"}

@@ -1,29 +1,51 @@
 """Atomic file output and the few array/table formats the workflow exchanges.
 
-Every writer first writes to a hidden temporary file in the target's directory
-and then renames it over the target (``os.replace`` is atomic on POSIX), so an
-interrupted job never leaves a truncated file under a name a later run trusts.
-Temporary files carry the suffix :data:`PARTIAL_SUFFIX`; :func:`remove_partials`
-deletes any that a killed process left behind.
+Every writer first writes to a temporary file and then renames it over the target
+(``os.replace`` is atomic on POSIX), so an interrupted job never leaves a truncated
+file under a name a later run trusts. Temporary files live in the folder named by
+``$RMTLENS_PARTIAL_DIR`` when it is set (the workflow sets ``.partial/``, so
+``results/`` never holds one), else beside the target; their names carry the
+writer's process id and the suffix :data:`PARTIAL_SUFFIX`, and
+:func:`remove_partials` deletes those whose writer is gone.
+
+``$RMTLENS_FAULT_PAUSE`` is a fault-injection hook for the tests: a writer whose
+checkpoint name (``write:<target path>``) matches this glob pattern writes the name
+to ``$RMTLENS_FAULT_MARKER`` and sleeps, so a test can kill the run right there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fnmatch
 import json
 import os
+import re
+import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 PARTIAL_SUFFIX = ".partial"
+PARTIAL_DIR_ENV = "RMTLENS_PARTIAL_DIR"
+_PARTIAL_NAME = re.compile(r"^\..*\.pid(\d+)\..*" + re.escape(PARTIAL_SUFFIX))
+
+
+def fault_checkpoint(name: str) -> None:
+    """Pause here forever if ``$RMTLENS_FAULT_PAUSE`` matches ``name`` (tests kill the run)."""
+    pattern = os.environ.get("RMTLENS_FAULT_PAUSE")
+    if pattern and fnmatch.fnmatch(name, pattern):
+        Path(os.environ["RMTLENS_FAULT_MARKER"]).write_text(name)
+        while True:
+            time.sleep(60)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it to ``path`` on success.
+    """Yield a temporary path; rename it to ``path`` once the block succeeds.
 
     The temporary file keeps ``path``'s extension (some writers, such as
     ``numpy.save`` and matplotlib, choose the format from it). On any exception
@@ -31,8 +53,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(os.environ.get(PARTIAL_DIR_ENV) or target.parent)
+    folder.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.stem}.", suffix=f"{PARTIAL_SUFFIX}{target.suffix}", dir=target.parent
+        prefix=f".{target.stem}.pid{os.getpid()}.", suffix=f"{PARTIAL_SUFFIX}{target.suffix}", dir=folder
     )
     os.close(fd)
     tmp = Path(tmp_name)
@@ -40,20 +64,42 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        fault_checkpoint(f"write:{target}")
+        try:
+            os.replace(tmp, target)
+        except OSError as err:
+            if err.errno != errno.EXDEV:
+                raise
+            # partial folder on another file system: copy beside the target, then rename
+            beside = target.with_name(f".{tmp.name}")
+            shutil.copyfile(tmp, beside)
+            os.replace(beside, target)
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
+def _writer_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def remove_partials(root: str | os.PathLike) -> list[Path]:
-    """Delete temporary files left below ``root`` by killed writers; return them."""
+    """Delete temporary files below ``root`` whose writing process is gone; return them."""
     root = Path(root)
     if not root.exists():
         return []
-    leftovers = [p for p in root.rglob(f".*{PARTIAL_SUFFIX}*") if p.is_file()]
-    for p in leftovers:
-        p.unlink()
+    leftovers = []
+    for p in root.rglob(f".*{PARTIAL_SUFFIX}*"):
+        match = _PARTIAL_NAME.match(p.name)
+        if p.is_file() and (match is None or not _writer_alive(int(match.group(1)))):
+            p.unlink()
+            leftovers.append(p)
     return leftovers
 
 

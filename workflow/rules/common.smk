@@ -1,9 +1,21 @@
 # Helpers shared by every stage: config validation, wildcard constraints and the
 # functions that list the files a configuration asks for.
+import os
+
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from rmtlens.grids import ridge_grid, sample_size_grid
+from rmtlens.io import PARTIAL_DIR_ENV, remove_partials
+
+# Jobs write temporary files here, never under results/; a killed job's leftovers
+# are removed when the next run starts.
+PARTIAL_DIR = ".partial"
+os.environ.setdefault(PARTIAL_DIR_ENV, PARTIAL_DIR)
+
+
+onstart:
+    remove_partials(PARTIAL_DIR)
 
 
 validate(config, schema="../schemas/config.schema.yaml")

@@ -1,0 +1,123 @@
+"""Fault tolerance: SIGKILL at chosen points resumes to bit-identical tables; bad inputs
+stop with a clear error and change nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, TEST_CONFIG, snakemake
+
+pytestmark = pytest.mark.workflow
+TABLES = "results/tables"
+
+
+def table_bytes(workdir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((workdir / TABLES).iterdir())}
+
+
+def assert_results_complete(workdir: Path) -> None:
+    """No temporary file under results/, and every array and table there reads back whole."""
+    for path in (workdir / "results").rglob("*"):
+        if not path.is_file():
+            continue
+        assert "partial" not in path.name, f"partial file left in results/: {path}"
+        if path.suffix == ".npy":
+            np.load(path, mmap_mode="r")
+        elif path.suffix == ".npz":
+            with np.load(path) as data:
+                [data[k] for k in data.files]
+        elif path.suffix == ".parquet":
+            pd.read_parquet(path)
+
+
+def run_until(workdir: Path, checkpoint: str, timeout: float = 900) -> str:
+    """Start the test-config run in its own process group, wait until a process reaches
+    ``checkpoint`` (a glob of fault_checkpoint names), then SIGKILL the whole group."""
+    marker = workdir / "fault.marker"
+    marker.unlink(missing_ok=True)
+    env = dict(os.environ, RMTLENS_FAULT_PAUSE=checkpoint, RMTLENS_FAULT_MARKER=str(marker))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(TEST_CONFIG), "--cores", "2", "--rerun-incomplete"]
+    log = open(workdir / f"run-{len(list(workdir.glob('run-*.log')))}.log", "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while not marker.exists():
+            if proc.poll() is not None:
+                raise AssertionError(f"run ended ({proc.returncode}) before reaching {checkpoint!r}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no process reached {checkpoint!r} in {timeout} s")
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        log.close()
+    return marker.read_text()
+
+
+def test_sigkill_at_several_points_resumes_to_identical_tables(finished_run, tmp_path):
+    workdir = tmp_path / "killed"
+    workdir.mkdir()
+    points = [
+        "write:results/embeddings/*/trained.npy",  # inside an embedding write
+        "write:results/ridge/*/n61_s1.parquet",  # inside a ridge-path table write
+        "write:results/tables/ridge.parquet",  # inside the aggregate table write
+        "write:results/tables/scaling.csv",  # inside a late summary-table write
+    ]
+    for point in points:
+        reached = run_until(workdir, point)
+        assert_results_complete(workdir)
+        assert any((workdir / ".partial").iterdir()), f"the kill at {reached} left no temporary file to clean"
+        snakemake(workdir, "--unlock", "--configfile", str(TEST_CONFIG))
+    snakemake(workdir, "--configfile", str(TEST_CONFIG), "--cores", "2", "--rerun-incomplete")
+    assert_results_complete(workdir)
+    assert not any((workdir / ".partial").iterdir())  # leftovers removed at the next start
+    assert table_bytes(workdir) == table_bytes(finished_run)  # and equal to an uninterrupted run, bit for bit
+
+
+@pytest.fixture
+def finished_copy(finished_run, tmp_path):
+    workdir = tmp_path / "copy"
+    shutil.copytree(finished_run, workdir, symlinks=True, ignore=shutil.ignore_patterns("report.html"))
+    return workdir
+
+
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        (lambda K: np.where(np.arange(K.size).reshape(K.shape) == 7, np.nan, K), "kernel contains NaN"),
+        (lambda K: K + np.triu(np.full_like(K, 0.1), 1) * (np.arange(len(K)) < K.shape[1])[:, None],
+         "pool block is not symmetric"),
+    ],
+    ids=["nan", "asymmetric"],
+)
+def test_corrupt_kernel_file_stops_with_a_clear_error_and_changes_no_table(finished_copy, corrupt, message):
+    before = table_bytes(finished_copy)
+    path = finished_copy / "results/kernels/digits/tvit/init/features.npy"
+    np.save(path, corrupt(np.load(path)))
+    proc = snakemake(finished_copy, "--configfile", str(TEST_CONFIG), "--cores", "2", check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert table_bytes(finished_copy) == before
+
+
+def test_missing_upstream_file_is_named_before_any_job(tmp_path):
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    missing = tmp_path / "nowhere" / "images.tar.gz"
+    cfg["datasets"]["digits"] = dict(source="imagefolder", archive=str(missing), n_pool=120, n_test=60)
+    config_file = tmp_path / "missing.yaml"
+    config_file.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path, "--configfile", str(config_file), "--cores", "1", check=False)
+    assert proc.returncode != 0 and str(missing) in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
