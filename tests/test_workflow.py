@@ -258,3 +258,21 @@ def test_double_descent_linear_equivalent_matches_a_direct_formula(finished_run)
     summary = pd.read_csv(finished_run / "results/tables/double_descent_summary.csv").set_index("model")
     for model, group in table.groupby("model"):
         assert summary.loc[model, "peak_ratio_measured"] == group.groupby("ratio").test_mse.mean().idxmax()
+
+
+def test_adding_a_backbone_schedules_only_its_jobs_and_the_summaries(finished_run, tmp_path):
+    workdir = tmp_path / "copy"
+    shutil.copytree(finished_run, workdir, symlinks=True)
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg["backbones"]["tconv"] = dict(model="test_convnext", image_size=32, weights=["init"], kernels=["features"], seed=0)
+    config_file = tmp_path / "more.yaml"
+    config_file.write_text(yaml.safe_dump(cfg))
+    jobs = dry_run_jobs(workdir, "--configfile", str(config_file))
+    n_sizes = len(pd.read_parquet(finished_run / "results/tables/ridge.parquet").n.unique())
+    per_unit = {"embed": 1, "kernel": 1, "pool_spectrum": 1, "theory": 1, "learning_dynamics": 1,
+                "eigh": n_sizes * len(cfg["seeds"]), "ridge_path": n_sizes * len(cfg["seeds"])}
+    for rule, count in per_unit.items():
+        assert jobs.get(rule) == count, (rule, jobs)
+    for untouched in ["prepare_dataset", "prepare_source_task", "pretrain", "pretraining_figure", "double_descent"]:
+        assert untouched not in jobs, jobs
+    assert {"aggregate", "estimators", "scaling", "figures"} <= set(jobs)
