@@ -402,6 +402,10 @@ class _MatmulSite:
             return 2.0 * self.n_params
         return self.groups * S * S * (2.0 * (self.d_a + self.d_g) + 2 * _ELEMENTWISE_WEIGHT)
 
+    def gram_flops(self) -> float:
+        """GEMM flops of the two Gram matrices per kernel entry."""
+        return 2.0 * self.groups * self.positions**2 * (self.d_a + self.d_g)
+
     def form_flops(self) -> float:
         """Flops to form one sample's explicit gradient from its raw pieces."""
         return 2.0 * self.positions * self.n_params
@@ -609,42 +613,114 @@ def _make_plan(model, x_probe, n_rows: int, n_cols: int, dtype) -> _Plan:
 # per-sample pieces
 
 
-def _patches(site: _MatmulSite, raw: list[tuple[torch.Tensor, torch.Tensor]]):
-    """Positions-by-features pieces of a matmul site.
+class _Workspace:
+    """Reusable buffers: large fresh allocations page-fault on every use (mmap)."""
 
-    Returns ``A`` of shape ``(n, S, G, d_a)`` (bias column of ones appended) and
-    ``Gm`` of shape ``(n, S, G, d_g)``, positions of all calls concatenated.
+    def __init__(self):
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def get(self, key: str | None, shape, dtype, device) -> torch.Tensor:
+        if key is None:
+            return torch.empty(shape, dtype=dtype, device=device)
+        numel = math.prod(shape)
+        buf = self.buffers.get(key)
+        if buf is None or buf.numel() < numel or buf.dtype != dtype:
+            buf = self.buffers[key] = torch.empty(numel, dtype=dtype, device=device)
+        return buf[:numel].view(shape)
+
+
+def _im2col(site: _MatmulSite, call: _Call, a: torch.Tensor, dst: torch.Tensor) -> None:
+    """Write the input patches of a conv call into ``dst``, a view shaped ``(n, G, d_a0, S)``."""
+    if a.ndim == 3:  # conv1d as a conv2d of height 1
+        a = a.unsqueeze(2)
+    if any(call.pads):
+        a = F.pad(a, call.pads)
+    n, C, H, W = a.shape
+    (kh, kw), (sh, sw), (dh, dw) = call.kernel, call.stride, call.dilation
+    Ho, Wo = (H - dh * (kh - 1) - 1) // sh + 1, (W - dw * (kw - 1) - 1) // sw + 1
+    if Ho * Wo != call.positions:
+        raise RuntimeError("internal: conv geometry disagrees with the recorded output")
+    sN, sC, sH, sW = a.stride()
+    src = a.as_strided(
+        (n, C, kh, kw, Ho, Wo), (sN, sC, dh * sH, dw * sW, sh * sH, sw * sW), a.storage_offset()
+    )
+    G = site.groups
+    src = src.unflatten(1, (G, C // G))
+    dst.unflatten(2, (C // G, kh, kw)).unflatten(-1, (Ho, Wo)).copy_(src)
+
+
+def _form(site: _MatmulSite, raw, out: torch.Tensor | None = None, ws: _Workspace | None = None):
+    """Explicit per-sample gradients ``(n, n_params)`` of a matmul site.
+
+    ``J_n = Σ_s g_ns a_nsᵀ`` per group, one batched matmul per call (bias: a
+    row of ones appended to the patches). ``out`` must be contiguous if given.
     """
-    As, Gs = [], []
-    for call, (a, g) in zip(site.calls, raw):
-        n = a.shape[0]
+    ws = ws or _Workspace()
+    a0 = raw[0][0]
+    n, G, d_a, d_g = a0.shape[0], site.groups, site.d_a, site.d_g
+    d_a0 = d_a - (site.bias is not None)
+    J = out if out is not None else torch.empty((n, site.n_params), dtype=a0.dtype, device=a0.device)
+    J3 = J.view(n * G, d_g, d_a)
+    for k, (call, (a, g)) in enumerate(zip(site.calls, raw)):
+        S = call.positions
         if site.kind == "linear":
-            A = a.reshape(n, call.positions, 1, a.shape[-1])
-            Gm = g.reshape(n, call.positions, 1, g.shape[-1])
+            g3 = g.reshape(n, S, d_g).transpose(1, 2)
+            if site.bias is None:
+                B3 = a.reshape(n, S, d_a)
+            else:
+                B3 = ws.get("patches", (n, S, d_a), a.dtype, a.device)
+                B3[..., :d_a0].copy_(a.reshape(n, S, d_a0))
+                B3[..., d_a0].fill_(1.0)
         else:
-            if a.ndim == 3:  # conv1d as a conv2d of height 1
-                a, g = a.unsqueeze(2), g.unsqueeze(2)
-            if any(call.pads):
-                a = F.pad(a, call.pads)
-            cols = F.unfold(a, call.kernel, dilation=call.dilation, stride=call.stride)
-            A = cols.view(n, site.groups, -1, call.positions).permute(0, 3, 1, 2)
-            Gm = g.reshape(n, site.groups, site.d_g, call.positions).permute(0, 3, 1, 2)
-        if site.bias is not None:
-            ones = A.new_ones(A.shape[:-1] + (1,))
-            A = torch.cat([A, ones], dim=-1)
-        As.append(A)
-        Gs.append(Gm)
-    if len(As) == 1:
-        return As[0], Gs[0]
-    return torch.cat(As, dim=1), torch.cat(Gs, dim=1)
+            X = ws.get("patches", (n, G, d_a, S), a.dtype, a.device)
+            _im2col(site, call, a, X[:, :, :d_a0])
+            if site.bias is not None:
+                X[:, :, d_a0].fill_(1.0)
+            B3 = X.view(n * G, d_a, S).transpose(1, 2)
+            g3 = g.reshape(n * G, d_g, S)
+        if k == 0:
+            torch.bmm(g3, B3, out=J3)
+        else:
+            J3.baddbmm_(g3, B3)
+    return J
 
 
-def _form(site: _MatmulSite, raw) -> torch.Tensor:
-    """Explicit per-sample gradients ``(n, n_params)`` of a matmul site."""
-    A, Gm = _patches(site, raw)
-    n = A.shape[0]
-    J = torch.matmul(Gm.permute(0, 2, 3, 1), A.permute(0, 2, 1, 3))  # (n, G, d_g, d_a)
-    return J.reshape(n, site.n_params)
+def _gram_piece(site: _MatmulSite, raw, ws: _Workspace, role: str | None):
+    """Patches ``(G, d_a, n·S)`` and output gradients ``(G, d_g, n·S)`` of a site."""
+    a0 = raw[0][0]
+    n, G, d_a, d_g, S = a0.shape[0], site.groups, site.d_a, site.d_g, site.positions
+    d_a0 = d_a - (site.bias is not None)
+    A = ws.get(role and role + "_a", (G, d_a, n, S), a0.dtype, a0.device)
+    Gb = ws.get(role and role + "_g", (G, d_g, n, S), a0.dtype, a0.device)
+    off = 0
+    for call, (a, g) in zip(site.calls, raw):
+        Sk = call.positions
+        if site.kind == "linear":
+            A[0, :d_a0, :, off : off + Sk].copy_(a.reshape(n, Sk, d_a0).permute(2, 0, 1))
+            Gb[0, :, :, off : off + Sk].copy_(g.reshape(n, Sk, d_g).permute(2, 0, 1))
+        else:
+            _im2col(site, call, a, A[:, :d_a0, :, off : off + Sk].permute(2, 0, 1, 3))
+            Gb[:, :, :, off : off + Sk].copy_(g.reshape(n, G, d_g, Sk).permute(1, 2, 0, 3))
+        off += Sk
+    if site.bias is not None:
+        A[:, d_a0].fill_(1.0)
+    return A.view(G, d_a, n * S), Gb.view(G, d_g, n * S), n, S
+
+
+def _gram_pair(r, c, ws: _Workspace) -> torch.Tensor:
+    """``Σ_{s,t} (a_s·a'_t)(g_s·g'_t)`` summed over groups: ``(n_r, n_c)``."""
+    Ar, Gr, nr, S = r
+    Ac, Gc, nc, _ = c
+    G = Ar.shape[0]
+    prod = ws.get("gram_a", (G, nr * S, nc * S), Ar.dtype, Ar.device)
+    other = ws.get("gram_g", (G, nr * S, nc * S), Ar.dtype, Ar.device)
+    torch.bmm(Ar.transpose(1, 2), Ac, out=prod)
+    torch.bmm(Gr.transpose(1, 2), Gc, out=other)
+    prod.mul_(other)
+    prod = prod.sum(0) if G > 1 else prod[0]
+    if S == 1:
+        return prod
+    return prod.view(nr, S, nc, S).sum((1, 3))
 
 
 def _affine_grads(use: _StructuredUse) -> dict[str, torch.Tensor]:
@@ -797,6 +873,7 @@ def _gradient_pieces(model, plan: _Plan, x: torch.Tensor, batch: int, device, dt
             else:
                 J = _form(_single_call(site, k), [(use.input, use.grad)])
                 formed[rows, site.offset : site.offset + site.n_params] += J
+                del J
         for use in cap.generic:
             if not use.separable:
                 continue
@@ -826,39 +903,52 @@ def _single_call(site: _MatmulSite, k: int) -> _MatmulSite:
 class _Operand:
     """One contraction term: how to get a block's piece and how to pair two pieces."""
 
-    def __init__(self, piece: Callable, pair: Callable, bytes_per_sample: float, pair_bytes, flops):
-        self.piece = piece  # (pieces, start, stop) -> block piece
-        self.pair = pair  # (piece_r, piece_c) -> (r, c) block in compute dtype
-        self.bytes_per_sample = bytes_per_sample
+    def __init__(self, piece: Callable, pair: Callable, piece_bytes: float, temp_bytes: float, pair_bytes, flops):
+        self.piece = piece  # (pieces, start, stop, workspace, role) -> block piece
+        self.pair = pair  # (piece_r, piece_c, workspace) -> (r, c) block in compute dtype
+        self.piece_bytes = piece_bytes  # per sample, kept while a piece is alive
+        self.temp_bytes = temp_bytes  # per sample, only while a piece is being made
         self.pair_bytes = pair_bytes  # (r, c) -> transient bytes of one pair
-        self.flops = flops  # (r, c) -> flops of one pair (elementwise weighted)
+        self.flops = flops  # (r, c) -> flops of one pair
 
 
 def _operands(plan: _Plan, itemsize: int) -> list[_Operand]:
+    """The contraction terms: all formed gradients together, then each raw site."""
     ops = []
     if plan.n_formed:
         P = plan.n_formed
         ops.append(
             _Operand(
-                piece=lambda pc, a, b: pc.formed[a:b],
-                pair=lambda r, c: r @ c.T,
-                bytes_per_sample=0.0,  # a view of the resident buffer
+                piece=lambda pc, a, b, ws, role: pc.formed[a:b],
+                pair=lambda r, c, ws: r @ c.T,
+                piece_bytes=0.0,  # a view of the resident buffer
+                temp_bytes=0.0,
                 pair_bytes=lambda r, c: r * c * (itemsize + 8),
                 flops=lambda r, c, P=P: 2.0 * r * c * P,
             )
         )
+
+    def explicit_piece(pc, a, b, ws, role, i, site):
+        raw = [[t[a:b] for t in call] for call in pc.raw[i]]
+        ref = raw[0][0]
+        out = ws.get(role, (b - a, site.n_params), ref.dtype, ref.device)
+        return _form(site, raw, out, ws)
+
+    def gram_piece(pc, a, b, ws, role, i, site):
+        return _gram_piece(site, [[t[a:b] for t in call] for call in pc.raw[i]], ws, role)
+
     for i, site in enumerate(plan.sites):
         if site.store != "raw":
             continue
-        raw_of = lambda pc, a, b, i=i: [[t[a:b] for t in call] for call in pc.raw[i]]
         S, G = site.positions, site.groups
-        unfold = S * G * site.d_a * itemsize * 2
+        patches = S * G * site.d_a * itemsize
         if site.method == "explicit":
             ops.append(
                 _Operand(
-                    piece=lambda pc, a, b, s=site, raw_of=raw_of: _form(s, raw_of(pc, a, b)),
-                    pair=lambda r, c: r @ c.T,
-                    bytes_per_sample=site.n_params * itemsize + unfold,
+                    piece=lambda pc, a, b, ws, role, i=i, s=site: explicit_piece(pc, a, b, ws, role, i, s),
+                    pair=lambda r, c, ws: r @ c.T,
+                    piece_bytes=site.n_params * itemsize,
+                    temp_bytes=patches,
                     pair_bytes=lambda r, c: r * c * (itemsize + 8),
                     flops=lambda r, c, s=site: r * c * s.pair_flops("explicit"),
                 )
@@ -866,41 +956,24 @@ def _operands(plan: _Plan, itemsize: int) -> list[_Operand]:
         else:
             ops.append(
                 _Operand(
-                    piece=lambda pc, a, b, s=site, raw_of=raw_of: _gram_piece(s, raw_of(pc, a, b)),
-                    pair=lambda r, c, s=site: _gram_pair(s, r, c),
-                    bytes_per_sample=S * G * (site.d_a + site.d_g) * itemsize + unfold,
-                    pair_bytes=lambda r, c, S=S, G=G: 3 * G * r * S * c * S * itemsize + r * c * 8,
-                    flops=lambda r, c, s=site: r * c * s.pair_flops("structured"),
+                    piece=lambda pc, a, b, ws, role, i=i, s=site: gram_piece(pc, a, b, ws, role, i, s),
+                    pair=_gram_pair,
+                    piece_bytes=S * G * (site.d_a + site.d_g) * itemsize,
+                    temp_bytes=0.0,
+                    pair_bytes=lambda r, c, S=S, G=G: 2 * G * r * S * c * S * itemsize + r * c * 8,
+                    flops=lambda r, c, s=site: r * c * s.gram_flops(),
                 )
             )
     return ops
 
 
-def _gram_piece(site: _MatmulSite, raw):
-    A, Gm = _patches(site, raw)
-    n, S, G = A.shape[:3]
-    A = A.permute(2, 0, 1, 3).reshape(G, n * S, site.d_a)
-    Gm = Gm.permute(2, 0, 1, 3).reshape(G, n * S, site.d_g)
-    return A, Gm, n, S
-
-
-def _gram_pair(site: _MatmulSite, r, c) -> torch.Tensor:
-    Ar, Gr, nr, S = r
-    Ac, Gc, nc, _ = c
-    prod = torch.bmm(Ar, Ac.transpose(1, 2))
-    prod.mul_(torch.bmm(Gr, Gc.transpose(1, 2)))
-    prod = prod.sum(0) if prod.shape[0] > 1 else prod[0]
-    if S == 1:
-        return prod
-    return prod.view(nr, S, nc, S).sum((1, 3))
-
-
 def _block_size(op: _Operand, n_rows: int, n_cols: int, budget: float, target: int) -> tuple[int, bool]:
     """Sample block size and whether all column pieces can stay cached."""
     b = max(1, min(target, max(n_rows, n_cols)))
-    while b > 1 and 2 * b * op.bytes_per_sample + op.pair_bytes(b, b) > budget:
+    per_sample = op.piece_bytes + op.temp_bytes
+    while b > 1 and 2 * b * per_sample + op.pair_bytes(b, b) > budget:
         b = (b + 1) // 2
-    cache = n_cols * op.bytes_per_sample + b * op.bytes_per_sample + op.pair_bytes(b, b) <= budget
+    cache = (n_cols + b) * op.piece_bytes + b * op.temp_bytes + op.pair_bytes(b, b) <= budget
     return b, cache
 
 
@@ -925,10 +998,11 @@ def _contract(
             b = b_sym
         rows, cols = _blocks(n_r, b), _blocks(n_c, b)
         cache: dict[int, Any] = {}
+        ws = _Workspace()  # per term: its buffers are sized for it
         for bi, (r0, r1) in enumerate(rows):
             p_row = cache.get(bi) if symmetric else None
             if p_row is None:
-                p_row = op.piece(pr, r0, r1)
+                p_row = op.piece(pr, r0, r1, ws, None if symmetric and cache_cols else "row")
             for bj, (c0, c1) in enumerate(cols):
                 if symmetric and bj < bi:
                     continue
@@ -937,10 +1011,10 @@ def _contract(
                 elif bj in cache:
                     p_col = cache[bj]
                 else:
-                    p_col = op.piece(pc, c0, c1)
+                    p_col = op.piece(pc, c0, c1, ws, None if cache_cols else "col")
                     if cache_cols:
                         cache[bj] = p_col
-                K[r0:r1, c0:c1] += op.pair(p_row, p_col)
+                K[r0:r1, c0:c1] += op.pair(p_row, p_col, ws)
                 if progress is not None:
                     progress.update(op.flops(r1 - r0, c1 - c0))
             if symmetric:
@@ -1065,21 +1139,28 @@ def _schedule(model, x_probe, n_rows, n_cols, symmetric, dtype, device, memory_g
             f"memory_gb={memory_gb} is too small: the kernel itself takes "
             f"{n_rows * n_cols * 8 / GIB:.3f} GiB (+ {copy_bytes / GIB:.3f} GiB model copy)"
         )
-    budget_store, budget_transient = 0.5 * working, 0.3 * working
+    # resident pieces take what they need (at most 60%); transients get the rest
+    budget_store = 0.6 * working
     per_sample = max(1, plan.store_bytes_per_sample())
     if n_union * per_sample <= budget_store:
         super_block = n_union
+        store = n_union * per_sample
     else:
         super_block = int(budget_store // (2 * per_sample))
         if super_block < 1:
             raise ValueError(
                 f"memory_gb={memory_gb} is too small: one sample's pieces take {per_sample / GIB:.3f} GiB"
             )
+        store = 2 * super_block * per_sample
+    budget_transient = 0.85 * working - store
     act = max(1.0, 2.0 * plan.act_bytes_per_sample)
     cap = 64 if plan.generic_roots else 128
     pass_batch = int(max(1, min(cap, budget_transient // act, super_block)))
     ops = _operands(plan, plan.itemsize)
-    target = 2048 if device.type == "cuda" else 256
+    if device.type == "cuda":
+        target = 2048
+    else:  # 256 reaches the GEMM peak; smaller kernels gain more from symmetric blocks
+        target = 256 if n_rows >= 1024 or not symmetric else 128
     return _Schedule(plan, ops, budget_store, budget_transient, pass_batch, super_block, target, fixed)
 
 
