@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev
 
+from rmtlens import ntk as ntk_module
 from rmtlens.backbones import create_backbone, feature_dim
 from rmtlens.ntk import entk, entk_flops, scalar_network
 
@@ -155,12 +156,14 @@ def test_rows_and_columns_blocks_of_symmetric_kernel():
     Krc = entk(model, rows, cols)
     assert Krc.shape == (4, 5)
     assert rel_err(Krc, K[np.ix_([0, 3, 4, 8], [1, 2, 3, 5, 6])]) < 1e-12
+    timings = {}  # columns = leading rows: the (pool + test) x pool layout
+    K_prefix = ntk_module._entk(model, x, x[:6], 2.0, torch.float64, None, False, False, timings)
+    assert timings["layout"] == "prefix" and K_prefix.shape == (9, 6)
+    assert rel_err(K_prefix, K[:, :6]) < 1e-12
 
 
 def test_small_memory_budget_gives_the_same_kernel():
     """Tiny budgets force sample super-blocks (recomputed pieces) and small blocks."""
-    from rmtlens import ntk as ntk_module
-
     model = randomise_batchnorm_stats(timm_network("test_resnet", 16)).double()  # no copy
     x = inputs(24, 16, seed=2)
     K = entk(model, x)
@@ -172,6 +175,10 @@ def test_small_memory_budget_gives_the_same_kernel():
     assert rel_err(K_small, K) < 1e-12
     K_rect = entk(model, x[:10], x[10:], memory_gb=gb)
     assert rel_err(K_rect, K[:10, 10:]) < 1e-12
+    timings = {}
+    K_prefix = ntk_module._entk(model, x, x[:10], gb, torch.float64, None, False, False, timings)
+    assert timings["layout"] == "rectangular"  # too big for the prefix path
+    assert rel_err(K_prefix, K[:, :10]) < 1e-12
 
 
 def test_float32_compute_within_tolerance():

@@ -1128,9 +1128,15 @@ class _Schedule:
     fixed_bytes: float
 
 
-def _schedule(model, x_probe, n_rows, n_cols, symmetric, dtype, device, memory_gb, copy_bytes):
-    n_union = n_rows if symmetric else n_rows + n_cols
-    plan = _make_plan(model, x_probe, n_rows, n_rows if symmetric else n_cols, dtype)
+def _union_size(n_rows: int, n_cols: int, layout: str) -> int:
+    """Samples whose pieces are needed: rows, plus columns unless they are rows too."""
+    return n_rows + n_cols if layout == "rectangular" else n_rows
+
+
+def _schedule(model, x_probe, n_rows, n_cols, layout, dtype, device, memory_gb, copy_bytes):
+    symmetric = layout == "symmetric"
+    n_union = _union_size(n_rows, n_cols, layout)
+    plan = _make_plan(model, x_probe, n_rows, n_cols, dtype)
     total = memory_gb * GIB
     fixed = n_rows * n_cols * 8 + copy_bytes
     working = total - fixed
@@ -1160,30 +1166,30 @@ def _schedule(model, x_probe, n_rows, n_cols, symmetric, dtype, device, memory_g
     if device.type == "cuda":
         target = 2048
     else:  # 256 reaches the GEMM peak; smaller kernels gain more from symmetric blocks
-        target = 256 if n_rows >= 1024 or not symmetric else 128
+        target = 256 if n_cols >= 1024 or layout == "rectangular" else 128
     return _Schedule(plan, ops, budget_store, budget_transient, pass_batch, super_block, target, fixed)
 
 
-def _estimate_flops(sched: _Schedule, n_rows: int, n_cols: int, symmetric: bool) -> dict:
+def _estimate_flops(sched: _Schedule, n_rows: int, n_cols: int, layout: str) -> dict:
     """Flops of the schedule: gradient pass, formation and contraction."""
     plan = sched.plan
-    n_union = n_rows if symmetric else n_rows + n_cols
+    n_union = _union_size(n_rows, n_cols, layout)
     m = sched.super_block
     if m >= n_union:
         recompute = 0
-    elif symmetric:
+    elif layout == "symmetric":
         k = math.ceil(n_rows / m)
         recompute = n_rows * (k - 1) / 2 + 0.0
     else:
         recompute = math.ceil(n_rows / m) * n_cols - n_cols
     passes = (n_union + recompute) * plan.pass_flops_per_sample
     explicit = structured = form = 0.0
-    frac = 1.0
-    if symmetric:
-        b = min(sched.block_target, n_rows)
-        nb = math.ceil(n_rows / b)
-        frac = (nb * (nb + 1) / 2) / (nb * nb)
-    entries = n_rows * n_cols * frac
+    if layout == "rectangular":
+        entries = float(n_rows * n_cols)
+    else:  # blocks on and above the diagonal of the leading n_cols x n_cols part
+        b = min(sched.block_target, n_cols)
+        nb = math.ceil(n_cols / b)
+        entries = n_cols * n_cols * (nb * (nb + 1) / 2) / (nb * nb) + (n_rows - n_cols) * n_cols
     explicit += 2.0 * entries * plan.n_formed
     for s in plan.sites:
         if s.method == "explicit":
@@ -1243,7 +1249,10 @@ def entk(
         it is not modified (a converted copy is used when ``dtype``/``device`` differ).
     x_rows : ``(N_rows, ...)`` preprocessed inputs (``rmtlens.backbones.preprocess``).
     x_cols : ``(N_cols, ...)`` inputs, or None for the symmetric kernel of ``x_rows``
-        with itself (each symmetric block pair computed once, then mirrored).
+        with itself (each symmetric block pair computed once, then mirrored). When
+        ``x_cols`` equals the first ``N_cols`` rows (the ``(pool + test) x pool``
+        layout), their gradients are computed once and the leading square is
+        treated as symmetric.
     memory_gb : bound in GiB on the memory this call allocates: the returned kernel
         (``8·N_rows·N_cols`` bytes), a converted model copy if any, stored per-sample
         pieces, pass activations and contraction blocks. Chunking is chosen from it.
@@ -1270,21 +1279,29 @@ def _entk(model, x_rows, x_cols, memory_gb, dtype, device, allow_tf32, progress,
     if ref is None:
         raise ValueError("model has no parameters")
     device = torch.device(device) if device is not None else ref.device
-    symmetric = x_cols is None
     n_rows = x_rows.shape[0]
-    n_cols = n_rows if symmetric else x_cols.shape[0]
+    n_cols = n_rows if x_cols is None else x_cols.shape[0]
+    layout = "symmetric" if x_cols is None else "rectangular"
+    if layout == "rectangular" and n_cols <= n_rows:
+        cols = x_cols.to(device=x_rows.device, dtype=x_rows.dtype)
+        if torch.equal(cols, x_rows[:n_cols]):  # the (pool + test) x pool layout
+            layout = "prefix"
     work, copy_bytes = _prepare_model(model, device, dtype)
-    x_all = x_rows if symmetric else torch.cat([x_rows, x_cols.to(x_rows.device)])
     with _tf32(device, allow_tf32), _all_require_grad(work):
-        x_probe = x_all[: min(2, x_all.shape[0])].to(device=device, dtype=dtype)
-        sched = _schedule(work, x_probe, n_rows, n_cols, symmetric, dtype, device, memory_gb, copy_bytes)
-        est = _estimate_flops(sched, n_rows, n_cols, symmetric)
+        x_probe = x_rows[: min(2, n_rows)].to(device=device, dtype=dtype)
+        args = (work, x_probe, n_rows, n_cols, layout, dtype, device, memory_gb, copy_bytes)
+        sched = _schedule(*args)
+        if layout == "prefix" and sched.super_block < n_rows:
+            layout = "rectangular"  # pieces of all rows do not fit: the general path
+            sched = _schedule(*args[:4], layout, *args[5:])
+        x_all = x_rows if layout != "rectangular" else torch.cat([x_rows, x_cols.to(x_rows.device)])
+        est = _estimate_flops(sched, n_rows, n_cols, layout)
         bar = _Progress(progress, est["gradient_pass"] + est["contraction"]) if progress else None
         try:
             K = torch.zeros((n_rows, n_cols), dtype=torch.float64, device=device)
             if timings is not None:
-                timings.update(schedule=sched, flops=est, gradient_pass=0.0, contraction=0.0)
-            _run(work, sched, x_all, n_rows, n_cols, symmetric, K, device, dtype, bar, timings)
+                timings.update(schedule=sched, flops=est, layout=layout, gradient_pass=0.0, contraction=0.0)
+            _run(work, sched, x_all, n_rows, n_cols, layout, K, device, dtype, bar, timings)
             if bar is not None:
                 bar.finish()
         finally:
@@ -1293,7 +1310,7 @@ def _entk(model, x_rows, x_cols, memory_gb, dtype, device, allow_tf32, progress,
     return K.cpu().numpy()
 
 
-def _run(model, sched: _Schedule, x_all, n_rows, n_cols, symmetric, K, device, dtype, bar, timings):
+def _run(model, sched: _Schedule, x_all, n_rows, n_cols, layout, K, device, dtype, bar, timings):
     plan, m = sched.plan, sched.super_block
 
     def timed(phase, fn, *args):
@@ -1316,7 +1333,15 @@ def _run(model, sched: _Schedule, x_all, n_rows, n_cols, symmetric, K, device, d
             sched.budget_transient, sched.block_target, bar,
         )
 
-    if symmetric:
+    if layout == "prefix":  # columns = leading rows: symmetric part, then the rest
+        pr = pieces(x_all)
+        pc = _Pieces(pr.formed[:n_cols], _slice_raw(pr.raw, 0, n_cols))
+        contract(pc, pc, True, slice(0, n_cols), slice(0, n_cols))
+        if n_rows > n_cols:
+            rest = _Pieces(pr.formed[n_cols:], _slice_raw(pr.raw, n_cols, n_rows))
+            contract(rest, pc, False, slice(n_cols, n_rows), slice(0, n_cols))
+        return
+    if layout == "symmetric":
         supers = _blocks(n_rows, m)
         for i, (a0, a1) in enumerate(supers):
             pr = pieces(x_all[a0:a1])
@@ -1374,10 +1399,10 @@ def entk_flops(
         raise ValueError(f"image_size must be positive, got {image_size!r}")
     _check_eval(model)
     ref = next(model.parameters())
-    symmetric = n_cols is None
-    n_c = n_rows if symmetric else int(n_cols)
+    layout = "symmetric" if n_cols is None else "rectangular"
+    n_c = n_rows if n_cols is None else int(n_cols)
     work, copy_bytes = _prepare_model(model, ref.device, dtype)
     x_probe = torch.zeros((2, 3, image_size, image_size), dtype=dtype, device=ref.device)
     with _all_require_grad(work):
-        sched = _schedule(work, x_probe, n_rows, n_c, symmetric, dtype, ref.device, memory_gb, copy_bytes)
-    return _estimate_flops(sched, n_rows, n_c, symmetric)
+        sched = _schedule(work, x_probe, n_rows, n_c, layout, dtype, ref.device, memory_gb, copy_bytes)
+    return _estimate_flops(sched, n_rows, n_c, layout)
