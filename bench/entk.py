@@ -206,6 +206,8 @@ def main(argv=None):
     P = sum(p.numel() for p in net.parameters())
     print(f"# eNTK benchmark: {args.model}, {args.image_size}px, N={args.n}, P={P:,}, "
           f"threads={torch.get_num_threads()}, torch {torch.__version__}")
+    print(f"# load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs "
+          "(timings are only meaningful on an otherwise idle machine)")
 
     peak32 = matmul_peak(torch.float32)
     peak64 = matmul_peak(torch.float64)
@@ -282,7 +284,8 @@ def main(argv=None):
         print(f"{r['method']:28s} {r['n']:6d} {r['t']:8.2f} {r['t_grad']:8.2f} {r['t_mm']:8.2f} "
               f"{r['peak']:8.2f} | {r['t_at_n']:8.1f} {1e6 * r['t_at_n'] / args.n**2:8.2f} "
               f"{r['peak_at_n']:7.2f} {ratio:7.1f}x")
-    print(f"\ntime@N for baselines run at N < {args.n}: t_grad·(N/n) + t_contract·(N/n)²; peak@N adds "
+    print(f"\n# load average at end: {os.getloadavg()[0]:.2f}")
+    print(f"time@N for baselines run at N < {args.n}: t_grad·(N/n) + t_contract·(N/n)²; peak@N adds "
           "their float32 gradient buffer at N (4·N·chunk bytes). µs/entry = time@N / N². "
           "Peak = growth of peak RSS during the method.")
 

@@ -821,7 +821,7 @@ class _Pieces:
         return self.formed.shape[0]
 
 
-def _gradient_pieces(model, plan: _Plan, x: torch.Tensor, batch: int, device, dtype, progress):
+def _gradient_pieces(model, plan: _Plan, x: torch.Tensor, batch: int, device, dtype, progress, budget):
     params = dict(model.named_parameters())
     buffers = dict(model.named_buffers())
     n = x.shape[0]
@@ -839,7 +839,7 @@ def _gradient_pieces(model, plan: _Plan, x: torch.Tensor, batch: int, device, dt
     }
     site_of = {(s.kind, s.weight, s.bias): i for i, s in enumerate(plan.sites)}
     constant = frozenset(plan.fallback) | frozenset(plan.zero)
-    chunk_bytes = 64 * 2**20
+    chunk_bytes = int(max(2**20, min(64 * 2**20, budget / 8)))  # masked cotangents
     for start in range(0, n, batch):
         stop = min(n, start + batch)
         xb = x[start:stop].to(device=device, dtype=dtype).detach().clone().requires_grad_(True)
@@ -1324,7 +1324,8 @@ def _run(model, sched: _Schedule, x_all, n_rows, n_cols, layout, K, device, dtyp
 
     def pieces(x):
         return timed(
-            "gradient_pass", _gradient_pieces, model, plan, x, sched.pass_batch, device, dtype, bar
+            "gradient_pass", _gradient_pieces, model, plan, x, sched.pass_batch, device, dtype, bar,
+            sched.budget_transient,
         )
 
     def contract(pr, pc, sym, rows, cols):  # K[rows, cols] is a view: accumulates in place
