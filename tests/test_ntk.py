@@ -146,6 +146,44 @@ def test_awkward_model_every_path():
     assert cov["unused"] == 3
 
 
+class HiddenScale(torch.autograd.Function):
+    """Uses a weight where the interception cannot see it."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, w):
+        return x * w.sum()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        return g * w.sum(), (g * x).sum() * torch.ones_like(w)
+
+
+class Hidden(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 1)
+
+    def forward(self, x):
+        h = self.lin(x.flatten(1)[:, :4])
+        return self.head(HiddenScale.apply(h, self.lin.weight)).squeeze(-1)
+
+
+def test_self_check_sends_invisible_uses_to_the_fallback():
+    torch.manual_seed(1)
+    model = Hidden().eval()
+    x = inputs(4, 4)
+    assert rel_err(entk(model, x), jacobian_kernel(model, x)) < 1e-10
+    assert entk_flops(model, 4, 4)["coverage"]["fallback"] == 16 + 4  # lin.weight, lin.bias
+
+
 def test_rows_and_columns_blocks_of_symmetric_kernel():
     model = randomise_batchnorm_stats(timm_network("test_resnet", 16))
     x = inputs(9, 16, seed=1)
@@ -278,7 +316,7 @@ MEMORY_SCRIPT = textwrap.dedent(
     budget = float(sys.argv[1])
     backbone = create_backbone("resnet18", 32, 0)
     model = scalar_network(backbone, feature_dim(backbone, 32), 1)
-    x = torch.randn(384, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(256, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     entk(model, x[:4], dtype=torch.float32, memory_gb=budget)  # warm-up of kernels' caches
     open("/proc/self/clear_refs", "w").write("5")  # reset VmHWM to the current RSS
     start = kib("VmRSS")
@@ -298,7 +336,7 @@ def peak_growth(budget_gb):
 
 
 def test_peak_memory_stays_within_budget():
-    budget = 0.15
+    budget = 0.1
     unconstrained = peak_growth(4.0)
     constrained = peak_growth(budget)
     assert unconstrained > budget + MEMORY_OVERHEAD_GB  # the budget binds for this problem

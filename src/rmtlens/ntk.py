@@ -425,6 +425,7 @@ class _Plan:
     pass_flops_per_sample: float
     itemsize: int
     coverage: dict = field(default_factory=dict)
+    probe_grads: dict = field(default_factory=dict)  # Σ over the probe batch, from autograd
 
     @property
     def raw_sites(self) -> list[_MatmulSite]:
@@ -459,7 +460,7 @@ def _site_calls(uses: list[_StructuredUse]) -> tuple[list[_Call], int, int, int]
     return calls, groups, d_a + (first.bias is not None), d_g
 
 
-def _classify(cap: _Capture, params: dict[str, nn.Parameter]):
+def _classify(cap: _Capture, params: dict[str, nn.Parameter], forced=frozenset()):
     """Split parameter names into structured sites, affine keys, generic roots, fallback."""
     by_key: dict[tuple, list[_StructuredUse]] = {}
     for u in cap.structured:
@@ -472,7 +473,7 @@ def _classify(cap: _Capture, params: dict[str, nn.Parameter]):
     for use in cap.generic:
         for name in use.roots:
             roles.setdefault(name, set()).add("generic")
-    fallback = set(cap.unsupported)
+    fallback = set(cap.unsupported) | set(forced)
     for name, r in roles.items():
         if len(r) > 1:
             fallback.add(name)
@@ -516,6 +517,7 @@ def _probe(model, x_probe: torch.Tensor, names, params) -> tuple[_Capture, dict]
         f.sum(), [x] + [params[n] for n in names_list], allow_unused=True
     )
     used = {n for n, g in zip(names_list, grads[1:]) if g is not None}
+    batch_grads = {n: g for n, g in zip(names_list, grads[1:]) if g is not None}
     counter = FlopCounterMode(display=False)
     with counter:
         xf = x_probe.detach().clone().requires_grad_(True)
@@ -524,6 +526,7 @@ def _probe(model, x_probe: torch.Tensor, names, params) -> tuple[_Capture, dict]
         saved_bytes=sum(saved.values()),
         flops=float(counter.get_total_flops()),
         used=used,
+        batch_grads=batch_grads,
     )
     return cap, stats
 
@@ -538,11 +541,15 @@ def _scalar_output(out, batch: int) -> torch.Tensor:
     return out.reshape(batch)
 
 
-def _make_plan(model, x_probe, n_rows: int, n_cols: int, dtype) -> _Plan:
+def _make_plan(model, x_probe, n_rows: int, n_cols: int, dtype, forced=frozenset()) -> _Plan:
+    """Probe the model and decide, per parameter, how its kernel part is computed.
+
+    ``forced`` names parameters sent to the per-sample fallback whatever their uses.
+    """
     params = dict(model.named_parameters())
     names = {id(p): n for n, p in params.items()}
     cap, stats = _probe(model, x_probe, names, params)
-    keys, generic, fallback, unseen = _classify(cap, params)
+    keys, generic, fallback, unseen = _classify(cap, params, forced)
     fallback |= {n for n in unseen if n in stats["used"]}
     zero = tuple(n for n in unseen if n not in fallback)
     itemsize = torch.empty((), dtype=dtype).element_size()
@@ -606,6 +613,7 @@ def _make_plan(model, x_probe, n_rows: int, n_cols: int, dtype) -> _Plan:
         pass_flops_per_sample=stats["flops"] / batch,
         itemsize=itemsize,
         coverage=coverage,
+        probe_grads=stats["batch_grads"],
     )
 
 
@@ -1128,6 +1136,44 @@ class _Schedule:
     fixed_bytes: float
 
 
+def _verify_plan(model, plan: _Plan, x_probe, device, dtype) -> set[str]:
+    """Parameters whose per-sample gradients on the probe batch do not sum to autograd's.
+
+    A check of the whole bookkeeping (every use of every parameter intercepted and
+    assigned once) on the real model, before any expensive work. A parameter used
+    in a way the interception cannot see (e.g. inside a custom autograd Function)
+    fails it.
+    """
+    pieces = _gradient_pieces(model, plan, x_probe, x_probe.shape[0], device, dtype, None, 2**26)
+    ref = plan.probe_grads
+    scale = max((float(g.abs().max()) for g in ref.values()), default=0.0)
+    tol = 1e-9 if dtype == torch.float64 else 1e-4
+    failed: set[str] = set()
+
+    def check(name: str, got: torch.Tensor) -> None:
+        want = ref.get(name)
+        want = torch.zeros_like(got) if want is None else want.reshape(-1)
+        bound = tol * max(float(want.abs().max()), 1e-3 * scale, 1e-30)
+        if float((got - want).abs().max()) > bound:
+            failed.add(name)
+
+    total = pieces.formed.sum(0)
+    for name, (off, size) in plan.formed.items():
+        check(name, total[off : off + size])
+    for i, site in enumerate(plan.sites):
+        if site.store == "formed":
+            J = total[site.offset : site.offset + site.n_params]
+        else:
+            J = _form(site, pieces.raw[i]).sum(0)
+        J = J.view(site.groups * site.d_g, site.d_a)
+        d_a0 = site.d_a - (site.bias is not None)
+        check(site.weight, J[:, :d_a0].reshape(-1))
+        if site.bias is not None:
+            check(site.bias, J[:, d_a0])
+    failed |= {name for name in plan.zero if name in ref}
+    return failed
+
+
 def _union_size(n_rows: int, n_cols: int, layout: str) -> int:
     """Samples whose pieces are needed: rows, plus columns unless they are rows too."""
     return n_rows + n_cols if layout == "rectangular" else n_rows
@@ -1136,7 +1182,16 @@ def _union_size(n_rows: int, n_cols: int, layout: str) -> int:
 def _schedule(model, x_probe, n_rows, n_cols, layout, dtype, device, memory_gb, copy_bytes):
     symmetric = layout == "symmetric"
     n_union = _union_size(n_rows, n_cols, layout)
-    plan = _make_plan(model, x_probe, n_rows, n_cols, dtype)
+    forced: set[str] = set()
+    for _ in range(3):  # parameters failing the self-check go to the exact fallback
+        plan = _make_plan(model, x_probe, n_rows, n_cols, dtype, frozenset(forced))
+        failed = _verify_plan(model, plan, x_probe, device, dtype)
+        if not failed:
+            break
+        forced |= failed
+    else:
+        raise RuntimeError(f"eNTK self-check keeps failing for parameters {sorted(failed)}")
+    plan.probe_grads = {}
     total = memory_gb * GIB
     fixed = n_rows * n_cols * 8 + copy_bytes
     working = total - fixed
