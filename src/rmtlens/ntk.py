@@ -26,7 +26,9 @@ Algorithm
    a masked-cotangent VJP of that single operation; anything else (parameters
    the interception does not see, or uses it cannot separate by sample) falls
    back to ``torch.func`` per-sample gradients of the whole network. Every
-   parameter is counted exactly once; this is asserted.
+   parameter is counted exactly once (asserted), and a self-check on a probe
+   batch compares the summed per-sample gradients with autograd's gradient;
+   parameters that fail it (uses the interception cannot see) go to the fallback.
 4. **Memory.** Stored per-sample pieces are the compact raw ``a`` and ``g``
    where those are smaller than the per-sample gradient, so all N samples
    usually stay resident and every gradient is computed once. Contractions run
@@ -1041,26 +1043,29 @@ def _contract(
 
 
 class _Progress:
+    """tqdm bar on stderr (``progress=True``) or a callback ``(done, total)`` in flops."""
+
     def __init__(self, progress, total: float):
         self.callback = progress if callable(progress) else None
         self.bar = None
-        self.total = max(total, 1.0)
+        self.total = max(float(total), 1.0)
         self.done = 0.0
         if progress is True:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=round(self.total / 1e9, 3), unit="GFLOP", file=sys.stderr,
+            self.bar = tqdm(total=self.total, unit="FLOP", unit_scale=True, file=sys.stderr,
                             desc="eNTK", dynamic_ncols=True)
 
     def update(self, flops: float):
-        self.done += flops
+        step = min(float(flops), self.total - self.done)
+        self.done += step
         if self.bar is not None:
-            self.bar.update(round(flops / 1e9, 6))
+            self.bar.update(step)
         if self.callback is not None:
-            self.callback(min(self.done, self.total), self.total)
+            self.callback(self.done, self.total)
 
     def finish(self):
-        self.update(max(0.0, self.total - self.done))
+        self.update(self.total - self.done)
 
     def close(self):
         if self.bar is not None:
