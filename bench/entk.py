@@ -1,0 +1,294 @@
+"""Benchmark of rmtlens.ntk.entk against two baselines, in one process.
+
+Baselines (implemented here, same model, inputs and thread count):
+
+(a) per-parameter-chunk, per-sample autograd loop (the approach of [W22]'s code,
+    github aw31/empirical-ntks): for each chunk of the flattened parameter vector
+    sized so that the float32 gradient buffer ``N x chunk`` fits the baseline
+    memory budget, one forward + backward per sample writes that chunk of the
+    Jacobian; then ``K += J_chunk J_chunkᵀ`` (float32 products, float64 sum);
+(b) torch.func ``vmap(jacrev)`` per-sample Jacobians (batches of 16 samples, the
+    fast path of vmap) contracted with ``einsum`` (PyTorch's NTK tutorial), over
+    parameter groups sized by the same memory rule.
+
+Baselines may run at a smaller ``--n-baseline`` and are extrapolated to ``--n``
+as ``t_grad·(N/n) + t_contract·(N/n)²`` (their chunking is chosen for the target
+N, so the per-sample cost measured is the one they would pay at N). The matmul
+peak of this machine is measured in the same process; the contraction phase of
+``entk`` is reported in GFLOP/s against it. Peak memory is the growth of the
+process's peak RSS (VmHWM, reset through /proc/self/clear_refs) during a method.
+
+Run: ``PYTHONPATH=src python bench/entk.py`` (defaults: resnet18, 32 px, N=1024,
+2 threads, both baselines at N=128); ``--help`` lists the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+GIB = 2**30
+
+
+# --------------------------------------------------------------------------------------
+# measurement helpers
+
+
+def read_status_kib(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return -1
+
+
+def reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class PeakRSS:
+    """Growth of the process's peak resident set during a ``with`` block (GiB)."""
+
+    def __enter__(self):
+        self.resettable = reset_peak()
+        self.start_rss = read_status_kib("VmRSS")
+        self.start_hwm = read_status_kib("VmHWM")
+        return self
+
+    def __exit__(self, *exc):
+        hwm = read_status_kib("VmHWM")
+        base = self.start_rss if self.resettable else self.start_hwm
+        self.gib = max(0, hwm - base) / 2**20
+        return False
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 4096, seconds: float = 1.5) -> float:
+    """Best GFLOP/s of ``size x size`` matmuls over a few repetitions."""
+    a = torch.randn(size, size, dtype=dtype)
+    b = torch.randn(size, size, dtype=dtype)
+    a @ b  # warm-up
+    best = 0.0
+    stop = time.perf_counter() + seconds
+    while time.perf_counter() < stop:
+        t = time.perf_counter()
+        a @ b
+        best = max(best, 2.0 * size**3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+# --------------------------------------------------------------------------------------
+# baselines
+
+
+def baseline_param_chunks(model, x, memory_gb, n_target):
+    """(a) [W22]-style: per-sample backward per parameter chunk, then chunked J Jᵀ."""
+    params = [p for p in model.parameters()]
+    sizes = [p.numel() for p in params]
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    P = int(starts[-1])
+    chunk = max(1, min(P, int(0.9 * memory_gb * GIB / (4 * n_target))))
+    n = x.shape[0]
+    K = torch.zeros(n, n, dtype=torch.float64)
+    J = torch.empty(n, chunk, dtype=torch.float32)
+    t_grad = t_mm = 0.0
+    old = [p.requires_grad for p in params]
+    try:
+        for c0 in range(0, P, chunk):
+            c1 = min(P, c0 + chunk)
+            active = [i for i in range(len(params)) if starts[i] < c1 and starts[i + 1] > c0]
+            for i, p in enumerate(params):
+                p.requires_grad_(i in active)
+            t = time.perf_counter()
+            for s in range(n):
+                out = model(x[s : s + 1]).sum()
+                grads = torch.autograd.grad(out, [params[i] for i in active], allow_unused=True)
+                for i, g in zip(active, grads):
+                    lo, hi = max(c0, starts[i]), min(c1, starts[i + 1])
+                    flat = g.reshape(-1) if g is not None else torch.zeros(sizes[i])
+                    J[s, lo - c0 : hi - c0] = flat[lo - starts[i] : hi - starts[i]]
+            t_grad += time.perf_counter() - t
+            t = time.perf_counter()
+            width = c1 - c0
+            col = 1 << 16
+            for j0 in range(0, width, col):
+                block = J[:, j0 : min(width, j0 + col)]
+                K += (block @ block.T).double()
+            t_mm += time.perf_counter() - t
+    finally:
+        for p, r in zip(params, old):
+            p.requires_grad_(r)
+    info = dict(chunk=chunk, n_chunks=math.ceil(P / chunk), buffer_gib_at_target=4 * n_target * chunk / GIB)
+    return K.numpy(), t_grad, t_mm, info
+
+
+def baseline_vmap_jacrev(model, x, memory_gb, n_target, batch=16):
+    """(b) torch.func: vmap(jacrev) per-sample Jacobians, einsum contraction."""
+    from torch.func import functional_call, jacrev, vmap
+
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = {k: v.detach() for k, v in model.named_buffers()}
+    chunk = max(1, int(0.9 * memory_gb * GIB / (4 * n_target)))
+    groups, current, size = [], [], 0
+    for k, v in params.items():
+        if current and size + v.numel() > chunk:
+            groups.append(current)
+            current, size = [], 0
+        current.append(k)
+        size += v.numel()
+    groups.append(current)
+    largest = max(sum(params[k].numel() for k in g) for g in groups)
+    n = x.shape[0]
+    K = torch.zeros(n, n, dtype=torch.float64)
+    t_grad = t_mm = 0.0
+    for names in groups:
+        fixed = {k: v for k, v in params.items() if k not in names}
+
+        def f_single(theta, x1):
+            return functional_call(model, ({**fixed, **theta}, buffers), (x1.unsqueeze(0),)).squeeze()
+
+        theta = {k: params[k] for k in names}
+        t = time.perf_counter()
+        jac = {k: [] for k in names}
+        for s in range(0, n, batch):
+            j = vmap(jacrev(f_single), (None, 0))(theta, x[s : s + batch])
+            for k in names:
+                jac[k].append(j[k].reshape(j[k].shape[0], -1))
+        jac = {k: torch.cat(v) for k, v in jac.items()}
+        t_grad += time.perf_counter() - t
+        t = time.perf_counter()
+        K += sum(torch.einsum("Nf,Mf->NM", j, j) for j in jac.values()).double()
+        t_mm += time.perf_counter() - t
+        del jac
+    info = dict(n_groups=len(groups), chunk=largest, buffer_gib_at_target=4 * n_target * largest / GIB)
+    return K.numpy(), t_grad, t_mm, info
+
+
+# --------------------------------------------------------------------------------------
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="resnet18", help="timm model name")
+    ap.add_argument("--n", type=int, default=1024, help="kernel size N (N x N symmetric)")
+    ap.add_argument("--image-size", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--baselines", default="a,b", help="comma list of a, b, or 'none'")
+    ap.add_argument("--n-baseline", type=int, default=128, help="N at which baselines run")
+    ap.add_argument("--memory-gb", type=float, default=2.0, help="memory_gb of entk")
+    ap.add_argument("--baseline-memory-gb", type=float, default=6.0,
+                    help="gradient-buffer budget of the baselines at the target N")
+    ap.add_argument("--n-check", type=int, default=128, help="N of the float32-vs-float64 check")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    from rmtlens.backbones import create_backbone, feature_dim, normalisation, preprocess
+    from rmtlens.data import digits_images
+    from rmtlens import ntk
+
+    backbone = create_backbone(args.model, args.image_size, args.seed)
+    net = ntk.scalar_network(backbone, feature_dim(backbone, args.image_size), args.seed)
+    images, _, _ = digits_images(args.image_size)
+    reps = math.ceil(args.n / len(images))
+    images = np.concatenate([images] * reps)[: args.n]
+    x = preprocess(images, args.image_size, *normalisation(backbone))
+    P = sum(p.numel() for p in net.parameters())
+    print(f"# eNTK benchmark: {args.model}, {args.image_size}px, N={args.n}, P={P:,}, "
+          f"threads={torch.get_num_threads()}, torch {torch.__version__}")
+    print(f"# load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs "
+          "(timings are only meaningful on an otherwise idle machine)")
+
+    peak32 = matmul_peak(torch.float32)
+    peak64 = matmul_peak(torch.float64)
+    print(f"# matmul peak (4096^3, best of repeats): float32 {peak32:.1f} GFLOP/s, float64 {peak64:.1f} GFLOP/s")
+
+    # warm-up: first calls of conv kernels allocate caches that are no part of any method
+    with torch.no_grad():
+        net(x[:2])
+    ntk.entk(net, x[:4], dtype=torch.float32, memory_gb=args.memory_gb)
+
+    rows = []
+    timings: dict = {}
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        K = ntk._entk(net, x, None, args.memory_gb, torch.float32, None, False, False, timings)
+        t_ours = time.perf_counter() - t0
+    sched, flops = timings["schedule"], timings["flops"]
+    rows.append(dict(method="entk float32", n=args.n, t=t_ours, t_grad=timings["gradient_pass"],
+                     t_mm=timings["contraction"], peak=mem.gib, t_at_n=t_ours, peak_at_n=mem.gib))
+    cov = flops["coverage"]
+    print(f"# entk plan: parameters per method {cov}; pass batch {sched.pass_batch}, "
+          f"super-block {sched.super_block}, block target {sched.block_target}, "
+          f"stored pieces {sched.plan.store_bytes_per_sample() * args.n / GIB:.3f} GiB")
+    print(f"# flops at N={args.n}: explicit 2·N²·P = {flops['explicit_jjt'] / 1e12:.2f} TFLOP; entk does "
+          f"{flops['total'] / 1e12:.3f} TFLOP = gradient pass {flops['gradient_pass'] / 1e12:.3f} "
+          f"+ contraction {flops['contraction'] / 1e12:.3f} (explicit GEMM {flops['contraction_explicit'] / 1e12:.3f}, "
+          f"structured Gram {flops['contraction_structured'] / 1e12:.3f}, formation {flops['formation'] / 1e12:.3f}); "
+          f"ratio {flops['explicit_jjt'] / flops['total']:.1f}x fewer")
+    gf_mm = flops["contraction"] / timings["contraction"] / 1e9
+    gf_pass = flops["gradient_pass"] / timings["gradient_pass"] / 1e9
+    print(f"# entk contraction phase: {gf_mm:.1f} GFLOP/s = {100 * gf_mm / peak32:.0f}% of float32 peak; "
+          f"gradient pass {gf_pass:.1f} GFLOP/s; effective 2·N²·P / total time = "
+          f"{flops['explicit_jjt'] / t_ours / 1e9:.0f} GFLOP/s")
+
+    # float32 versus float64 on a subset
+    nc = min(args.n_check, args.n)
+    with PeakRSS() as mem64:
+        t0 = time.perf_counter()
+        K64 = ntk.entk(net, x[:nc], dtype=torch.float64, memory_gb=args.memory_gb)
+        t64 = time.perf_counter() - t0
+    K32 = K[:nc, :nc]
+    err_max = np.abs(K32 - K64).max() / np.abs(K64).max()
+    err_fro = np.linalg.norm(K32 - K64) / np.linalg.norm(K64)
+    print(f"# float32 vs float64 (N={nc}): max|ΔK|/max|K| = {err_max:.2e}, ‖ΔK‖_F/‖K‖_F = {err_fro:.2e}; "
+          f"float64 run {t64:.2f} s, peak +{mem64.gib:.2f} GiB")
+
+    nb = min(args.n_baseline, args.n)
+    scale = args.n / nb
+    chosen = [] if args.baselines.strip() == "none" else [b.strip() for b in args.baselines.split(",")]
+    for name in chosen:
+        fn = {"a": baseline_param_chunks, "b": baseline_vmap_jacrev}.get(name)
+        if fn is None:
+            raise SystemExit(f"--baselines: unknown baseline {name!r} (use a, b or none)")
+        with PeakRSS() as mem:
+            t0 = time.perf_counter()
+            Kb, t_grad, t_mm, info = fn(net, x[:nb], args.baseline_memory_gb, args.n)
+            t_meas = time.perf_counter() - t0
+        err = np.abs(Kb - K[:nb, :nb]).max() / np.abs(Kb).max()
+        t_at_n = t_grad * scale + t_mm * scale**2
+        buffer_meas = 4 * nb * info.get("chunk", 0) / GIB
+        peak_at_n = mem.gib - buffer_meas + info.get("buffer_gib_at_target", 0.0)
+        label = {"a": "(a) per-sample loop [W22]", "b": "(b) vmap(jacrev)+einsum"}[name]
+        rows.append(dict(method=label, n=nb, t=t_meas, t_grad=t_grad, t_mm=t_mm, peak=mem.gib,
+                         t_at_n=t_at_n, peak_at_n=peak_at_n))
+        print(f"# baseline {label}: {info}; max rel. difference to entk float32 = {err:.1e}")
+
+    print()
+    header = (f"{'method':28s} {'N run':>6s} {'time(s)':>8s} {'grads(s)':>8s} {'J·Jᵀ(s)':>8s} "
+              f"{'peak GiB':>8s} | {'time@N':>8s} {'µs/entry':>8s} {'peak@N':>7s} {'vs entk':>8s}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        ratio = r["t_at_n"] / t_ours
+        print(f"{r['method']:28s} {r['n']:6d} {r['t']:8.2f} {r['t_grad']:8.2f} {r['t_mm']:8.2f} "
+              f"{r['peak']:8.2f} | {r['t_at_n']:8.1f} {1e6 * r['t_at_n'] / args.n**2:8.2f} "
+              f"{r['peak_at_n']:7.2f} {ratio:7.1f}x")
+    print(f"\n# load average at end: {os.getloadavg()[0]:.2f}")
+    print(f"time@N for baselines run at N < {args.n}: t_grad·(N/n) + t_contract·(N/n)²; peak@N adds "
+          "their float32 gradient buffer at N (4·N·chunk bytes). µs/entry = time@N / N². "
+          "Peak = growth of peak RSS during the method.")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
