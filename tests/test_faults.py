@@ -71,17 +71,25 @@ def test_sigkill_at_several_points_resumes_to_identical_tables(finished_run, tmp
     workdir.mkdir()
     points = [
         "write:results/embeddings/*/trained.npy",  # inside an embedding write
+        "entk_tile:*/trained/entk_tiles/r2_c1.npy",  # halfway through an eNTK tile
         "write:results/ridge/*/n61_s1.parquet",  # inside a ridge-path table write
         "write:results/tables/ridge.parquet",  # inside the aggregate table write
         "write:results/tables/scaling.csv",  # inside a late summary-table write
     ]
+    finished_tiles = {}
     for point in points:
         reached = run_until(workdir, point)
         assert_results_complete(workdir)
-        assert any((workdir / ".partial").iterdir()), f"the kill at {reached} left no temporary file to clean"
+        if reached.startswith("write:"):
+            assert any((workdir / ".partial").iterdir()), f"the kill at {reached} left no temporary file to clean"
+        else:  # killed inside a tile: its output does not exist, finished tiles do
+            assert not (workdir / reached.removeprefix("entk_tile:")).exists()
+            finished_tiles = {p: p.stat().st_mtime_ns for p in workdir.glob("results/kernels/*/*/*/entk_tiles/*.npy")}
+            assert finished_tiles
         snakemake(workdir, "--unlock", "--configfile", str(TEST_CONFIG))
     snakemake(workdir, "--configfile", str(TEST_CONFIG), "--cores", "2", "--rerun-incomplete")
     assert_results_complete(workdir)
+    assert {p: p.stat().st_mtime_ns for p in finished_tiles} == finished_tiles  # never recomputed
     assert not any((workdir / ".partial").iterdir())  # leftovers removed at the next start
     assert table_bytes(workdir) == table_bytes(finished_run)  # and equal to an uninterrupted run, bit for bit
 

@@ -276,3 +276,25 @@ def test_adding_a_backbone_schedules_only_its_jobs_and_the_summaries(finished_ru
     for untouched in ["prepare_dataset", "prepare_source_task", "pretrain", "pretraining_figure", "double_descent"]:
         assert untouched not in jobs, jobs
     assert {"aggregate", "estimators", "scaling", "figures"} <= set(jobs)
+
+
+def test_entk_tiles_assemble_to_the_untiled_kernel(finished_run):
+    """Tiles (one mirrored, one straddling pool and test) equal one untiled eNTK call."""
+    from rmtlens.backbones import feature_dim, normalisation, preprocess
+    from rmtlens.ntk import entk, scalar_network
+    from rmtlens.weights import load_trained_backbone
+
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    data = PreparedDataset.from_arrays(load_npz(finished_run / "results/datasets/digits.npz"))
+    N = data.n_pool
+    backbone = load_trained_backbone("test_resnet", 32, 0, finished_run / "resources/weights/tresnet/trained.safetensors")
+    model = scalar_network(backbone, feature_dim(backbone, 32), head_seed=0)
+    mean, std = normalisation(backbone)
+    x = preprocess(data.images, 32, mean, std)
+    reference = entk(model, x, x[:N], dtype=torch.float64)
+    K = np.load(finished_run / "results/kernels/digits/tresnet/trained/entk.npy")
+    assert cfg["entk"]["tile_size"] < N and len(list((finished_run / "results/kernels/digits/tresnet/trained/entk_tiles").iterdir())) > 3
+    np.testing.assert_allclose(K, reference, rtol=1e-10, atol=1e-10 * np.abs(reference).max())
+    pool = K[:N]
+    assert np.array_equal(pool, pool.T)
+    assert np.linalg.eigvalsh(pool).min() > -1e-10 * np.abs(pool).max()

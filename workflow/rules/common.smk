@@ -6,6 +6,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from rmtlens.grids import ridge_grid, sample_size_grid
+from rmtlens.kernels import entk_tiles
 from rmtlens.io import PARTIAL_DIR_ENV, remove_partials
 
 # Jobs write temporary files here, never under results/; a killed job's leftovers
@@ -76,6 +77,8 @@ wildcard_constraints:
     kernel=r"features|entk",
     n=r"\d+",
     seed=r"\d+",
+    row=r"\d+",
+    col=r"\d+",
     task=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
@@ -137,6 +140,27 @@ def weights_inputs(wildcards):
     if wildcards.weights == "pretrained" and bb["pretrained_file"]:
         return {"pretrained_file": bb["pretrained_file"]}
     return {}
+
+
+def entk_layout(dataset):
+    ds = config["datasets"][dataset]
+    return entk_tiles(ds["n_pool"], ds["n_test"], config["entk"]["tile_size"])
+
+
+def entk_tile(wildcards):
+    """The tile a job computes: its row and column ranges (mirrored tiles are never jobs)."""
+    for t in entk_layout(wildcards.dataset):
+        if (t.row, t.col) == (int(wildcards.row), int(wildcards.col)) and t.mirror is None:
+            return dict(rows=list(t.rows), cols=list(t.cols))
+    raise WorkflowError(f"no computed eNTK tile r{wildcards.row}_c{wildcards.col} for dataset {wildcards.dataset}")
+
+
+def entk_tile_files(wildcards):
+    return [
+        f"results/kernels/{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}/entk_tiles/r{t.row}_c{t.col}.npy"
+        for t in entk_layout(wildcards.dataset)
+        if t.mirror is None
+    ]
 
 
 def trained_backbones():

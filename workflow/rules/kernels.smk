@@ -16,3 +16,55 @@ rule kernel:
         "../../envs/rmtlens.yaml"
     script:
         "../scripts/feature_kernel.py"
+
+
+rule entk_tile:
+    input:
+        unpack(weights_inputs),
+        dataset="results/datasets/{dataset}.npz",
+    output:
+        "results/kernels/{dataset}/{backbone}/{weights}/entk_tiles/r{row}_c{col}.npy",
+    params:
+        model=lambda wc: backbone_spec(wc)["model"],
+        image_size=lambda wc: backbone_spec(wc)["image_size"],
+        seed=lambda wc: backbone_spec(wc)["seed"],
+        head_seed=lambda wc: backbone_spec(wc)["head_seed"],
+        model_kwargs=lambda wc: canonical(backbone_spec(wc)["model_kwargs"]),
+        tile=lambda wc: entk_tile(wc),
+        entk=canonical(config["entk"]),
+        hub_cache="resources/hub",
+    log:
+        "logs/entk_tile/{dataset}/{backbone}/{weights}/r{row}_c{col}.log",
+    benchmark:
+        "benchmarks/entk_tile/{dataset}/{backbone}/{weights}/r{row}_c{col}.tsv"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: int(1024 * config["entk"]["memory_gb"] * (1 + 0.5 * (attempt - 1))) + 2000,
+        runtime=lambda wc, attempt: 120 * attempt,
+        gpu=1,
+    conda:
+        "../../envs/rmtlens.yaml"
+    script:
+        "../scripts/entk_tile.py"
+
+
+rule entk_assemble:
+    input:
+        tiles=entk_tile_files,
+    output:
+        "results/kernels/{dataset}/{backbone}/{weights}/entk.npy",
+    params:
+        n_pool=n_pool,
+        n_test=lambda wc: config["datasets"][wc.dataset]["n_test"],
+        tile_size=config["entk"]["tile_size"],
+    log:
+        "logs/entk_assemble/{dataset}/{backbone}/{weights}.log",
+    benchmark:
+        "benchmarks/entk_assemble/{dataset}/{backbone}/{weights}.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/rmtlens.yaml"
+    script:
+        "../scripts/entk_assemble.py"

@@ -1,0 +1,42 @@
+import numpy as np
+import torch
+
+from rmtlens.backbones import feature_dim, normalisation, pick_device, preprocess
+from rmtlens.data import PreparedDataset
+from rmtlens.io import fault_checkpoint, load_npz, save_npy
+from rmtlens.ntk import entk, scalar_network
+from rmtlens.runlog import Progress, job_logger, set_torch_threads
+from rmtlens.weights import backbone_with_weights
+
+wc, p = snakemake.wildcards, snakemake.params
+log = job_logger(snakemake.log[0], f"entk_tile/{wc.dataset}/{wc.backbone}/{wc.weights}/r{wc.row}_c{wc.col}")
+set_torch_threads(snakemake.threads)
+device = pick_device()
+data = PreparedDataset.from_arrays(load_npz(snakemake.input.dataset))
+backbone = backbone_with_weights(
+    wc.weights, p.model, p.image_size, p.seed, p.model_kwargs, cache_dir=p.hub_cache,
+    pretrained_file=snakemake.input.get("pretrained_file"), trained_file=snakemake.input.get("trained"),
+).to(device)
+model = scalar_network(backbone, feature_dim(backbone, p.image_size), p.head_seed)
+mean, std = normalisation(backbone)
+(r0, r1), (c0, c1) = p.tile["rows"], p.tile["cols"]
+x_rows = preprocess(data.images[r0:r1], p.image_size, mean, std).to(device)
+x_cols = None if (r0, r1) == (c0, c1) else preprocess(data.images[c0:c1], p.image_size, mean, std).to(device)
+log.info("%s (%s weights) eNTK rows %d:%d x cols %d:%d on %s, %s", p.model, wc.weights, r0, r1, c0, c1,
+         device, p.entk["dtype"])
+counter = Progress(log, 100, "percent of the tile's flops", interval=15)
+
+
+def progress(done, total):
+    percent = int(100 * done / max(total, 1))
+    if percent > counter.done:
+        counter(percent - counter.done)
+    if done >= total / 2:
+        fault_checkpoint(f"entk_tile:{snakemake.output[0]}")
+
+
+K = entk(model, x_rows, x_cols, memory_gb=p.entk["memory_gb"], dtype=getattr(torch, p.entk["dtype"]),
+         device=device, allow_tf32=p.entk["allow_tf32"], progress=progress)
+if not np.all(np.isfinite(K)):
+    raise FloatingPointError("eNTK tile has NaN or infinite entries")
+save_npy(snakemake.output[0], K)
