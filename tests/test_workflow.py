@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import TEST_CONFIG, dry_run_jobs, snakemake
+from conftest import REPO, TEST_CONFIG, dry_run_jobs, snakemake
 from rmtlens.backbones import create_backbone
 from rmtlens.data import PreparedDataset
 from rmtlens.embeddings import embed_images
@@ -298,3 +298,44 @@ def test_entk_tiles_assemble_to_the_untiled_kernel(finished_run):
     pool = K[:N]
     assert np.array_equal(pool, pool.T)
     assert np.linalg.eigvalsh(pool).min() > -1e-10 * np.abs(pool).max()
+
+
+def test_paper_preset_builds_the_full_dag(tmp_path):
+    """config/paper.yaml (dry run only): every tile, eigendecomposition and ridge path is scheduled."""
+    from rmtlens.grids import sample_size_grid
+    from rmtlens.kernels import entk_tiles
+
+    cfg = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    jobs = dry_run_jobs(tmp_path, "--configfile", str(REPO / "config" / "paper.yaml"))
+    units = [(d, b, w, k) for d, ds in cfg["datasets"].items() for b in ds["backbones"]
+             for w in cfg["backbones"][b]["weights"] for k in cfg["backbones"][b]["kernels"]]
+    tiles = {d: sum(t.mirror is None for t in entk_tiles(ds["n_pool"], ds["n_test"], cfg["entk"]["tile_size"]))
+             for d, ds in cfg["datasets"].items()}
+    sizes = {d: len(sample_size_grid(cfg["sample_sizes"]["min"], ds["n_pool"], cfg["sample_sizes"]["num"]))
+             for d, ds in cfg["datasets"].items()}
+    assert jobs["entk_tile"] == sum(tiles[d] for d, b, w, k in units if k == "entk")
+    assert jobs["entk_assemble"] == sum(k == "entk" for *_, k in units)
+    assert jobs["eigh"] == jobs["ridge_path"] == sum(sizes[d] * len(cfg["seeds"]) for d, *_ in units)
+    assert jobs["prepare_dataset"] == 2 and "pretrain" not in jobs
+
+
+def test_linearisation_tasks_follow_the_initial_entk(finished_run):
+    """The eigenvalues behind the E8 eigenfunction tasks, recomputed from jacrev Jacobians."""
+    from torch.func import functional_call, jacrev
+
+    from rmtlens.backbones import preprocess
+    from rmtlens.linearisation import IMAGE_MEAN, IMAGE_STD, small_cnn
+
+    spec = yaml.safe_load(TEST_CONFIG.read_text())["linearisation"]
+    data = PreparedDataset.from_arrays(load_npz(finished_run / "results/datasets/digits.npz"))
+    x = preprocess(data.images, 32, IMAGE_MEAN, IMAGE_STD).double()
+    model = small_cnn(spec["width"], spec["depth"], spec["seed"]).double().eval()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    jac = jacrev(lambda p, xb: functional_call(model, p, (xb,)))(params, x)
+    J = torch.cat([j.reshape(len(x), -1) for j in jac.values()], dim=1).numpy()
+    eigvals = np.sort(np.linalg.eigvalsh(J @ J.T))[::-1]
+    acc = pd.read_csv(finished_run / "results/tables/linearisation_accuracy.csv")
+    for j in spec["eigen_indices"]:
+        got = acc[(acc.task == "eigenfunction") & (acc.j == j)].eigenvalue.iloc[0]
+        assert got == pytest.approx(eigvals[j], rel=1e-6)
+    assert set(acc.model) == {"network", "linearised_init", "linearised_end"}

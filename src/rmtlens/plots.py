@@ -338,3 +338,34 @@ def learning_dynamics_curves(table: pd.DataFrame, dataset_labels: Mapping[str, s
         axes[0].legend(fontsize=6, loc="best")
     fig.tight_layout()
     return fig
+
+
+def linearisation_summary(accuracy: pd.DataFrame, alignment: pd.DataFrame):
+    """E8 ([OJ21]): test accuracy of the network and its linearisations per task, and the
+    kernel-target alignment of the network's eNTK over training (train solid, test dashed)."""
+    fig, (ax_acc, ax_al) = plt.subplots(1, 2, figsize=(9.0, 3.4))
+    acc = accuracy.assign(task_label=[
+        "super-class" if t != "eigenfunction" else f"eigen j={int(j)}" for t, j in zip(accuracy["task"], accuracy["j"])
+    ])
+    order = list(dict.fromkeys(acc["task_label"]))
+    styles = {"network": ("k", "o"), "linearised_init": ("C0", "s"), "linearised_end": ("C1", "^")}
+    for model, (colour, marker) in styles.items():
+        rows = acc[acc["model"] == model].set_index("task_label").reindex(order)
+        ax_acc.plot(range(len(order)), rows["test_accuracy"], marker=marker, color=colour, ls="-", label=model)
+    ax_acc.set_xticks(range(len(order)), order, rotation=20)
+    ax_acc.set(ylabel="test accuracy", ylim=(0.4, 1.02))
+    ax_acc.axhline(0.5, color="grey", lw=0.6, ls=":")
+    ax_acc.legend(fontsize=7)
+    al = alignment.assign(task_label=[
+        "super-class" if t != "eigenfunction" else f"eigen j={int(j)}" for t, j in zip(alignment["task"], alignment["j"])
+    ])
+    for colour, label in zip(plt.cm.tab10(np.arange(len(order)) % 10), order):
+        rows = al[al["task_label"] == label]
+        for split, ls in (("train", "-"), ("test", "--")):
+            part = rows[rows["split"] == split].sort_values("epoch")
+            ax_al.plot(part["epoch"], part["alignment"], ls, marker="o", ms=3, color=colour,
+                       label=label if split == "train" else None)
+    ax_al.set(xlabel="epoch", ylabel="eNTK-target alignment yᵀKy / (‖y‖² tr K)", yscale="log")
+    ax_al.legend(fontsize=6)
+    fig.tight_layout()
+    return fig

@@ -56,6 +56,12 @@ def check_config(cfg):
                 config_error(f"double_descent.{field}", f"{value!r} is not '<backbone>/<weights>' of a configured backbone")
         if dd["n"] > cfg["datasets"][dd["dataset"]]["n_pool"]:
             config_error("double_descent.n", f"{dd['n']} exceeds the pool of {dd['dataset']}")
+    lin = cfg["linearisation"]
+    if lin["enabled"]:
+        if lin["dataset"] not in cfg["datasets"]:
+            config_error("linearisation.dataset", f"{lin['dataset']!r} is not a name under datasets")
+        if max(lin["checkpoints"]) > lin["epochs"]:
+            config_error("linearisation.checkpoints", f"{max(lin['checkpoints'])} exceeds linearisation.epochs = {lin['epochs']}")
     if cfg["ridge"]["min"] > cfg["ridge"]["max"]:
         config_error("ridge.min", f"{cfg['ridge']['min']} exceeds ridge.max = {cfg['ridge']['max']}")
     if cfg["targets"]["kind"] == "binary" and not cfg["targets"]["positive_classes"]:
@@ -244,6 +250,8 @@ def extension_outputs():
         out += ["results/tables/double_descent.csv", "results/figures/double_descent.png"]
     if config["learning_dynamics"]["enabled"]:
         out += ["results/tables/learning_dynamics.csv", "results/figures/learning_dynamics.png"]
+    if config["linearisation"]["enabled"]:
+        out += ["results/tables/linearisation_accuracy.csv", "results/figures/linearisation.png"]
     return out
 
 

@@ -70,3 +70,29 @@ rule learning_dynamics_summary:
         "../../envs/rmtlens.yaml"
     script:
         "../scripts/learning_dynamics_summary.py"
+
+
+rule linearisation:
+    input:
+        dataset=lambda wc: f"results/datasets/{config['linearisation']['dataset']}.npz",
+    output:
+        accuracy=report("results/tables/linearisation_accuracy.csv", caption="../report/table_linearisation.rst", category="Summary tables", labels={"table": "networks versus linearisations"}),
+        alignment="results/tables/linearisation_alignment.csv",
+        claims="results/tables/linearisation_claims.csv",
+        png=report("results/figures/linearisation.png", caption="../report/linearisation.rst", category="Extensions", labels={"figure": "networks versus linearisations", "format": "png"}),
+        svg=report("results/figures/linearisation.svg", caption="../report/linearisation.rst", category="Extensions", labels={"figure": "networks versus linearisations", "format": "svg"}),
+    params:
+        spec=canonical(config["linearisation"]),
+    log:
+        "logs/linearisation.log",
+    benchmark:
+        "benchmarks/linearisation.tsv"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 6000 * attempt,
+        runtime=120,
+        gpu=1,
+    conda:
+        "../../envs/rmtlens.yaml"
+    script:
+        "../scripts/linearisation.py"
