@@ -54,3 +54,14 @@ def test_bad_config_stops_before_any_job(tmp_path, path, value, field):
     assert proc.returncode != 0
     assert field in output, output[-3000:]
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("preset", ["config.yaml", "config/test.yaml", "config/cifar10.yaml", "config/paper.yaml"])
+def test_every_preset_validates_and_plans(tmp_path, preset):
+    """Each shipped configuration passes validation and yields a DAG (dry run)."""
+    args = ["--configfile", str(REPO / preset), "-n"]
+    if preset.endswith("cifar10.yaml"):  # its archive path is given on the command line
+        args += ["--config", f"datasets={{cifar10: {{archive: {REPO / 'README.md'}}}}}"]
+    proc = snakemake(tmp_path, *args, check=False)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert "Job stats:" in proc.stdout + proc.stderr
