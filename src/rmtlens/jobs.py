@@ -1,0 +1,49 @@
+"""Job-level loaders: the arrays a workflow job needs, read from the workflow's files.
+
+Numerical functions take arrays; these helpers are the one place where several jobs
+turn the same stored files into those arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rmtlens.data import PreparedDataset
+from rmtlens.grids import kernel_scale
+from rmtlens.io import load_npy, load_npz
+from rmtlens.spectra import train_test_blocks
+from rmtlens.targets import make_targets
+
+
+@dataclass(frozen=True)
+class RidgeProblem:
+    """One training subsample of a kernel, ready for the spectral ridge/flow paths.
+
+    eigvals, eigvecs : (n,), (n, n) eigendecomposition of the training block.
+    index : (n,) pool indices of the training points.
+    y_train, y_test : (n, C), (m, C) targets.
+    k_test : (m, n) test-versus-train kernel.
+    scale : the kernel's ``tr(K_pool)/N_pool`` (relative ridges are multiples of it).
+    """
+
+    eigvals: np.ndarray
+    eigvecs: np.ndarray
+    index: np.ndarray
+    y_train: np.ndarray
+    y_test: np.ndarray
+    k_test: np.ndarray
+    scale: float
+
+
+def load_ridge_problem(dataset_path, eigh_path, kernel_path, targets: dict) -> RidgeProblem:
+    """Read a prepared dataset, an ``eigh`` output and its kernel (memory-mapped)."""
+    data = PreparedDataset.from_arrays(load_npz(dataset_path))
+    eig = load_npz(eigh_path)
+    kernel = load_npy(kernel_path)
+    n_pool, index = data.n_pool, eig["index"]
+    Y = make_targets(data.labels, len(data.classes), targets["kind"], targets["positive_classes"])
+    scale = kernel_scale(kernel[np.arange(n_pool), np.arange(n_pool)])
+    _, k_test = train_test_blocks(kernel, n_pool, index)
+    return RidgeProblem(eig["eigvals"], eig["eigvecs"], index, Y[index], Y[n_pool:], k_test, scale)
