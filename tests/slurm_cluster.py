@@ -10,6 +10,7 @@ the precise reason when Slurm cannot be installed or started.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ from pathlib import Path
 
 APT_PACKAGES = ("slurm-wlm", "munge")
 REQUIRED_PROGRAMS = ("munged", "munge", "slurmctld", "slurmd", "sbatch", "squeue", "srun", "sinfo", "scontrol", "scancel")
+PR_SET_PDEATHSIG = 1
 MIN_JOB_AGE_S = 3600  # squeue must still list finished jobs when the workflow checks them, and when the test does
 
 
@@ -161,10 +163,18 @@ class SlurmCluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process dies, even by SIGKILL (Linux prctl)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 def _start(cluster: SlurmCluster, name: str, cmd: list[str]) -> None:
     out = open(cluster.root / f"{name}.out", "w")
     cluster.daemons[name] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=cluster.env,
-                                             stdin=subprocess.DEVNULL)
+                                             stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
     out.close()
 
 
