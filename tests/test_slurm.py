@@ -1,0 +1,124 @@
+"""config/test.yaml through profiles/slurm on a real single-node Slurm, against a local run."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, missing_offline_data
+from slurm_cluster import SlurmUnavailable, start_cluster
+
+pytestmark = pytest.mark.workflow
+TEST_CONFIG = REPO / "config" / "test.yaml"
+PROFILE = REPO / "profiles" / "slurm"
+TABLES = ["ridge.parquet", "gcv_accuracy.csv", "best_risk.csv"]
+SUBMITTED = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A running one-node Slurm; skipped with the reason printed when it cannot be installed
+    or started (a failure instead where CI lists 'slurm' in $RMTLENS_REQUIRE_OFFLINE_DATA)."""
+    try:
+        cluster = start_cluster()
+    except (SlurmUnavailable, OSError, subprocess.SubprocessError) as err:
+        missing_offline_data("slurm", f"no Slurm cluster for the test: {err}")
+    yield cluster
+    cluster.stop()
+
+
+def run_snakemake(workdir, *args, env=None, timeout=1500) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(TEST_CONFIG), *args]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def job_stats(output: str) -> dict[str, int]:
+    """Snakemake's 'Job stats' table (the first one printed) as {rule: count}."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats:"))
+    counts = {}
+    for line in lines[start + 3 :]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+@pytest.fixture(scope="module")
+def slurm_and_local_runs(slurm_cluster, tmp_path_factory):
+    slurm_dir, local_dir = tmp_path_factory.mktemp("slurm_run"), tmp_path_factory.mktemp("local_run")
+    start = time.monotonic()
+    slurm = run_snakemake(slurm_dir, "--profile", str(PROFILE), "--slurm-keep-successful-logs", env=slurm_cluster.env)
+    wall_s = time.monotonic() - start
+    run_snakemake(local_dir, "--cores", "2")
+    output = slurm.stdout + slurm.stderr
+    submitted = SUBMITTED.findall(output)
+    print(f"Slurm run of config/test.yaml: {wall_s:.0f} s wall, {len(submitted)} Slurm jobs, "
+          f"{job_stats(output).get('total')} snakemake jobs")
+    return slurm_dir, local_dir, output, submitted
+
+
+def test_slurm_run_reproduces_the_local_tables_bit_for_bit(slurm_and_local_runs):
+    slurm_dir, local_dir, _, _ = slurm_and_local_runs
+    for name in TABLES:
+        slurm_bytes = (slurm_dir / "results" / "tables" / name).read_bytes()
+        assert slurm_bytes == (local_dir / "results" / "tables" / name).read_bytes(), name
+
+
+def test_every_job_ran_as_a_completed_slurm_job(slurm_and_local_runs, slurm_cluster):
+    slurm_dir, _, output, submitted = slurm_and_local_runs
+    assert submitted, output[-3000:]
+    states = slurm_cluster.job_states()
+    run_names = {states[slurm_id][1] for _, slurm_id, _ in submitted}
+    assert len(run_names) == 1  # the plugin names every job of one run after its run id
+    for _, slurm_id, _ in submitted:
+        assert states[slurm_id][0] == "COMPLETED", (slurm_id, states[slurm_id])
+
+    # Every snakemake job but 'all' (no action: the main process finishes it) ran inside one
+    # of those Slurm jobs: the Slurm output file, named by the job id and kept with
+    # --slurm-keep-successful-logs, shows the job step snakemake running it to completion.
+    ran = []
+    for _, slurm_id, log in submitted:
+        assert log.endswith(f"/{slurm_id}.log"), log
+        text = (slurm_dir / log).read_text()
+        rules = re.findall(r"^localrule (\w+):", text, flags=re.MULTILINE)
+        assert f"{len(rules)} of {len(rules)} steps (100%) done" in text, log
+        ran += rules
+    expected = job_stats(output)
+    assert len(ran) == expected.pop("total") - expected.pop("all")
+    assert {rule: ran.count(rule) for rule in set(ran)} == expected
+
+
+def test_pretrain_got_the_clusters_gpu(slurm_and_local_runs, slurm_cluster):
+    """The profile asks for a GPU because this cluster declares one (Gres=gpu:1)."""
+    _, _, _, submitted = slurm_and_local_runs
+    pretrain_ids = [slurm_id for _, slurm_id, log in submitted if "rule_pretrain" in log]
+    assert len(pretrain_ids) == 1
+    job = slurm_cluster.run("scontrol", "--details", "--oneliner", "show", "job", pretrain_ids[0]).stdout
+    assert "TresPerJob=gres:gpu:1" in job and re.search(r"\bJOB_GRES=gpu:1\b", job), job  # asked for, and allocated
+
+
+def pretrain_gpu_request(workdir, env) -> int:
+    proc = run_snakemake(workdir, "--profile", str(PROFILE), "--dry-run", "--until", "pretrain", env=env, timeout=300)
+    block = (proc.stdout + proc.stderr).split("rule pretrain:", 1)[1]
+    return int(re.search(r"resources: .*\bgpu=(\d+)", block).group(1))
+
+
+def test_profile_requests_a_gpu_only_where_the_cluster_has_one(slurm_cluster, tmp_path):
+    assert pretrain_gpu_request(tmp_path, slurm_cluster.env) == 1
+    # A cluster without GPUs: sinfo's GRES column reads '(null)' on every node.
+    fake_bin = tmp_path / "cpu_only_bin"
+    fake_bin.mkdir()
+    (fake_bin / "sinfo").write_text("#!/bin/sh\necho '(null)'\n")
+    (fake_bin / "sinfo").chmod(0o755)
+    cpu_only = dict(slurm_cluster.env, PATH=f"{fake_bin}:{slurm_cluster.env['PATH']}")
+    assert pretrain_gpu_request(tmp_path, cpu_only) == 0
