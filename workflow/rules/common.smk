@@ -66,6 +66,8 @@ def check_config(cfg):
         config_error("ridge.min", f"{cfg['ridge']['min']} exceeds ridge.max = {cfg['ridge']['max']}")
     if cfg["targets"]["kind"] == "binary" and not cfg["targets"]["positive_classes"]:
         config_error("targets.positive_classes", "kind 'binary' needs the classes labelled +1")
+    if not workflow.is_main_process:
+        return  # a cluster job re-reads the Snakefile; the main process already checked
     import timm  # imported here: only a configuration check needs it
 
     for name, bb in cfg["backbones"].items():
@@ -96,6 +98,12 @@ def canonical(value):
     if isinstance(value, list):
         return [canonical(v) for v in value]
     return value
+
+
+def minutes_for(n, seconds_at_8000, power, attempt=1):
+    """A runtime request (minutes) for an O(n^power) job: four times its measured time on
+    2 cores at n = 8000, scaled, at least 2 minutes, doubled on each retry."""
+    return int(max(2, 4 * seconds_at_8000 * (n / 8000) ** power / 60) * 2 ** (attempt - 1))
 
 
 def scientific_fields(dataset):

@@ -17,8 +17,9 @@ rule embed:
         "benchmarks/embed/{dataset}/{backbone}/{weights}.tsv"
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+        gpu=1,
     conda:
         "../../envs/rmtlens.yaml"
     script:

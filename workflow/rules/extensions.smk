@@ -44,8 +44,8 @@ rule learning_dynamics:
     benchmark:
         "benchmarks/learning_dynamics/{dataset}/{backbone}/{weights}/{kernel}.tsv"
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=lambda wc: 2000 + 48 * sample_sizes(wc.dataset)[-1] ** 2 // 10**6,
+        runtime=lambda wc, attempt: minutes_for(sample_sizes(wc.dataset)[-1], 60, 2, attempt),
     conda:
         "../../envs/rmtlens.yaml"
     script:

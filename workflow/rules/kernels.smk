@@ -10,8 +10,8 @@ rule kernel:
     benchmark:
         "benchmarks/kernel/{dataset}/{backbone}/{weights}/features.tsv"
     resources:
-        mem_mb=8000,
-        runtime=30,
+        mem_mb=lambda wc: 2000 + 24 * n_pool(wc) * (n_pool(wc) + config["datasets"][wc.dataset]["n_test"]) // 10**6,
+        runtime=lambda wc, attempt: minutes_for(n_pool(wc), 20, 2, attempt),
     conda:
         "../../envs/rmtlens.yaml"
     script:
@@ -63,7 +63,7 @@ rule entk_assemble:
         "benchmarks/entk_assemble/{dataset}/{backbone}/{weights}.tsv"
     resources:
         mem_mb=2000,
-        runtime=30,
+        runtime=lambda wc, attempt: minutes_for(n_pool(wc), 30, 2, attempt),
     conda:
         "../../envs/rmtlens.yaml"
     script:

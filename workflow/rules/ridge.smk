@@ -14,8 +14,8 @@ rule ridge_path:
     benchmark:
         "benchmarks/ridge_path/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.tsv"
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=lambda wc: 2000 + 48 * int(wc.n) ** 2 // 10**6,
+        runtime=lambda wc, attempt: minutes_for(int(wc.n), 60, 2, attempt),
     conda:
         "../../envs/rmtlens.yaml"
     script:

@@ -11,7 +11,7 @@ rule eigh:
         "benchmarks/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.tsv"
     resources:
         mem_mb=lambda wc: 1000 + 48 * int(wc.n) ** 2 // 10**6,
-        runtime=60,
+        runtime=lambda wc, attempt: minutes_for(int(wc.n), 90, 3, attempt),
     conda:
         "../../envs/rmtlens.yaml"
     script:
@@ -30,7 +30,7 @@ rule pool_spectrum:
         "benchmarks/pool_spectrum/{dataset}/{backbone}/{weights}/{kernel}.tsv"
     resources:
         mem_mb=lambda wc: 1000 + 48 * n_pool(wc) ** 2 // 10**6,
-        runtime=120,
+        runtime=lambda wc, attempt: minutes_for(n_pool(wc), 90, 3, attempt),
     conda:
         "../../envs/rmtlens.yaml"
     script:

@@ -16,7 +16,7 @@ rule theory:
         "benchmarks/theory/{dataset}/{backbone}/{weights}/{kernel}.tsv"
     resources:
         mem_mb=4000,
-        runtime=30,
+        runtime=10,
     conda:
         "../../envs/rmtlens.yaml"
     script:
