@@ -87,29 +87,6 @@ def risk_versus_n(
     return fig
 
 
-def estimate_versus_risk(table: pd.DataFrame, estimate: str = "gcv", label: str = "GCV"):
-    """Estimated versus actual test risk over all kernels, n and λ; log-log with identity."""
-    fig, ax = plt.subplots(figsize=(5.2, 4.6))
-    groups = list(table.groupby(KERNEL_KEYS, sort=True))
-    colours = plt.cm.tab10(np.arange(len(groups)) % 10)
-    lo, hi = np.inf, -np.inf
-    for colour, (keys, group) in zip(colours, groups):
-        x, y = group["test_risk"].to_numpy(), group[estimate].to_numpy()
-        ok = (x > 0) & (y > 0) & np.isfinite(y)
-        ax.scatter(x[ok], y[ok], s=5, alpha=0.5, color=colour, label=" · ".join(map(str, keys)))
-        if ok.any():
-            lo, hi = min(lo, x[ok].min(), y[ok].min()), max(hi, x[ok].max(), y[ok].max())
-    if np.isfinite(lo):
-        ax.plot([lo, hi], [lo, hi], "k-", lw=0.8, label="identity")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("actual test risk")
-    ax.set_ylabel(f"{label} estimate (training data only)")
-    ax.legend(loc="upper left", markerscale=2)
-    fig.tight_layout()
-    return fig
-
-
 def risk_versus_lambda(table: pd.DataFrame, dataset_labels: Mapping[str, str] = {}):
     """Test risk, GCV, LOO and train risk versus λ at each kernel's largest n (seed mean).
 

@@ -539,3 +539,59 @@ def standardise_inputs(x: np.ndarray, n_pool: int) -> np.ndarray:
     if not rms > 0:
         raise ValueError("the pool's inputs are all equal: nothing to standardise")
     return centred / rms
+
+
+def double_descent_study(
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    n_pool: int,
+    embeddings: np.ndarray,
+    *,
+    n: int,
+    ratios: Sequence[float],
+    activations: Sequence[str],
+    ridge_rel: float,
+    seeds: Sequence[int],
+    linear_ratios: Sequence[float],
+    linear_label: str,
+    rcond: float = 1e-10,
+):
+    """E6 in one table: random-features sweeps per activation and a linear-ridge sweep.
+
+    Parameters
+    ----------
+    inputs : (N_pool + m, ...) random-features inputs (pixels or embeddings), pool first;
+        standardised with :func:`standardise_inputs`.
+    targets : (N_pool + m, C) targets.
+    n_pool : pool rows (training candidates; the rest is the test set).
+    embeddings : (N_pool + m, p) features of the linear-ridge sweep.
+    n, ratios : training size and ``N_rf / n`` values of the random-features sweeps.
+    activations, seeds : as for :func:`random_features_sweep`.
+    ridge_rel : ridge relative to each model's kernel scale (the expected kernel's
+        mean diagonal, or ``mean ||φ||² / p`` for the embeddings).
+    linear_ratios : ``n / p`` values; those above ``n_pool / p`` are lowered to it.
+    linear_label : name of the embedding, for the ``model`` column.
+
+    Returns
+    -------
+    DataFrame with the sweep rows plus ``model`` and ``sweep`` (the swept ratio's name).
+    """
+    import pandas as pd
+
+    N = n_pool
+    x = standardise_inputs(inputs, N)
+    Y = np.asarray(targets, dtype=np.float64)
+    parts = []
+    for activation in activations:
+        scale = float(np.mean(np.diag(expected_kernel(x[:N], activation=activation))))
+        rows = random_features_sweep(x[:N], Y[:N], x[N:], Y[N:], [n], ratios, seeds, ridge_rel * scale,
+                                     activation, rcond)
+        parts.append(pd.DataFrame(rows).assign(model=f"random features ({activation})", sweep="N_rf / n"))
+    features = np.asarray(embeddings, dtype=np.float64)
+    p = features.shape[1]
+    lin_ratios = np.unique(np.minimum(np.asarray(linear_ratios, dtype=np.float64), N / p))
+    lin_scale = float(np.mean(np.sum(features[:N] ** 2, axis=1)) / p)
+    rows = linear_ridge_sweep(features[:N], Y[:N], features[N:], Y[N:], lin_ratios, seeds, ridge_rel * lin_scale, rcond)
+    parts.append(pd.DataFrame(rows).rename(columns={"p": "n_features"})
+                 .assign(model=f"linear ridge ({linear_label})", sweep="n / p"))
+    return pd.concat(parts, ignore_index=True)

@@ -45,3 +45,52 @@ def alignment_at(beta_sq, ks) -> dict[int, float]:
     """``A(k)`` at each ``k`` of ``ks`` (clipped to the number of directions)."""
     curve = cumulative_alignment(beta_sq)
     return {int(k): float(curve[min(int(k), curve.size) - 1]) for k in ks}
+
+
+def representation_tables(
+    units, spectra, fits, best, target_kind: str, positive_classes=(), alignment_ks=(10, 100), rcond: float = 1e-10
+):
+    """The SPEC §4 table and the curves of its figure, one entry per kernel.
+
+    Parameters
+    ----------
+    units : list of dicts with the kernel keys (dataset, backbone, weights, kernel).
+    spectra : matching list of dicts with ``eigvals`` (N_pool,) and ``proj_onehot``
+        (N_pool, C) of the pool kernel (the ``pool_spectrum`` output).
+    fits : DataFrame of power-law fits with the kernel keys, ``alpha`` and ``delta``.
+    best : DataFrame of the best ridge per kernel (``rmtlens.tables.best_risk``).
+    target_kind, positive_classes : the targets (``rmtlens.targets.make_targets``); each
+        kernel's class count comes from its spectrum.
+    alignment_ks : the k at which ``A(k)`` is reported.
+
+    Returns
+    -------
+    table : one row per kernel: keys, ``effective_rank``, ``alignment_k{k}``, ``alpha``,
+        ``delta``, ``n``, ``best_lambda_rel``, ``best_test_risk``, ``test_error_at_best``.
+    curves : long table of ``k``, ``normalised_mu`` and ``alignment`` per kernel.
+    """
+    import pandas as pd
+
+    from rmtlens.tables import KERNEL_KEYS
+    from rmtlens.targets import make_targets
+    from rmtlens.theory import population_from_pool
+
+    fits = fits.set_index(KERNEL_KEYS)
+    best = best.set_index(KERNEL_KEYS)
+    rows, curves = [], []
+    for unit, spectrum in zip(units, spectra):
+        n_classes = spectrum["proj_onehot"].shape[1]
+        target_map = make_targets(np.arange(n_classes), n_classes, target_kind, positive_classes)
+        pop = population_from_pool(spectrum["eigvals"], spectrum["proj_onehot"], target_map, rcond)
+        key = tuple(unit[k] for k in KERNEL_KEYS)
+        rows.append({
+            **unit,
+            "effective_rank": effective_rank(pop["mu"]),
+            **{f"alignment_k{k}": v for k, v in alignment_at(pop["beta_sq"], alignment_ks).items()},
+            **fits.loc[key, ["alpha", "delta"]].to_dict(),
+            **best.loc[key, ["n", "best_lambda_rel", "best_test_risk", "test_error_at_best"]].to_dict(),
+        })
+        curves.append(pd.DataFrame({**unit, "k": np.arange(1, pop["mu"].size + 1),
+                                    "normalised_mu": normalised_spectrum(pop["mu"]),
+                                    "alignment": cumulative_alignment(pop["beta_sq"])}))
+    return pd.DataFrame(rows), pd.concat(curves, ignore_index=True)

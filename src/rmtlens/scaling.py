@@ -301,3 +301,27 @@ def scaling_rows(
                  fit_points=obs["n_points"])
         )
     return rows
+
+
+def scaling_table(joined: pd.DataFrame, fits: pd.DataFrame, lambdas_rel, n_min, n_max) -> pd.DataFrame:
+    """The SPEC §5 table: per kernel and ridge setting, observed and predicted exponents.
+
+    Parameters
+    ----------
+    joined : ridge rows with theory predictions (``rmtlens.tables.join_predictions``).
+    fits : power-law fits per kernel (kernel keys, ``alpha``, ``delta``, ``rate``).
+    lambdas_rel : fixed relative ridges to report (each mapped to the nearest grid value).
+    n_min, n_max : fit window on n (None: unbounded).
+    """
+    from rmtlens.grids import nearest_on_grid
+    from rmtlens.tables import KERNEL_KEYS
+
+    fits = fits.set_index(KERNEL_KEYS)
+    rows = []
+    for keys, group in joined.groupby(KERNEL_KEYS, sort=True):
+        fit = fits.loc[keys]
+        lambdas = nearest_on_grid(group["lambda_rel"].unique(), lambdas_rel)
+        for row in scaling_rows(group, lambdas, n_min, n_max):
+            rows.append({**dict(zip(KERNEL_KEYS, keys)), "alpha": fit["alpha"], "delta": fit["delta"],
+                         "powerlaw_rate": fit["rate"], **row})
+    return pd.DataFrame(rows)

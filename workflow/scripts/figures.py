@@ -9,7 +9,7 @@ table = load_table(snakemake.input.table)
 out, labels = snakemake.output, snakemake.params.dataset_labels
 figures = {
     "risk_vs_n": plots.risk_versus_n(table, snakemake.params.lambdas_rel, labels),
-    "gcv_vs_risk": plots.estimate_versus_risk(table, "gcv", "GCV"),
+    "gcv_vs_risk": plots.estimators_versus_risk(table, {"gcv": "GCV"}, n_min=1),
     "risk_vs_lambda": plots.risk_versus_lambda(table, labels),
 }
 for name, fig in figures.items():

@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 
 from rmtlens.io import load_npz, save_table
@@ -9,7 +10,7 @@ wc, p = snakemake.wildcards, snakemake.params
 log = job_logger(snakemake.log[0], f"theory/{wc.backbone}/{wc.weights}/{wc.kernel}")
 spectrum = load_npz(snakemake.input.spectrum)
 n_classes = spectrum["proj_onehot"].shape[1]
-target_map = make_targets(range(n_classes), n_classes, p.targets["kind"], p.targets["positive_classes"])
+target_map = make_targets(np.arange(n_classes), n_classes, p.targets["kind"], p.targets["positive_classes"])
 grid, fit = predict_grid(
     spectrum["eigvals"], spectrum["proj_onehot"], target_map, p.sample_sizes, p.lambdas_rel,
     p.window["k_min"], p.window["k_max"], p.rcond,
