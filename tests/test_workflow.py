@@ -76,9 +76,11 @@ def test_accuracy_table_matches_ridge_table(finished_run):
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     table = pd.read_parquet(finished_run / "results/tables/ridge.parquet")
     acc = pd.read_csv(finished_run / "results/tables/gcv_accuracy.csv")
-    rows = table[(table.backbone == "tresnet") & (table.weights == "init") & (table.n >= cfg["analysis"]["n_min"])]
+    rows = table[(table.backbone == "tresnet") & (table.weights == "init") & (table.kernel == "features")
+                 & (table.n >= cfg["analysis"]["n_min"])]
     err = np.abs(rows.gcv - rows.test_risk) / rows.test_risk
-    got = acc[(acc.backbone == "tresnet") & (acc.weights == "init") & (acc.estimator == "GCV")].iloc[0]
+    got = acc[(acc.backbone == "tresnet") & (acc.weights == "init") & (acc.kernel == "features")
+              & (acc.estimator == "GCV")].iloc[0]
     assert got.median_rel_error == pytest.approx(np.median(err), rel=1e-9)
     assert got.p90_rel_error == pytest.approx(np.quantile(err, 0.9), rel=1e-9)
     assert got.rows == len(rows)
@@ -119,7 +121,9 @@ def test_cifar10_subset_end_to_end(cifar10_archive, tmp_path):
             n_pool=100, n_test=50, seed=0,
         )
     }
-    cfg["backbones"] = {"tresnet": cfg["backbones"]["tresnet"]}
+    cfg["backbones"] = {"tresnet": dict(cfg["backbones"]["tresnet"], weights=["init"], kernels=["features"])}
+    cfg["source_tasks"] = {}
+    cfg["double_descent"]["enabled"] = cfg["linearisation"]["enabled"] = False
     config_file = tmp_path / "cifar.yaml"
     config_file.write_text(yaml.safe_dump(cfg))
     snakemake(tmp_path, "--configfile", str(config_file), "--cores", "2")
@@ -140,8 +144,10 @@ def test_pretraining_improves_the_source_task_and_the_kernel(finished_run):
     history = pd.read_csv(finished_run / "results/pretrain/tresnet.csv")
     assert history.epoch.tolist() == list(range(len(history)))
     assert history.heldout_accuracy.iloc[-1] >= history.heldout_accuracy.iloc[0] + 0.3
-    best = pd.read_csv(finished_run / "results/tables/best_risk.csv").set_index(["backbone", "weights"])
-    assert best.loc[("tresnet", "trained"), "best_test_risk"] < best.loc[("tresnet", "init"), "best_test_risk"]
+    best = pd.read_csv(finished_run / "results/tables/best_risk.csv").set_index(["backbone", "weights", "kernel"])
+    for kernel in ("features", "entk"):
+        trained, init = best.loc[("tresnet", "trained", kernel)], best.loc[("tresnet", "init", kernel)]
+        assert trained.best_test_risk < init.best_test_risk, kernel
 
 
 def test_pretraining_is_deterministic(finished_run, tmp_path):
@@ -167,6 +173,7 @@ def test_published_weights_from_a_local_file_reach_the_embeddings(tmp_path):
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     cfg["backbones"] = {"pub": dict(model="test_resnet", image_size=32, weights=["pretrained"], kernels=["features"],
                                     seed=0, pretrained_file=str(weights_file))}
+    cfg["double_descent"]["enabled"] = False
     config_file = tmp_path / "pub.yaml"
     config_file.write_text(yaml.safe_dump(cfg))
     target = "results/embeddings/digits/pub/pretrained.npy"
@@ -203,12 +210,12 @@ def test_theory_predictions_match_an_independent_computation(finished_run):
 
 
 def test_representation_and_scaling_tables_agree_with_direct_computations(finished_run):
-    rep = pd.read_csv(finished_run / "results/tables/representations.csv").set_index(["backbone", "weights"])
+    rep = pd.read_csv(finished_run / "results/tables/representations.csv").set_index(["backbone", "weights", "kernel"])
     data = PreparedDataset.from_arrays(load_npz(finished_run / "results/datasets/digits.npz"))
     N = data.n_pool
     D = np.linalg.eigvalsh(np.load(finished_run / "results/kernels/digits/tresnet/trained/features.npy")[:N])
     D = np.where(D > 1e-10 * D.max(), D, 0)
-    assert rep.loc[("tresnet", "trained"), "effective_rank"] == pytest.approx(D.sum() ** 2 / np.sum(D**2), rel=1e-9)
+    assert rep.loc[("tresnet", "trained", "features"), "effective_rank"] == pytest.approx(D.sum() ** 2 / np.sum(D**2), rel=1e-9)
 
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     table = pd.read_parquet(finished_run / "results/tables/ridge.parquet")
@@ -226,10 +233,10 @@ def test_representation_and_scaling_tables_agree_with_direct_computations(finish
 def test_learning_dynamics_limit_is_the_ridgeless_row_of_the_ridge_table(finished_run):
     dyn = pd.read_csv(finished_run / "results/tables/learning_dynamics.csv")
     ridge = pd.read_parquet(finished_run / "results/tables/ridge.parquet")
-    for (backbone, weights), group in dyn.groupby(["backbone", "weights"]):
+    for (backbone, weights, kernel), group in dyn.groupby(["backbone", "weights", "kernel"]):
         limit = group[~np.isfinite(group.time)].iloc[0]
-        row = ridge[(ridge.backbone == backbone) & (ridge.weights == weights) & (ridge.n == limit.n)
-                    & (ridge.seed == 0) & (ridge.lambda_rel == 0)].iloc[0]
+        row = ridge[(ridge.backbone == backbone) & (ridge.weights == weights) & (ridge.kernel == kernel)
+                    & (ridge.n == limit.n) & (ridge.seed == 0) & (ridge.lambda_rel == 0)].iloc[0]
         assert limit.test_risk == pytest.approx(row.test_risk, rel=1e-7)
         assert limit.train_risk == pytest.approx(row.train_risk, rel=1e-6, abs=1e-12)
         finite = group[np.isfinite(group.time)]

@@ -42,7 +42,7 @@ def check_config(cfg):
         if task["dataset"] not in cfg["datasets"]:
             config_error(f"source_tasks.{name}.dataset", f"{task['dataset']!r} is not a name under datasets")
     for name, bb in cfg["backbones"].items():
-        if "pretrain" in bb and bb["pretrain"]["task"] not in cfg["source_tasks"]:
+        if "trained" in bb["weights"] and bb["pretrain"]["task"] not in cfg["source_tasks"]:
             config_error(f"backbones.{name}.pretrain.task", f"{bb['pretrain']['task']!r} is not a name under source_tasks")
     dd = cfg["double_descent"]
     if dd["enabled"]:
