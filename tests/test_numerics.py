@@ -9,7 +9,7 @@ import pytest
 from rmtlens import io
 from rmtlens.grids import kernel_scale, ridge_grid, sample_size_grid, subsample_indices
 from rmtlens.kernels import feature_kernel
-from rmtlens.spectra import check_kernel, eigh_descending, pool_spectrum, train_test_blocks
+from rmtlens.spectra import check_kernel, eigh_descending, kernel_test_block, kernel_train_block, pool_spectrum
 from rmtlens.tables import estimator_accuracy
 from rmtlens.targets import make_targets
 
@@ -77,7 +77,7 @@ def test_feature_kernel_blocks_and_pool_spectrum():
     np.testing.assert_allclose(K, ref, rtol=1e-12)
     assert np.array_equal(K[:20], K[:20].T)
     idx = np.array([3, 0, 11])
-    Ktr, Kte = train_test_blocks(K, 20, idx)
+    Ktr, Kte = kernel_train_block(K, 20, idx), kernel_test_block(K, 20, idx)
     np.testing.assert_array_equal(Ktr, ref[np.ix_(idx, idx)])
     np.testing.assert_array_equal(Kte, ref[20:][:, idx])
     labels = rng.integers(0, 3, 20)
@@ -99,6 +99,29 @@ def test_check_kernel_rejects_bad_kernels():
         check_kernel(np.vstack([K, np.full((1, 4), np.nan)]), 4)
     with pytest.raises(ValueError, match="shape"):
         check_kernel(np.ones((3, 5)), 4)
+
+
+@pytest.mark.parametrize("block_rows", [1, 3, 7, 100])
+def test_check_kernel_in_row_blocks_matches_the_whole_block_check(tmp_path, block_rows):
+    """Blocks of any size, on a memory map: the same verdict and the same numbers as
+    a direct computation on the whole pool block."""
+    rng = np.random.default_rng(4)
+    phi = rng.standard_normal((10, 3))
+    K = phi @ phi[:8].T
+    K[:8] = 0.5 * (K[:8] + K[:8].T)
+    path = tmp_path / "k.npy"
+    np.save(path, K)
+    check_kernel(np.load(path, mmap_mode="r"), 8, block_rows=block_rows)
+    K[7, 2] += 1e-3  # in the last pool row: the last, possibly partial, block
+    np.save(path, K)
+    asym = np.abs(K[:8] - K[:8].T).max()
+    with pytest.raises(ValueError, match=f"max \\|K - Kᵀ\\| = {asym:.3g} .* max \\|K\\| = {np.abs(K[:8]).max():.3g}"):
+        check_kernel(np.load(path, mmap_mode="r"), 8, block_rows=block_rows)
+    check_kernel(np.load(path, mmap_mode="r"), 8, symmetry_rtol=1.1 * asym / np.abs(K[:8]).max(), block_rows=block_rows)
+    K[9, 0] = np.inf  # a test row
+    np.save(path, K)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        check_kernel(np.load(path, mmap_mode="r"), 8, block_rows=block_rows)
 
 
 def test_estimator_accuracy_statistics():

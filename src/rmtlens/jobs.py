@@ -13,7 +13,7 @@ import numpy as np
 from rmtlens.data import PreparedDataset
 from rmtlens.grids import kernel_scale
 from rmtlens.io import load_npy, load_npz
-from rmtlens.spectra import train_test_blocks
+from rmtlens.spectra import kernel_test_block
 from rmtlens.targets import make_targets
 
 
@@ -45,5 +45,5 @@ def load_ridge_problem(dataset_path, eigh_path, kernel_path, targets: dict) -> R
     n_pool, index = data.n_pool, eig["index"]
     Y = make_targets(data.labels, len(data.classes), targets["kind"], targets["positive_classes"])
     scale = kernel_scale(kernel[np.arange(n_pool), np.arange(n_pool)])
-    _, k_test = train_test_blocks(kernel, n_pool, index)
+    k_test = kernel_test_block(kernel, n_pool, index)
     return RidgeProblem(eig["eigvals"], eig["eigvecs"], index, Y[index], Y[n_pool:], k_test, scale)

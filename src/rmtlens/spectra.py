@@ -22,19 +22,28 @@ def eigh_descending(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return d[::-1].copy(), U[:, ::-1].copy()
 
 
-def train_test_blocks(
-    kernel: np.ndarray, n_pool: int, train_index: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Training block ``K[idx, idx]`` (n x n) and test block ``K[test, idx]`` (m x n).
-
-    ``kernel`` is the stored ``(N_pool + m, N_pool)`` array (pool rows, then test
-    rows); a memory map works and only the needed columns are read.
-    """
+def _check_layout(kernel: np.ndarray, n_pool: int) -> None:
     if kernel.ndim != 2 or kernel.shape[1] != n_pool or kernel.shape[0] < n_pool:
         raise ValueError(f"kernel must have shape (N_pool + m, {n_pool}), got {kernel.shape}")
+
+
+def kernel_train_block(kernel: np.ndarray, n_pool: int, train_index: np.ndarray) -> np.ndarray:
+    """Training block ``K[idx, idx]`` (n x n, float64) of the stored ``(N_pool + m, N_pool)``
+    kernel (pool rows, then test rows).
+
+    Rows are selected first: on a memory map only the n training rows are read, not a
+    strided column slice through the whole file.
+    """
+    _check_layout(kernel, n_pool)
     idx = np.asarray(train_index)
-    cols = np.asarray(kernel[:, idx], dtype=np.float64)
-    return cols[idx], cols[n_pool:]
+    return np.asarray(kernel[idx], dtype=np.float64)[:, idx]
+
+
+def kernel_test_block(kernel: np.ndarray, n_pool: int, train_index: np.ndarray) -> np.ndarray:
+    """Test-versus-train block ``K[test, idx]`` (m x n, float64) of the stored kernel;
+    on a memory map only the m test rows are read."""
+    _check_layout(kernel, n_pool)
+    return np.asarray(kernel[n_pool:], dtype=np.float64)[:, np.asarray(train_index)]
 
 
 def pool_spectrum(pool_kernel: np.ndarray, labels: np.ndarray, n_classes: int):
@@ -52,16 +61,27 @@ def pool_spectrum(pool_kernel: np.ndarray, labels: np.ndarray, n_classes: int):
     return d, V.T @ onehot
 
 
-def check_kernel(kernel: np.ndarray, n_pool: int, symmetry_rtol: float = 1e-6) -> None:
+def check_kernel(
+    kernel: np.ndarray, n_pool: int, symmetry_rtol: float = 1e-6, block_rows: int = 2048
+) -> None:
     """Raise ``ValueError`` unless ``kernel`` is a finite (N_pool + m, N_pool) kernel
-    whose pool block is symmetric to ``symmetry_rtol`` (relative to its largest entry)."""
-    if kernel.ndim != 2 or kernel.shape[1] != n_pool or kernel.shape[0] < n_pool:
-        raise ValueError(f"kernel must have shape (N_pool + m, {n_pool}), got {kernel.shape}")
-    block = np.asarray(kernel[:n_pool], dtype=np.float64)
-    if not np.all(np.isfinite(block)) or not np.all(np.isfinite(np.asarray(kernel[n_pool:]))):
-        raise ValueError("kernel contains NaN or infinite values")
-    scale = np.abs(block).max()
-    asym = np.abs(block - block.T).max()
+    whose pool block is symmetric to ``symmetry_rtol`` (relative to its largest entry).
+
+    Reads ``block_rows`` rows (and the matching pool columns) at a time, so a memory-mapped
+    kernel is checked in ``O(block_rows * N_pool)`` memory, not a copy of the whole pool block.
+    """
+    _check_layout(kernel, n_pool)
+    scale = asym = 0.0
+    for start in range(0, kernel.shape[0], block_rows):
+        rows = np.asarray(kernel[start : start + block_rows], dtype=np.float64)
+        if not np.all(np.isfinite(rows)):
+            raise ValueError("kernel contains NaN or infinite values")
+        stop = min(start + rows.shape[0], n_pool)
+        if start < stop:  # pool rows: compare with the pool columns of the same indices
+            pool_rows = rows[: stop - start]
+            mirror = np.asarray(kernel[:n_pool, start:stop], dtype=np.float64).T
+            scale = max(scale, float(np.abs(pool_rows).max()))
+            asym = max(asym, float(np.abs(pool_rows - mirror).max()))
     if asym > symmetry_rtol * scale:
         raise ValueError(
             f"kernel pool block is not symmetric: max |K - Kᵀ| = {asym:.3g} "
