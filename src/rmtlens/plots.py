@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from rmtlens.grids import nearest_on_grid  # noqa: E402
-from rmtlens.tables import KERNEL_KEYS  # noqa: E402
+from rmtlens.tables import KERNEL_KEYS, relative_error  # noqa: E402
 
 plt.rcParams.update(
     {
@@ -179,7 +179,7 @@ def estimators_versus_risk(table: pd.DataFrame, estimators: Mapping[str, str], n
             ok = (x > 0) & (y > 0) & np.isfinite(y)
             ax.scatter(x[ok], np.clip(y[ok], lo / 10, hi * 10), s=4, alpha=0.45, color=colours[tuple(keys)],
                        label=" · ".join(map(str, keys[1:])))
-        err = np.abs(rows[column] - rows["test_risk"]) / rows["test_risk"]
+        err = relative_error(rows[column], rows["test_risk"])
         ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -225,12 +225,12 @@ def scaling_laws(table: pd.DataFrame, scaling: pd.DataFrame, dataset_labels: Map
     """Risk versus n at the GCV-selected ridge: measured points, deterministic-equivalent
     curve, and the power-law closed form ``n^(−min(δ−1, 2α))`` anchored at the first
     measured point of the fit window. One panel per kernel."""
-    from rmtlens.scaling import GCV_SELECTION_COLUMNS, risk_at_selected_lambda, select_lambda_by_gcv
+    from rmtlens.scaling import gcv_selected_lambdas, risk_at_selected_lambda
 
     groups = list(table.groupby(KERNEL_KEYS, sort=True))
     fig, axes = _panels(len(groups))
     for ax, (keys, group) in zip(axes, groups):
-        selected = select_lambda_by_gcv(group[[c for c in GCV_SELECTION_COLUMNS if c in group]])
+        selected = gcv_selected_lambdas(group)
         measured = risk_at_selected_lambda(group, selected, "test_risk").groupby("n")["test_risk"].agg(["mean", "std"])
         theory = risk_at_selected_lambda(group, selected, "omniscient_test_risk").groupby("n")["omniscient_test_risk"].mean()
         ax.errorbar(measured.index, measured["mean"], yerr=measured["std"], fmt="o", color="k", ms=3,

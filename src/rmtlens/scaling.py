@@ -100,6 +100,11 @@ def select_lambda_by_gcv(gcv_table: pd.DataFrame) -> pd.DataFrame:
     return best.reset_index(drop=True)
 
 
+def gcv_selected_lambdas(ridge_table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`select_lambda_by_gcv` on the training-data columns of a ridge table."""
+    return select_lambda_by_gcv(ridge_table[[c for c in GCV_SELECTION_COLUMNS if c in ridge_table.columns]])
+
+
 def risk_at_selected_lambda(ridge_table: pd.DataFrame, selected: pd.DataFrame, risk: str = "test_risk") -> pd.DataFrame:
     """Read ``risk`` at the selected ridge of each ``(n, seed)``.
 
@@ -171,8 +176,7 @@ def risk_vs_n_at_gcv_lambda(ridge_table: pd.DataFrame, risk: str = "test_risk") 
     ``lambda_median`` (median selected absolute ridge over seeds).
     """
     _require_columns(ridge_table, ("n", "seed", "lambda", "gcv", risk), "ridge_table")
-    train_only = [c for c in GCV_SELECTION_COLUMNS if c in ridge_table.columns]
-    selected = select_lambda_by_gcv(ridge_table[train_only])
+    selected = gcv_selected_lambdas(ridge_table)
     at_selected = risk_at_selected_lambda(ridge_table, selected, risk)
     out = _mean_over_seeds(at_selected, ["n"], risk)
     out["lambda_median"] = at_selected.groupby("n", sort=True)["lambda"].median().to_numpy()
@@ -281,9 +285,8 @@ def scaling_rows(
     with the window actually used.
     """
     rows = []
-    gcv = risk_vs_n_at_gcv_lambda(kernel_rows, "test_risk")
-    train_only = [c for c in GCV_SELECTION_COLUMNS if c in kernel_rows.columns]
-    selected = select_lambda_by_gcv(kernel_rows[train_only])
+    selected = gcv_selected_lambdas(kernel_rows)
+    gcv = _mean_over_seeds(risk_at_selected_lambda(kernel_rows, selected, "test_risk"), ["n"], "test_risk")
     de_at_gcv = risk_at_selected_lambda(kernel_rows, selected, "omniscient_test_risk")
     de_curve = de_at_gcv.groupby("n", sort=True)["omniscient_test_risk"].mean()
     settings = [("gcv", gcv["n"].to_numpy(), gcv["risk_mean"].to_numpy(), de_curve.index.to_numpy(), de_curve.to_numpy())]

@@ -59,11 +59,6 @@ def estimator_accuracy(
     return pd.DataFrame(out)
 
 
-def kernel_label(row) -> str:
-    """Short human label of a kernel: ``backbone/weights/kernel`` (dataset prefixed when several)."""
-    return f"{row['backbone']} · {row['weights']} · {row['kernel']}"
-
-
 def best_risk(table: pd.DataFrame) -> pd.DataFrame:
     """Per kernel, at its largest n: the ridge with the lowest seed-mean test risk.
 
@@ -125,7 +120,7 @@ def double_descent_summary(table: pd.DataFrame, exclude: tuple[float, float] = (
     for model, group in table.groupby("model", sort=True):
         mean = group.groupby("ratio")[["test_mse", "de_mse"]].mean()
         off = mean[(mean.index < exclude[0]) | (mean.index > exclude[1])]
-        err = np.abs(off["de_mse"] - off["test_mse"]) / off["test_mse"]
+        err = pd.Series(relative_error(off["de_mse"], off["test_mse"]))
         rows.append(dict(
             model=model,
             peak_ratio_measured=float(mean["test_mse"].idxmax()),

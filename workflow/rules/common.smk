@@ -139,7 +139,7 @@ def source_task_archive(wildcards):
 def pretrain_spec(wildcards):
     bb = backbone_spec(wildcards)
     return canonical(dict(bb["pretrain"], model=bb["model"], image_size=bb["image_size"],
-                          model_kwargs=bb["model_kwargs"], init_seed=bb["seed"]))
+                          model_kwargs=bb["model_kwargs"]))
 
 
 def pretrain_source_task(wildcards):

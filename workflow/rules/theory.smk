@@ -33,7 +33,6 @@ rule estimators:
         png=report("results/figures/estimators.png", caption="../report/estimators.rst", category="Estimators", labels={"figure": "estimators versus risk", "format": "png"}),
         svg=report("results/figures/estimators.svg", caption="../report/estimators.rst", category="Estimators", labels={"figure": "estimators versus risk", "format": "svg"}),
     params:
-        units=kernel_units(),
         n_min=config["analysis"]["n_min"],
     log:
         "logs/estimators.log",
@@ -79,7 +78,6 @@ rule scaling:
         png=report("results/figures/scaling.png", caption="../report/scaling.rst", category="Scaling laws", labels={"figure": "scaling laws", "format": "png"}),
         svg=report("results/figures/scaling.svg", caption="../report/scaling.rst", category="Scaling laws", labels={"figure": "scaling laws", "format": "svg"}),
     params:
-        units=kernel_units(),
         lambdas_rel=config["scaling"]["lambdas_rel"],
         n_window=canonical(config["scaling"]["n_window"]),
         dataset_labels=dataset_labels(),
