@@ -213,6 +213,15 @@ def test_sweep_rows_are_nested_and_seeded():
     row = (out["seed"] == 1) & (out["n"] == 80) & (out["n_features"] == 160)
     assert out["test_mse"][row][0] == again["test_mse"][0]
     np.testing.assert_array_equal(out["ratio"], out["n_features"] / out["n"])
+    # a precomputed expected kernel gives the same rows; a different one changes the theory
+    given = random_features_sweep(X, y, X[:50], y[:50], [40, 80], [0.5, 2.0], [0, 1], 1e-3,
+                                  kernel_pool=expected_kernel(X))
+    for key in out:
+        np.testing.assert_array_equal(given[key], out[key])
+    other = random_features_sweep(X, y, X[:50], y[:50], [40, 80], [0.5, 2.0], [0, 1], 1e-3,
+                                  kernel_pool=expected_kernel(X, activation="erf"))
+    assert not np.allclose(other["de_mse"], out["de_mse"])
+    np.testing.assert_array_equal(other["test_mse"], out["test_mse"])
 
 
 @pytest.mark.parametrize(
@@ -226,6 +235,7 @@ def test_sweep_rows_are_nested_and_seeded():
         (lambda X, y: random_features_sweep(X, y[:10], X, y, [20], [1.0], [0], 1e-3), "y_pool"),
         (lambda X, y: random_features_sweep(X, y, X[:, :3], y, [20], [1.0], [0], 1e-3), "x_test"),
         (lambda X, y: linear_ridge_sweep(X, y, X, y, [100.0], [0], 1e-3), "ratios"),
+        (lambda X, y: random_features_sweep(X, y, X, y, [20], [1.0], [0], 1e-3, kernel_pool=np.eye(3)), "kernel_pool"),
         (lambda X, y: random_features(X, np.ones((4, 3))), "weights"),
         (lambda X, y: expected_kernel(X, np.full((2, X.shape[1]), np.nan)), "x2"),
         (lambda X, y: rf_effective_ridge(np.ones(5), 10, 0, 1e-3), "n_features"),

@@ -405,6 +405,7 @@ def random_features_sweep(
     ridge: float,
     activation: str = "relu",
     rcond: float = 1e-10,
+    kernel_pool: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Random-features ridge test risk versus ``N_rf / n`` with its deterministic equivalent.
 
@@ -426,6 +427,8 @@ def random_features_sweep(
     ridge : absolute ridge ``λ ≥ 0`` (system ``Φ Φᵀ/N_rf + nλ I``).
     activation : one of ``ACTIVATIONS``.
     rcond : relative eigenvalue cutoff.
+    kernel_pool : (P, P) ``expected_kernel(x_pool, activation=activation)`` when the
+        caller already has it (it costs P²d); computed here otherwise.
 
     Returns
     -------
@@ -436,7 +439,11 @@ def random_features_sweep(
     _check_activation(activation)
     X, Y, Xs, Ys = _pool_targets(x_pool, y_pool, x_test, y_test, "x")
     sizes, r, seed_list = _check_sweep_args(X.shape[0], n_train, ratios, seeds, ridge)
-    mu, beta_sq = spectrum_from_kernel(expected_kernel(X, activation=activation), Y, rcond)
+    if kernel_pool is None:
+        kernel_pool = expected_kernel(X, activation=activation)
+    elif np.shape(kernel_pool) != (X.shape[0], X.shape[0]):
+        raise ValueError(f"kernel_pool must have shape {(X.shape[0], X.shape[0])}, got {np.shape(kernel_pool)}")
+    mu, beta_sq = spectrum_from_kernel(kernel_pool, Y, rcond)
     features_for = {int(n): sorted({max(1, int(round(q * n))) for q in r}) for n in sizes}
     theory = {
         (n, N): rf_deterministic_equivalent(mu, beta_sq, n, N, ridge) for n in features_for for N in features_for[n]
@@ -583,9 +590,10 @@ def double_descent_study(
     Y = np.asarray(targets, dtype=np.float64)
     parts = []
     for activation in activations:
-        scale = float(np.mean(np.diag(expected_kernel(x[:N], activation=activation))))
+        kernel_pool = expected_kernel(x[:N], activation=activation)
+        scale = float(np.mean(np.diag(kernel_pool)))
         rows = random_features_sweep(x[:N], Y[:N], x[N:], Y[N:], [n], ratios, seeds, ridge_rel * scale,
-                                     activation, rcond)
+                                     activation, rcond, kernel_pool=kernel_pool)
         parts.append(pd.DataFrame(rows).assign(model=f"random features ({activation})", sweep="N_rf / n"))
     features = np.asarray(embeddings, dtype=np.float64)
     p = features.shape[1]
