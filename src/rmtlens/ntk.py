@@ -208,7 +208,6 @@ class _Capture(TorchFunctionMode):
         self.structured: list[_StructuredUse] = []
         self.generic: list[_GenericUse] = []
         self.unsupported: set[str] = set()
-        self.seen: set[str] = set()
 
     def _param_name(self, t) -> str | None:
         if isinstance(t, nn.Parameter):
@@ -241,7 +240,6 @@ class _Capture(TorchFunctionMode):
         roots = frozenset().union(*(self._roots(t) for t in tensors)) if tensors else frozenset()
         if not roots:
             return func(*args, **kwargs)
-        self.seen |= roots
         batched_ids = {id(t) for t in tensors if self._batched(t)}
         if not batched_ids:
             if _is_inplace(func):  # a recipe would refer to itself
@@ -307,7 +305,6 @@ class _Capture(TorchFunctionMode):
         )
         _set_output_hook(out, None, use)
         self.structured.append(use)
-        self.seen |= {n for n in (w_name, b_name) if n is not None}
         return out
 
 
@@ -1133,12 +1130,10 @@ def _check_eval(model: nn.Module) -> None:
 class _Schedule:
     plan: _Plan
     ops: list[_Operand]
-    budget_store: float
     budget_transient: float
     pass_batch: int
     super_block: int
     block_target: int
-    fixed_bytes: float
 
 
 def _verify_plan(model, plan: _Plan, x_probe, device, dtype) -> set[str]:
@@ -1184,9 +1179,8 @@ def _union_size(n_rows: int, n_cols: int, layout: str) -> int:
     return n_rows + n_cols if layout == "rectangular" else n_rows
 
 
-def _schedule(model, x_probe, n_rows, n_cols, layout, dtype, device, memory_gb, copy_bytes):
-    symmetric = layout == "symmetric"
-    n_union = _union_size(n_rows, n_cols, layout)
+def _verified_plan(model, x_probe, n_rows, n_cols, dtype, device) -> _Plan:
+    """``_make_plan``, with parameters failing ``_verify_plan`` sent to the exact fallback."""
     forced: set[str] = set()
     for _ in range(3):  # parameters failing the self-check go to the exact fallback
         plan = _make_plan(model, x_probe, n_rows, n_cols, dtype, frozenset(forced))
@@ -1197,6 +1191,13 @@ def _schedule(model, x_probe, n_rows, n_cols, layout, dtype, device, memory_gb, 
     else:
         raise RuntimeError(f"eNTK self-check keeps failing for parameters {sorted(failed)}")
     plan.probe_grads = {}
+    return plan
+
+
+def _schedule(plan: _Plan, n_rows, n_cols, layout, device, memory_gb, copy_bytes) -> _Schedule:
+    """Chunking of a verified plan under the memory budget (the plan itself does not
+    depend on the layout, so one plan serves a change of layout)."""
+    n_union = _union_size(n_rows, n_cols, layout)
     total = memory_gb * GIB
     fixed = n_rows * n_cols * 8 + copy_bytes
     working = total - fixed
@@ -1227,7 +1228,7 @@ def _schedule(model, x_probe, n_rows, n_cols, layout, dtype, device, memory_gb, 
         target = 2048
     else:  # 256 reaches the GEMM peak; smaller kernels gain more from symmetric blocks
         target = 256 if n_cols >= 1024 or layout == "rectangular" else 128
-    return _Schedule(plan, ops, budget_store, budget_transient, pass_batch, super_block, target, fixed)
+    return _Schedule(plan, ops, budget_transient, pass_batch, super_block, target)
 
 
 def _estimate_flops(sched: _Schedule, n_rows: int, n_cols: int, layout: str) -> dict:
@@ -1256,8 +1257,7 @@ def _estimate_flops(sched: _Schedule, n_rows: int, n_cols: int, layout: str) -> 
             explicit += entries * s.pair_flops("explicit")
             form += s.form_flops() * (n_union if s.store == "formed" else n_rows + n_cols)
         else:
-            S = s.positions
-            structured += entries * 2.0 * s.groups * S * S * (s.d_a + s.d_g)
+            structured += entries * s.gram_flops()
     return dict(
         n_params=plan.n_params,
         explicit_jjt=2.0 * n_rows * n_cols * plan.n_params,
@@ -1349,11 +1349,11 @@ def _entk(model, x_rows, x_cols, memory_gb, dtype, device, allow_tf32, progress,
     work, copy_bytes = _prepare_model(model, device, dtype)
     with _tf32(device, allow_tf32), _all_require_grad(work):
         x_probe = x_rows[: min(2, n_rows)].to(device=device, dtype=dtype)
-        args = (work, x_probe, n_rows, n_cols, layout, dtype, device, memory_gb, copy_bytes)
-        sched = _schedule(*args)
+        plan = _verified_plan(work, x_probe, n_rows, n_cols, dtype, device)
+        sched = _schedule(plan, n_rows, n_cols, layout, device, memory_gb, copy_bytes)
         if layout == "prefix" and sched.super_block < n_rows:
             layout = "rectangular"  # pieces of all rows do not fit: the general path
-            sched = _schedule(*args[:4], layout, *args[5:])
+            sched = _schedule(plan, n_rows, n_cols, layout, device, memory_gb, copy_bytes)
         x_all = x_rows if layout != "rectangular" else torch.cat([x_rows, x_cols.to(x_rows.device)])
         est = _estimate_flops(sched, n_rows, n_cols, layout)
         bar = _Progress(progress, est["gradient_pass"] + est["contraction"]) if progress else None
@@ -1465,5 +1465,6 @@ def entk_flops(
     work, copy_bytes = _prepare_model(model, ref.device, dtype)
     x_probe = torch.zeros((2, 3, image_size, image_size), dtype=dtype, device=ref.device)
     with _all_require_grad(work):
-        sched = _schedule(work, x_probe, n_rows, n_c, layout, dtype, ref.device, memory_gb, copy_bytes)
+        plan = _verified_plan(work, x_probe, n_rows, n_c, dtype, ref.device)
+        sched = _schedule(plan, n_rows, n_c, layout, ref.device, memory_gb, copy_bytes)
     return _estimate_flops(sched, n_rows, n_c, layout)
