@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rmtlens.ridge import check_ridge_inputs, classification_error, clip_spectrum, ridge_path
+from rmtlens.ridge import check_ridge_inputs, classification_error, clip_spectrum, ridge_path_in_eigenbasis
 
 
 def _check_times(times, learning_rate: float) -> np.ndarray:
@@ -161,7 +161,7 @@ def gradient_flow_path(
         table["test_error"][j] = classification_error(pred, Ys)
 
     lambdas = 1.0 / (learning_rate * t)
-    ridge = ridge_path(eigvals, eigvecs, Y, Ks, Ys, np.append(lambdas, 0.0), rcond=rcond)
+    ridge = ridge_path_in_eigenbasis(d, U, Yt, A, Ys, np.append(lambdas, 0.0), loo=False)
     table["ridge_lambda"] = lambdas
     for key in ("test_risk", "test_error", "train_risk", "gcv"):
         table["ridge_" + key] = ridge[key][:-1]

@@ -128,13 +128,27 @@ def ridge_path(
     ridge ``nλ`` fixed when a point is left out.
     """
     d, U, Y, Ks, Ys, lam = check_ridge_inputs(eigvals, eigvecs, y_train, k_test, y_test, lambdas)
-    n, C = Y.shape
     d = clip_spectrum(d, rcond)
-    Yt = U.T @ Y  # (n, C) targets in the eigenbasis
-    A = Ks @ U  # (m, n), formed once for the whole grid
-    U2 = U * U
-    q = np.einsum("ic,ic->i", Yt, Yt)  # ||Ỹ_i||²
+    # targets in the eigenbasis, and K* U formed once for the whole grid
+    return ridge_path_in_eigenbasis(d, U, U.T @ Y, Ks @ U, Ys, lam, block_size)
 
+
+def ridge_path_in_eigenbasis(
+    d: np.ndarray,
+    U: np.ndarray,
+    Yt: np.ndarray,
+    A: np.ndarray,
+    Ys: np.ndarray,
+    lam: np.ndarray,
+    block_size: int = 2**24,
+    loo: bool = True,
+) -> dict[str, np.ndarray]:
+    """:func:`ridge_path` from inputs already checked and rotated, for callers that
+    hold them: ``d`` (n,) clipped eigenvalues, ``U`` (n, n), ``Yt = Uᵀ Y`` (n, C),
+    ``A = K* U`` (m, n), ``Ys`` (m, C), ``lam`` (L,). ``loo=False`` skips LOO (its
+    ``n² L C`` work) and leaves it out of the result."""
+    n, C = Yt.shape
+    q = np.einsum("ic,ic->i", Yt, Yt)  # ||Ỹ_i||²
     r_act, r_dir, inv = residual_weights(d, n, lam)
     out = {
         "lambda": lam.copy(),
@@ -143,22 +157,25 @@ def ridge_path(
         "dof": np.sum(1.0 - r_act, axis=0),
         "test_risk": np.empty(lam.size),
         "test_error": np.empty(lam.size),
-        "loo": np.empty(lam.size),
     }
-    one_minus_sii = U2 @ r_dir  # (n, L): diagonal of (I − S), up to the λ=0 scale
+    if loo:
+        out["loo"] = np.empty(lam.size)
+        one_minus_sii = (U * U) @ r_dir  # (n, L): diagonal of (I − S), up to the λ=0 scale
     step = max(1, block_size // max(1, n * C))
     for start in range(0, lam.size, step):
         sl = slice(start, min(start + step, lam.size))
         L = sl.stop - sl.start
         coef = (inv[:, sl, None] * Yt[:, None, :]).reshape(n, L * C)
         pred = (A @ coef).reshape(-1, L, C)
-        resid = (U @ (r_dir[:, sl, None] * Yt[:, None, :]).reshape(n, L * C)).reshape(n, L, C)
+        if loo:
+            resid = (U @ (r_dir[:, sl, None] * Yt[:, None, :]).reshape(n, L * C)).reshape(n, L, C)
         for j in range(L):
             err = pred[:, j, :] - Ys
             out["test_risk"][start + j] = np.mean(np.einsum("ic,ic->i", err, err))
             out["test_error"][start + j] = classification_error(pred[:, j, :], Ys)
-            loo_terms = np.einsum("ic,ic->i", resid[:, j, :], resid[:, j, :])
-            out["loo"][start + j] = np.mean(loo_terms / one_minus_sii[:, start + j] ** 2)
+            if loo:
+                loo_terms = np.einsum("ic,ic->i", resid[:, j, :], resid[:, j, :])
+                out["loo"][start + j] = np.mean(loo_terms / one_minus_sii[:, start + j] ** 2)
     return out
 
 
