@@ -222,7 +222,9 @@ def test_study_alignment_follows_the_trained_network():
 
 
 def test_study_is_deterministic_for_a_seed():
-    first, second, other = tiny_study(seed=0), tiny_study(seed=0), tiny_study(seed=1)
+    calls = []
+    first, second, other = tiny_study(seed=0, progress=lambda: calls.append(1)), tiny_study(seed=0), tiny_study(seed=1)
+    assert len(calls) == 3 * 2 * 3  # three models x two epochs x three tasks (super-class, j = 1, 3)
     assert first.keys() == second.keys()
     for name in first:
         pd.testing.assert_frame_equal(first[name], second[name])

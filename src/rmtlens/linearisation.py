@@ -331,7 +331,7 @@ def run_linearisation_study(
     checkpoints: Sequence[int],
     memory_gb: float,
     device: torch.device | str = "cpu",
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[], None] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Networks versus their linearisations on super-class and eigenfunction tasks.
 
@@ -359,8 +359,9 @@ def run_linearisation_study(
         is measured (0 = initialisation).
     memory_gb : memory bound passed to ``rmtlens.ntk.entk``.
     device : where to train and compute kernels.
-    progress : called as ``progress(done, total)`` in units of training epochs
-        (three models × ``epochs`` per task).
+    progress : called after every training epoch: ``3 × epochs`` calls per task
+        (network, linearised at init, linearised at the end); the tasks are the
+        super-class task, if any, and one per eigen-index.
 
     Returns
     -------
@@ -446,14 +447,6 @@ def run_linearisation_study(
         init_blocks = {s: K0[np.ix_(r, r)] for s, r in rows.items()}
         del K0
 
-    total, done = 3 * epochs * len(tasks), 0
-
-    def tick():
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, total)
-
     accuracy, alignment, losses, task_rows, label_rows = [], [], [], [], []
     for name, j, y_train, y_test, lam in tasks:
         key = dict(task=name, j=j)
@@ -485,7 +478,7 @@ def run_linearisation_study(
                 alignment.append(dict(**key, epoch=epoch, split=split, alignment=a))
 
         models = {"network": network}
-        recipe = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, on_epoch=tick)
+        recipe = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, on_epoch=progress)
         curves = {"network": train_sgd(network, x_train, y_train, checkpoint=measure, **recipe)}
         models["linearised_init"] = Linearisation(net0, offset=True)
         curves["linearised_init"] = train_sgd(models["linearised_init"], x_train, y_train, **recipe)

@@ -21,7 +21,7 @@ tables = run_linearisation_study(
     super_classes=spec["super_classes"], eigen_indices=spec["eigen_indices"], width=spec["width"],
     depth=spec["depth"], epochs=spec["epochs"], batch_size=spec["batch_size"], lr=spec["lr"], seed=spec["seed"],
     alignment_points=spec["alignment_points"], checkpoints=spec["checkpoints"], memory_gb=spec["memory_gb"],
-    device=pick_device(), progress=lambda done, total: counter(done - counter.done),
+    device=pick_device(), progress=counter,
 )
 claims = linearisation_claims(tables["accuracy"], tables["alignment"])
 claims = pd.concat([frame.assign(claim=name) for name, frame in claims.items()], ignore_index=True)
