@@ -326,18 +326,15 @@ def load_fashion_mnist(
     )
 
 
-def load_torchvision(
-    name: str, root: str | os.PathLike, url: str | None = None, dataset_class: type | None = None,
-    source_dir: str | os.PathLike | None = FASHION_MNIST_DEBIAN_DIR,
-) -> DatasetSplits:
+def load_torchvision(name: str, root: str | os.PathLike, url: str | None = None) -> DatasetSplits:
     """Train and test splits of ``name`` in :data:`DATASETS`.
 
     ``url`` is a mirror (the archive's URL for CIFAR, a base URL for
-    Fashion-MNIST); ``dataset_class`` applies to CIFAR, ``source_dir`` to
-    Fashion-MNIST.
+    Fashion-MNIST); Fashion-MNIST is staged from the Debian package's files when
+    they are installed.
     """
     if name in ("cifar10", "cifar100"):
-        return load_cifar(name, root, url=url, dataset_class=dataset_class)
+        return load_cifar(name, root, url=url)
     if name == "fashion_mnist":
-        return load_fashion_mnist(root, source_dir=source_dir, url=url)
+        return load_fashion_mnist(root, url=url)
     raise ValueError(f"name must be one of {list(DATASETS)}, got {name!r}")
