@@ -12,6 +12,7 @@ from rmtlens.scaling import (
     GCV_SELECTION_COLUMNS,
     fit_scaling_exponent,
     local_law_diagnostic,
+    local_law_table,
     risk_at_selected_lambda,
     risk_vs_n_at_fixed_lambda,
     risk_vs_n_at_gcv_lambda,
@@ -157,6 +158,23 @@ def test_local_law_diagnostic_on_gaussian_features(gaussian_case):
     assert diag.loc[positive & (diag.n >= 200), "dof_rel_dev"].max() < 0.05
     # the DE predicts train/test risk too (m = 400 test points, so looser)
     assert diag.loc[positive & (diag.n >= 200), "train_test_rel_dev"].median() < 0.1
+
+
+def test_local_law_table_is_the_diagnostic_of_each_kernel_at_positive_ridges(gaussian_case):
+    table, mu, beta_sq, lambdas = gaussian_case
+    preds = predictions_table(mu, beta_sq, [100, 200, 400], lambdas)
+    one = table.merge(preds, on=["n", "lambda"], how="left")
+    other = one.assign(test_risk=2 * one["test_risk"], lambda_over_kappa=0.5 * one["lambda_over_kappa"])
+    keys = dict(dataset="d", weights="init", kernel="features")
+    joined = pd.concat([one.assign(backbone="a", **keys), other.assign(backbone="b", **keys)], ignore_index=True)
+    got = local_law_table(joined.sample(frac=1.0, random_state=0))  # row order must not matter
+    assert list(got.columns[:4]) == ["dataset", "backbone", "weights", "kernel"]
+    for backbone, rows in (("a", one), ("b", other)):
+        positive = rows[rows["lambda_rel"] > 0]
+        want = local_law_diagnostic(positive, positive[["n", "lambda", "lambda_over_kappa"]].drop_duplicates())
+        mine = got[got["backbone"] == backbone].drop(columns=list(got.columns[:4])).reset_index(drop=True)
+        pd.testing.assert_frame_equal(mine, want, check_exact=False, rtol=1e-12)
+    assert (got["lambda"] > 0).all() and len(got) == 2 * 3 * int((LAMBDA_REL > 0).sum())
 
 
 def test_train_over_gcv_is_one_minus_dof_over_n_squared(ridge_table):

@@ -257,6 +257,23 @@ def local_law_diagnostic(ridge_table: pd.DataFrame, predictions: pd.DataFrame) -
     return out[columns]
 
 
+def local_law_table(joined: pd.DataFrame) -> pd.DataFrame:
+    """The SPEC §6 table: :func:`local_law_diagnostic` per kernel, for ``λ > 0``.
+
+    ``joined`` holds ridge rows with their theory predictions
+    (``rmtlens.tables.join_predictions``); its ``lambda_over_kappa`` column is the
+    prediction. Returns the kernel keys followed by the diagnostic's columns.
+    """
+    from rmtlens.tables import KERNEL_KEYS
+
+    parts = []
+    for keys, group in joined[joined["lambda_rel"] > 0].groupby(KERNEL_KEYS, sort=True):
+        predictions = group[["n", "lambda", "lambda_over_kappa"]].drop_duplicates(["n", "lambda"])
+        parts.append(local_law_diagnostic(group, predictions).assign(**dict(zip(KERNEL_KEYS, keys))))
+    table = pd.concat(parts, ignore_index=True)
+    return table[[*KERNEL_KEYS, *[c for c in table.columns if c not in KERNEL_KEYS]]]
+
+
 def _exponent_or_nan(n, risk, n_min, n_max) -> dict[str, float]:
     try:
         return fit_scaling_exponent(n, risk, n_min, n_max)
