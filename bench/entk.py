@@ -1,4 +1,4 @@
-"""Benchmark of rmtlens.ntk.entk against two baselines, in one process.
+"""Benchmark of rmtlens.kernels.ntk.entk against two baselines, in one process.
 
 Baselines (implemented here, same model, inputs and thread count):
 
@@ -193,9 +193,14 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    from rmtlens.backbones import create_backbone, feature_dim, normalisation, preprocess
-    from rmtlens.data import digits_images
-    from rmtlens import ntk
+    from rmtlens.inputs.backbones import (
+        create_backbone,
+        feature_dim,
+        normalisation,
+        preprocess,
+    )
+    from rmtlens.inputs.datasets import digits_images
+    from rmtlens.kernels.ntk import engine as ntk
 
     backbone = create_backbone(args.model, args.image_size, args.seed)
     net = ntk.scalar_network(backbone, feature_dim(backbone, args.image_size), args.seed)

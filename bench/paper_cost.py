@@ -3,7 +3,7 @@
 For each eNTK kernel of a configuration, times two small rectangular tiles on this
 machine (``n x n`` and ``2n x 2n`` distinct rows and columns, the compute dtype of the
 configuration), counts their flops and those of every tile of the real layout with
-``rmtlens.ntk.entk_flops`` (the schedule the engine would run), and extrapolates with
+``rmtlens.kernels.ntk.entk_flops`` (the schedule the engine would run), and extrapolates with
 the marginal rate (difference of flops over difference of times, which removes the
 fixed cost of planning a model): time = flops / rate. It
 prints the tile count, total TFLOP, CPU-hours at this machine's achieved rate, and
@@ -22,14 +22,17 @@ import resource
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
-from rmtlens.backbones import create_backbone, feature_dim, normalisation, preprocess
-from rmtlens.data import digits_images
-from rmtlens.kernels import entk_tiles
-from rmtlens.ntk import entk, entk_flops, scalar_network
+from rmtlens.inputs import (
+    create_backbone,
+    digits_images,
+    feature_dim,
+    normalisation,
+    preprocess,
+)
+from rmtlens.kernels import entk, entk_flops, entk_tiles, scalar_network
 
 REPO = Path(__file__).resolve().parents[1]
 

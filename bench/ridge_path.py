@@ -33,8 +33,7 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402  (after the thread variables)
 
-from rmtlens.ridge import classification_error, ridge_path  # noqa: E402
-from rmtlens.spectra import eigh_descending  # noqa: E402
+from rmtlens.estimators import classification_error, eigh_descending, ridge_path
 
 
 def problem(n, m, C, seed=0):

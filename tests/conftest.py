@@ -87,7 +87,7 @@ def cifar10_archive() -> Path:
 @pytest.fixture(scope="session")
 def debian_fashion_mnist() -> Path:
     """The folder of Debian's dataset-fashion-mnist files; skips (with the reason) if not installed."""
-    from rmtlens.downloads import FASHION_MNIST_DEBIAN_DIR
+    from rmtlens.inputs.downloads import FASHION_MNIST_DEBIAN_DIR
 
     if not all((FASHION_MNIST_DEBIAN_DIR / f"{n}.gz").is_file() for n in (
         "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"

@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from rmtlens.backbones import check_model_name, create_backbone, feature_dim, normalisation, preprocess
-from rmtlens.embeddings import embed_images
+from rmtlens.inputs import (
+    check_model_name,
+    create_backbone,
+    embed_images,
+    feature_dim,
+    normalisation,
+    preprocess,
+)
 
 
 def test_seeded_creation_is_reproducible_and_leaves_global_rng_alone():

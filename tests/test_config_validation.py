@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import yaml
-
 from conftest import REPO, snakemake
 
 BASE = yaml.safe_load((REPO / "config" / "test.yaml").read_text())

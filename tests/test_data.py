@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rmtlens.data import (
+from rmtlens.inputs import (
     DatasetError,
     PreparedDataset,
     choose_pool_and_test,
@@ -130,7 +130,11 @@ def test_real_cifar10_archive_subset(cifar10_archive):
 
 
 def test_source_task_is_disjoint_from_pool_and_test_and_relabels_classes():
-    from rmtlens.data import DigitsSource, pool_and_test_indices, prepare_source_task
+    from rmtlens.inputs.datasets import (
+        DigitsSource,
+        pool_and_test_indices,
+        prepare_source_task,
+    )
 
     source = DigitsSource()
     pool, test = pool_and_test_indices(source, 300, 200, seed=4)

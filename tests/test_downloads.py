@@ -9,13 +9,16 @@ import numpy as np
 import pytest
 from cifar_fixtures import make_tiny_cifar, md5_bytes, serve_files, write
 
-from rmtlens.data import ArraySource, DatasetError, choose_pool_and_test, prepare_pool
-from rmtlens.downloads import (
+from rmtlens.inputs import (
     FASHION_MNIST_DEBIAN_DIR,
     FASHION_MNIST_RAW_MD5,
+    ArraySource,
+    DatasetError,
+    choose_pool_and_test,
     cifar_class,
     load_cifar,
     load_fashion_mnist,
+    prepare_pool,
     stage_fashion_mnist,
 )
 
@@ -187,7 +190,7 @@ def test_fashion_mnist_through_torchvision_from_debian_files(fashion_root):
 
 
 def test_fashion_mnist_prepare(fashion_root):
-    from rmtlens.data import open_source
+    from rmtlens.inputs.datasets import open_source
 
     prepared = prepare_pool(open_source(dict(source="fashion_mnist"), download_root=fashion_root), 50, 20, seed=2)
     splits = load_fashion_mnist(fashion_root)

@@ -5,8 +5,12 @@ import pytest
 import scipy.integrate
 import scipy.linalg
 
-from rmtlens.dynamics import gradient_flow_filters, gradient_flow_path, gradient_flow_predictions
-from rmtlens.ridge import ridge_path
+from rmtlens.estimators import ridge_path
+from rmtlens.studies import (
+    gradient_flow_filters,
+    gradient_flow_path,
+    gradient_flow_predictions,
+)
 
 
 def kernel_problem(seed, n=40, m=25, p=None, C=2, noise=0.5):

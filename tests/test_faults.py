@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REPO, TEST_CONFIG, snakemake
 
 pytestmark = pytest.mark.workflow

@@ -8,9 +8,8 @@ import pytest
 import torch
 from torch.func import functional_call, jacrev
 
-from rmtlens.backbones import preprocess
-from rmtlens.data import digits_images
-from rmtlens.linearisation import (
+from rmtlens.inputs import digits_images, preprocess
+from rmtlens.studies import (
     IMAGE_MEAN,
     IMAGE_STD,
     MODELS,

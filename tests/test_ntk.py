@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev
 
-from rmtlens import ntk as ntk_module
-from rmtlens.backbones import create_backbone, feature_dim
-from rmtlens.ntk import entk, entk_flops, scalar_network
+from rmtlens.inputs import create_backbone, feature_dim
+from rmtlens.kernels import entk, entk_flops, scalar_network
+from rmtlens.kernels.ntk import engine as ntk_module
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
@@ -304,8 +304,8 @@ def test_invalid_arguments():
 MEMORY_SCRIPT = textwrap.dedent(
     """
     import json, sys, torch
-    from rmtlens.backbones import create_backbone, feature_dim
-    from rmtlens.ntk import entk, scalar_network
+    from rmtlens.inputs.backbones import create_backbone, feature_dim
+    from rmtlens.kernels.ntk import entk, scalar_network
 
     def kib(field):
         for line in open("/proc/self/status"):

@@ -7,11 +7,20 @@ import pandas as pd
 import pytest
 
 from rmtlens import io
-from rmtlens.grids import kernel_scale, ridge_grid, sample_size_grid, subsample_indices
+from rmtlens.estimators import (
+    check_kernel,
+    eigh_descending,
+    kernel_scale,
+    kernel_test_block,
+    kernel_train_block,
+    pool_spectrum,
+    ridge_grid,
+    sample_size_grid,
+    subsample_indices,
+)
+from rmtlens.inputs import make_targets
 from rmtlens.kernels import feature_kernel
-from rmtlens.spectra import check_kernel, eigh_descending, kernel_test_block, kernel_train_block, pool_spectrum
-from rmtlens.tables import estimator_accuracy
-from rmtlens.targets import make_targets
+from rmtlens.report import estimator_accuracy
 
 
 def test_sample_size_grid_is_geometric_with_both_ends():

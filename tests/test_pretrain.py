@@ -10,10 +10,17 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from rmtlens.backbones import create_backbone, feature_dim, normalisation, preprocess
-from rmtlens.data import digits_images
-from rmtlens.pretrain import pretrain_backbone, random_crop_flip
-from rmtlens.weights import load_trained_backbone, save_backbone_state
+from rmtlens.inputs import (
+    create_backbone,
+    digits_images,
+    feature_dim,
+    load_trained_backbone,
+    normalisation,
+    preprocess,
+    pretrain_backbone,
+    random_crop_flip,
+    save_backbone_state,
+)
 
 SIZE = 32
 

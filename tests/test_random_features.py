@@ -6,7 +6,7 @@ import scipy.optimize
 from sklearn.linear_model import Ridge
 from threadpoolctl import threadpool_limits
 
-from rmtlens.random_features import (
+from rmtlens.studies import (
     expected_kernel,
     feature_ridge,
     linear_ridge_sweep,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import TEST_CONFIG, snakemake
 
 pytestmark = pytest.mark.workflow

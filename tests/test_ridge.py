@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from rmtlens.ridge import classification_error, ridge_path, ridge_predictions
+from rmtlens.estimators import classification_error, ridge_path, ridge_predictions
 
 
 def random_psd(rng, n, rank=None, decay=1.0):

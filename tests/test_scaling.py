@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from rmtlens.estimators import deterministic_equivalent, ridge_path
 from rmtlens.io import load_table, save_table
-from rmtlens.ridge import ridge_path
-from rmtlens.scaling import (
+from rmtlens.studies import (
     GCV_SELECTION_COLUMNS,
     fit_scaling_exponent,
     local_law_diagnostic,
@@ -18,7 +18,6 @@ from rmtlens.scaling import (
     risk_vs_n_at_gcv_lambda,
     select_lambda_by_gcv,
 )
-from rmtlens.theory import deterministic_equivalent
 
 LAMBDA_REL = np.concatenate([[0.0], np.geomspace(1e-5, 1.0, 8)])
 

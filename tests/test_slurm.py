@@ -8,7 +8,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO, missing_prerequisite
 from slurm_cluster import SlurmUnavailable, start_cluster
 

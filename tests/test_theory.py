@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq
 
-from rmtlens.theory import (
+from rmtlens.estimators import (
     deterministic_equivalent,
     fit_power_law,
     fit_spectrum_power_laws,

@@ -7,12 +7,12 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from rmtlens.backbones import create_backbone
-from rmtlens.weights import (
+from rmtlens.inputs import (
     PRETRAINED_FILE_FIELD,
     WeightsError,
     backbone_with_weights,
     cached_pretrained_file,
+    create_backbone,
     hub_source,
     load_pretrained_backbone,
     load_trained_backbone,

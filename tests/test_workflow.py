@@ -5,15 +5,13 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
-import torch
 import pandas as pd
 import pytest
+import torch
 import yaml
-
 from conftest import REPO, TEST_CONFIG, dry_run_jobs, snakemake
-from rmtlens.backbones import create_backbone
-from rmtlens.data import PreparedDataset
-from rmtlens.embeddings import embed_images
+
+from rmtlens.inputs import PreparedDataset, create_backbone, embed_images
 from rmtlens.io import load_npz
 
 pytestmark = pytest.mark.workflow
@@ -151,7 +149,7 @@ def test_pretraining_improves_the_source_task_and_the_kernel(finished_run):
 
 
 def test_pretraining_is_deterministic(finished_run, tmp_path):
-    from rmtlens.weights import load_backbone_state
+    from rmtlens.inputs.weights import load_backbone_state
 
     workdir = tmp_path / "again"
     shutil.copytree(finished_run, workdir, symlinks=True)
@@ -287,9 +285,9 @@ def test_adding_a_backbone_schedules_only_its_jobs_and_the_summaries(finished_ru
 
 def test_entk_tiles_assemble_to_the_untiled_kernel(finished_run):
     """Tiles (one mirrored, one straddling pool and test) equal one untiled eNTK call."""
-    from rmtlens.backbones import feature_dim, normalisation, preprocess
-    from rmtlens.ntk import entk, scalar_network
-    from rmtlens.weights import load_trained_backbone
+    from rmtlens.inputs.backbones import feature_dim, normalisation, preprocess
+    from rmtlens.inputs.weights import load_trained_backbone
+    from rmtlens.kernels.ntk import entk, scalar_network
 
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     data = PreparedDataset.from_arrays(load_npz(finished_run / "results/datasets/digits.npz"))
@@ -309,8 +307,8 @@ def test_entk_tiles_assemble_to_the_untiled_kernel(finished_run):
 
 def test_paper_preset_builds_the_full_dag(tmp_path):
     """config/paper.yaml (dry run only): every tile, eigendecomposition and ridge path is scheduled."""
-    from rmtlens.grids import sample_size_grid
-    from rmtlens.kernels import entk_tiles
+    from rmtlens.estimators.grids import sample_size_grid
+    from rmtlens.kernels.tiles import entk_tiles
 
     cfg = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     jobs = dry_run_jobs(tmp_path, "--configfile", str(REPO / "config" / "paper.yaml"))
@@ -330,8 +328,8 @@ def test_linearisation_tasks_follow_the_initial_entk(finished_run):
     """The eigenvalues behind the E8 eigenfunction tasks, recomputed from jacrev Jacobians."""
     from torch.func import functional_call, jacrev
 
-    from rmtlens.backbones import preprocess
-    from rmtlens.linearisation import IMAGE_MEAN, IMAGE_STD, small_cnn
+    from rmtlens.inputs.backbones import preprocess
+    from rmtlens.studies.linearisation import IMAGE_MEAN, IMAGE_STD, small_cnn
 
     spec = yaml.safe_load(TEST_CONFIG.read_text())["linearisation"]
     data = PreparedDataset.from_arrays(load_npz(finished_run / "results/datasets/digits.npz"))

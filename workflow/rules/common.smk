@@ -5,7 +5,7 @@ import os
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from rmtlens.grids import ridge_grid, sample_size_grid
+from rmtlens.estimators import ridge_grid, sample_size_grid
 from rmtlens.kernels import entk_tiles
 from rmtlens.io import PARTIAL_DIR_ENV, remove_partials
 

@@ -1,8 +1,9 @@
 import pandas as pd
 
+from rmtlens.estimators import KERNEL_KEYS
 from rmtlens.io import load_table, save_table
-from rmtlens.runlog import job_logger
-from rmtlens.tables import KERNEL_KEYS, best_risk, estimator_accuracy
+from rmtlens.report import best_risk, estimator_accuracy
+from rmtlens.workflow import job_logger
 
 log = job_logger(snakemake.log[0], "aggregate")
 table = pd.concat([load_table(path) for path in snakemake.input], ignore_index=True)

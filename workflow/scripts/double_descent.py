@@ -1,13 +1,11 @@
 import matplotlib.pyplot as plt
 import numpy as np
 
-from rmtlens.data import PreparedDataset
+from rmtlens.inputs import PreparedDataset, make_targets
 from rmtlens.io import load_npy, load_npz, save_figure, save_table
-from rmtlens.plots import double_descent_curves
-from rmtlens.random_features import double_descent_study
-from rmtlens.runlog import job_logger, set_torch_threads
-from rmtlens.tables import double_descent_summary
-from rmtlens.targets import make_targets
+from rmtlens.report import double_descent_curves, double_descent_summary
+from rmtlens.studies import double_descent_study
+from rmtlens.workflow import job_logger, set_torch_threads
 
 p, spec = snakemake.params, snakemake.params.spec
 log = job_logger(snakemake.log[0], "double_descent")

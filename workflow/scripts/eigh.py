@@ -1,7 +1,11 @@
-from rmtlens.grids import subsample_indices
+from rmtlens.estimators import (
+    check_kernel,
+    eigh_descending,
+    kernel_train_block,
+    subsample_indices,
+)
 from rmtlens.io import load_npy, save_npz
-from rmtlens.runlog import job_logger
-from rmtlens.spectra import check_kernel, eigh_descending, kernel_train_block
+from rmtlens.workflow import job_logger
 
 wc = snakemake.wildcards
 log = job_logger(snakemake.log[0], f"eigh/{wc.kernel}/n{wc.n}_s{wc.seed}")

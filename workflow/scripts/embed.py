@@ -1,9 +1,11 @@
-from rmtlens.backbones import pick_device
-from rmtlens.data import PreparedDataset
-from rmtlens.embeddings import embed_images
+from rmtlens.inputs import (
+    PreparedDataset,
+    backbone_with_weights,
+    embed_images,
+    pick_device,
+)
 from rmtlens.io import load_npz, save_npy
-from rmtlens.runlog import Progress, job_logger, set_torch_threads
-from rmtlens.weights import backbone_with_weights
+from rmtlens.workflow import Progress, job_logger, set_torch_threads
 
 wc, p = snakemake.wildcards, snakemake.params
 log = job_logger(snakemake.log[0], f"embed/{wc.dataset}/{wc.backbone}/{wc.weights}")

@@ -2,10 +2,10 @@ import re
 
 import numpy as np
 
+from rmtlens.estimators import check_kernel
 from rmtlens.io import atomic_path, load_npy
 from rmtlens.kernels import assemble_tiles, entk_tiles
-from rmtlens.runlog import job_logger
-from rmtlens.spectra import check_kernel
+from rmtlens.workflow import job_logger
 
 p = snakemake.params
 log = job_logger(snakemake.log[0], "entk_assemble")

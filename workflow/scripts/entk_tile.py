@@ -1,12 +1,17 @@
 import numpy as np
 import torch
 
-from rmtlens.backbones import feature_dim, normalisation, pick_device, preprocess
-from rmtlens.data import PreparedDataset
+from rmtlens.inputs import (
+    PreparedDataset,
+    backbone_with_weights,
+    feature_dim,
+    normalisation,
+    pick_device,
+    preprocess,
+)
 from rmtlens.io import fault_checkpoint, load_npz, save_npy
-from rmtlens.ntk import entk, scalar_network
-from rmtlens.runlog import Progress, job_logger, set_torch_threads
-from rmtlens.weights import backbone_with_weights
+from rmtlens.kernels import entk, scalar_network
+from rmtlens.workflow import Progress, job_logger, set_torch_threads
 
 wc, p = snakemake.wildcards, snakemake.params
 log = job_logger(snakemake.log[0], f"entk_tile/{wc.dataset}/{wc.backbone}/{wc.weights}/r{wc.row}_c{wc.col}")

@@ -2,9 +2,13 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from rmtlens.io import load_table, save_figure, save_table
-from rmtlens.plots import estimators_versus_risk
-from rmtlens.runlog import job_logger
-from rmtlens.tables import THEORY_ESTIMATORS, estimator_accuracy, join_predictions
+from rmtlens.report import (
+    THEORY_ESTIMATORS,
+    estimator_accuracy,
+    estimators_versus_risk,
+    join_predictions,
+)
+from rmtlens.workflow import job_logger
 
 log = job_logger(snakemake.log[0], "estimators")
 predictions = pd.concat([load_table(f) for f in snakemake.input.predictions], ignore_index=True)

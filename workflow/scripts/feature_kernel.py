@@ -1,6 +1,6 @@
 from rmtlens.io import load_npy, save_npy
 from rmtlens.kernels import feature_kernel
-from rmtlens.runlog import job_logger
+from rmtlens.workflow import job_logger
 
 log = job_logger(snakemake.log[0], "kernel/features")
 K = feature_kernel(load_npy(snakemake.input.embeddings), snakemake.params.n_pool)

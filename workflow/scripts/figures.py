@@ -1,16 +1,16 @@
 import matplotlib.pyplot as plt
 
-from rmtlens import plots
 from rmtlens.io import load_table, save_figure
-from rmtlens.runlog import job_logger
+from rmtlens.report import estimators_versus_risk, risk_versus_lambda, risk_versus_n
+from rmtlens.workflow import job_logger
 
 log = job_logger(snakemake.log[0], "figures")
 table = load_table(snakemake.input.table)
 out, labels = snakemake.output, snakemake.params.dataset_labels
 figures = {
-    "risk_vs_n": plots.risk_versus_n(table, snakemake.params.lambdas_rel, labels),
-    "gcv_vs_risk": plots.estimators_versus_risk(table, {"gcv": "GCV"}, n_min=1),
-    "risk_vs_lambda": plots.risk_versus_lambda(table, labels),
+    "risk_vs_n": risk_versus_n(table, snakemake.params.lambdas_rel, labels),
+    "gcv_vs_risk": estimators_versus_risk(table, {"gcv": "GCV"}, n_min=1),
+    "risk_vs_lambda": risk_versus_lambda(table, labels),
 }
 for name, fig in figures.items():
     save_figure(fig, out[f"{name}_png"], out[f"{name}_svg"])

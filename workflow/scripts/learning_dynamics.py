@@ -1,9 +1,8 @@
 import pandas as pd
 
-from rmtlens.dynamics import gradient_flow_path, time_grid
 from rmtlens.io import save_table
-from rmtlens.jobs import load_ridge_problem
-from rmtlens.runlog import job_logger
+from rmtlens.studies import gradient_flow_path, time_grid
+from rmtlens.workflow import job_logger, load_ridge_problem
 
 wc, p = snakemake.wildcards, snakemake.params
 log = job_logger(snakemake.log[0], f"learning_dynamics/{wc.backbone}/{wc.weights}/{wc.kernel}")

@@ -1,10 +1,10 @@
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from rmtlens.estimators import KERNEL_KEYS
 from rmtlens.io import load_table, save_figure, save_table
-from rmtlens.plots import learning_dynamics_curves
-from rmtlens.runlog import job_logger
-from rmtlens.tables import KERNEL_KEYS
+from rmtlens.report import learning_dynamics_curves
+from rmtlens.workflow import job_logger
 
 log = job_logger(snakemake.log[0], "learning_dynamics_summary")
 table = pd.concat([load_table(f) for f in snakemake.input], ignore_index=True)

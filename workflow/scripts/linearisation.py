@@ -1,12 +1,16 @@
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from rmtlens.backbones import pick_device, preprocess
-from rmtlens.data import PreparedDataset
+from rmtlens.inputs import PreparedDataset, pick_device, preprocess
 from rmtlens.io import load_npz, save_figure, save_table
-from rmtlens.linearisation import IMAGE_MEAN, IMAGE_STD, linearisation_claims, run_linearisation_study
-from rmtlens.plots import linearisation_summary
-from rmtlens.runlog import Progress, job_logger, set_torch_threads
+from rmtlens.report import linearisation_summary
+from rmtlens.studies import (
+    IMAGE_MEAN,
+    IMAGE_STD,
+    linearisation_claims,
+    run_linearisation_study,
+)
+from rmtlens.workflow import Progress, job_logger, set_torch_threads
 
 spec = snakemake.params.spec
 log = job_logger(snakemake.log[0], "linearisation")

@@ -1,10 +1,10 @@
 import matplotlib.pyplot as plt
 
+from rmtlens.estimators import KERNEL_KEYS
 from rmtlens.io import load_table, save_figure, save_table
-from rmtlens.plots import local_law_deviations
-from rmtlens.runlog import job_logger
-from rmtlens.scaling import local_law_table
-from rmtlens.tables import KERNEL_KEYS
+from rmtlens.report import local_law_deviations
+from rmtlens.studies import local_law_table
+from rmtlens.workflow import job_logger
 
 log = job_logger(snakemake.log[0], "local_law")
 table = local_law_table(load_table(snakemake.input.joined))

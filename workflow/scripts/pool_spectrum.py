@@ -1,7 +1,7 @@
-from rmtlens.data import PreparedDataset
+from rmtlens.estimators import check_kernel, pool_spectrum
+from rmtlens.inputs import PreparedDataset
 from rmtlens.io import load_npy, load_npz, save_npz
-from rmtlens.runlog import job_logger
-from rmtlens.spectra import check_kernel, pool_spectrum
+from rmtlens.workflow import job_logger
 
 log = job_logger(snakemake.log[0], "pool_spectrum")
 dataset = PreparedDataset.from_arrays(load_npz(snakemake.input.dataset))

@@ -1,6 +1,6 @@
-from rmtlens.data import prepare_dataset
+from rmtlens.inputs import prepare_dataset
 from rmtlens.io import save_npz
-from rmtlens.runlog import job_logger
+from rmtlens.workflow import job_logger
 
 log = job_logger(snakemake.log[0], f"prepare_dataset/{snakemake.wildcards.dataset}")
 archive = snakemake.input.archive[0] if snakemake.input.archive else None

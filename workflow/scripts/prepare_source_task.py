@@ -1,6 +1,6 @@
-from rmtlens.data import open_source, prepare_source_task
+from rmtlens.inputs import open_source, prepare_source_task
 from rmtlens.io import save_npz
-from rmtlens.runlog import job_logger
+from rmtlens.workflow import job_logger
 
 wc, task = snakemake.wildcards, snakemake.params.task
 log = job_logger(snakemake.log[0], f"prepare_source_task/{wc.task}")

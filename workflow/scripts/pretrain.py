@@ -1,10 +1,8 @@
 import pandas as pd
 
-from rmtlens.backbones import pick_device
+from rmtlens.inputs import pick_device, pretrain_backbone, save_backbone_state
 from rmtlens.io import load_npz, save_table
-from rmtlens.pretrain import pretrain_backbone
-from rmtlens.runlog import Progress, job_logger, set_torch_threads
-from rmtlens.weights import save_backbone_state
+from rmtlens.workflow import Progress, job_logger, set_torch_threads
 
 wc, spec = snakemake.wildcards, snakemake.params.spec
 log = job_logger(snakemake.log[0], f"pretrain/{wc.backbone}")

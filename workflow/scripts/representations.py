@@ -2,9 +2,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from rmtlens.io import load_npz, load_table, save_figure, save_table
-from rmtlens.plots import spectra_and_alignment
-from rmtlens.representations import representation_tables
-from rmtlens.runlog import job_logger
+from rmtlens.report import spectra_and_alignment
+from rmtlens.studies import representation_tables
+from rmtlens.workflow import job_logger
 
 p = snakemake.params
 log = job_logger(snakemake.log[0], "representations")

@@ -1,10 +1,9 @@
 import numpy as np
 
+from rmtlens.estimators import ridge_path
 from rmtlens.io import save_table
-from rmtlens.jobs import load_ridge_problem
-from rmtlens.ridge import ridge_path
-from rmtlens.runlog import job_logger
-from rmtlens.tables import ridge_table
+from rmtlens.report import ridge_table
+from rmtlens.workflow import job_logger, load_ridge_problem
 
 wc, p = snakemake.wildcards, snakemake.params
 log = job_logger(snakemake.log[0], f"ridge_path/{wc.backbone}/{wc.weights}/{wc.kernel}/n{wc.n}_s{wc.seed}")

@@ -2,9 +2,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from rmtlens.io import load_table, save_figure, save_table
-from rmtlens.plots import scaling_laws
-from rmtlens.runlog import job_logger
-from rmtlens.scaling import scaling_table
+from rmtlens.report import scaling_laws
+from rmtlens.studies import scaling_table
+from rmtlens.workflow import job_logger
 
 p = snakemake.params
 log = job_logger(snakemake.log[0], "scaling")

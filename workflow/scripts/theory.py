@@ -1,10 +1,10 @@
 import numpy as np
 import pandas as pd
 
+from rmtlens.estimators import predict_grid
+from rmtlens.inputs import make_targets
 from rmtlens.io import load_npz, save_table
-from rmtlens.runlog import job_logger
-from rmtlens.targets import make_targets
-from rmtlens.theory import predict_grid
+from rmtlens.workflow import job_logger
 
 wc, p = snakemake.wildcards, snakemake.params
 log = job_logger(snakemake.log[0], f"theory/{wc.backbone}/{wc.weights}/{wc.kernel}")

@@ -1,9 +1,12 @@
 """Double descent (SPEC §7, E6): random-features ridge and linear ridge on embeddings.
 
-Conventions follow :mod:`rmtlens.ridge`: ridges ``λ`` are absolute and the system
+Conventions follow :mod:`rmtlens.estimators.ridge`: ridges ``λ`` are absolute and the system
 solved for ``q`` features ``Φ`` (n x q) is ``(Φ Φᵀ / q + nλ I)``, i.e. kernel ridge
 regression with the kernel ``Φ Φᵀ / q``. Risks are squared errors summed over the
 ``C`` outputs and averaged over rows.
+
+Longer than 600 lines because the random-features sweep, its closed-form expected
+kernels and its deterministic equivalent are one study and share its conventions.
 
 Random features of inputs ``x ∈ R^d`` are ``φ(x) = σ(W x / √d)`` with ``W``
 (N_rf x d) standard Gaussian; their expected kernel
@@ -61,10 +64,10 @@ import numpy as np
 import scipy.optimize
 import scipy.special
 
-from rmtlens.grids import subsample_indices
-from rmtlens.ridge import clip_spectrum, ridge_path
-from rmtlens.spectra import eigh_descending
-from rmtlens.theory import population_from_pool
+from rmtlens.estimators.grids import subsample_indices
+from rmtlens.estimators.ridge import clip_spectrum, ridge_path
+from rmtlens.estimators.spectra import eigh_descending
+from rmtlens.estimators.theory import population_from_pool
 
 ACTIVATIONS = ("relu", "erf", "linear")
 
@@ -345,11 +348,11 @@ def feature_ridge(
     features_test : (m, q) test features.
     y_train, y_test : (n, C) and (m, C) targets (1-d allowed).
     lambdas : (L,) absolute ridges (system ``Φ Φᵀ/q + nλ I``).
-    rcond : relative eigenvalue cutoff of :func:`rmtlens.ridge.ridge_path`.
+    rcond : relative eigenvalue cutoff of :func:`rmtlens.estimators.ridge.ridge_path`.
 
     Returns
     -------
-    The :func:`rmtlens.ridge.ridge_path` dict of (L,) arrays.
+    The :func:`rmtlens.estimators.ridge.ridge_path` dict of (L,) arrays.
     """
     Ft = _as_matrix("features_train", features_train)
     Fs = _as_matrix("features_test", features_test)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rmtlens.ridge import clip_spectrum
+from rmtlens.estimators.ridge import clip_spectrum
 
 _BLOCK = 2**22  # float64 entries per (pairs x spectrum) block: 32 MiB
 
@@ -86,7 +86,7 @@ def population_from_pool(eigvals, proj, target_map=None, rcond: float = 1e-10) -
         (one-hot: the identity; one-hot minus ``1/C``: ``I − 1/C``; binary ±1:
         a single column of ±1), so that ``Y = E @ target_map``. Default: identity.
     rcond : eigenvalues at or below ``rcond · max(D)`` (negatives included) count as
-        zero, the same rule as :func:`rmtlens.ridge.clip_spectrum`.
+        zero, the same rule as :func:`rmtlens.estimators.ridge.clip_spectrum`.
 
     Returns
     -------

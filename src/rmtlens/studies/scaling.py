@@ -2,7 +2,7 @@
 
 Tables are pandas DataFrames with one row per ``(n, seed, λ)`` as written by the
 ridge stage: columns ``n``, ``seed``, ``lambda`` (absolute ridge), ``lambda_rel``
-(``λ / mean(diag K_pool)``) and the outputs of :func:`rmtlens.ridge.ridge_path`
+(``λ / mean(diag K_pool)``) and the outputs of :func:`rmtlens.estimators.ridge.ridge_path`
 (``test_risk``, ``test_error``, ``train_risk``, ``gcv``, ``loo``, ``dof``).
 
 Ridges are matched between tables with a relative tolerance (``LAMBDA_RTOL``)
@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from rmtlens.theory import fit_power_law
+from rmtlens.estimators.theory import fit_power_law
 
 GCV_SELECTION_COLUMNS = ("n", "seed", "lambda", "lambda_rel", "gcv")
 LAMBDA_RTOL = 1e-8
@@ -198,7 +198,7 @@ def local_law_diagnostic(ridge_table: pd.DataFrame, predictions: pd.DataFrame) -
     ridge_table : DataFrame with ``n``, ``seed``, ``lambda``, ``dof``, ``train_risk``,
         ``gcv`` and ``test_risk``.
     predictions : DataFrame with ``n``, ``lambda`` and ``lambda_over_kappa`` (from
-        :func:`rmtlens.theory.deterministic_equivalent`), covering every
+        :func:`rmtlens.estimators.theory.deterministic_equivalent`), covering every
         ``(n, lambda)`` of the ridge table.
 
     Returns
@@ -261,10 +261,10 @@ def local_law_table(joined: pd.DataFrame) -> pd.DataFrame:
     """The SPEC §6 table: :func:`local_law_diagnostic` per kernel, for ``λ > 0``.
 
     ``joined`` holds ridge rows with their theory predictions
-    (``rmtlens.tables.join_predictions``); its ``lambda_over_kappa`` column is the
+    (``rmtlens.report.tables.join_predictions``); its ``lambda_over_kappa`` column is the
     prediction. Returns the kernel keys followed by the diagnostic's columns.
     """
-    from rmtlens.tables import KERNEL_KEYS
+    from rmtlens.estimators.grids import KERNEL_KEYS
 
     parts = []
     for keys, group in joined[joined["lambda_rel"] > 0].groupby(KERNEL_KEYS, sort=True):
@@ -328,13 +328,12 @@ def scaling_table(joined: pd.DataFrame, fits: pd.DataFrame, lambdas_rel, n_min, 
 
     Parameters
     ----------
-    joined : ridge rows with theory predictions (``rmtlens.tables.join_predictions``).
+    joined : ridge rows with theory predictions (``rmtlens.report.tables.join_predictions``).
     fits : power-law fits per kernel (kernel keys, ``alpha``, ``delta``, ``rate``).
     lambdas_rel : fixed relative ridges to report (each mapped to the nearest grid value).
     n_min, n_max : fit window on n (None: unbounded).
     """
-    from rmtlens.grids import nearest_on_grid
-    from rmtlens.tables import KERNEL_KEYS
+    from rmtlens.estimators.grids import KERNEL_KEYS, nearest_on_grid
 
     fits = fits.set_index(KERNEL_KEYS)
     rows = []

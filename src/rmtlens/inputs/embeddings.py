@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from rmtlens.backbones import normalisation, preprocess
+from rmtlens.inputs.backbones import normalisation, preprocess
 
 
 def embed_images(

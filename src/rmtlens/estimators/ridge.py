@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+
 def check_ridge_inputs(eigvals, eigvecs, y_train, k_test, y_test, lambdas):
     """Validate and convert ridge-path inputs to float64 arrays; targets become 2-d."""
     d = np.asarray(eigvals, dtype=np.float64)

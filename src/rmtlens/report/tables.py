@@ -7,7 +7,8 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-KERNEL_KEYS = ["dataset", "backbone", "weights", "kernel"]
+from rmtlens.estimators.grids import KERNEL_KEYS
+
 ESTIMATORS = {"gcv": "GCV", "loo": "LOO", "train_risk": "train risk"}
 
 

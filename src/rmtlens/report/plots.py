@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from rmtlens.grids import nearest_on_grid  # noqa: E402
-from rmtlens.tables import KERNEL_KEYS, relative_error  # noqa: E402
+from rmtlens.estimators.grids import nearest_on_grid  # noqa: E402
+from rmtlens.report.tables import KERNEL_KEYS, relative_error  # noqa: E402
 
 plt.rcParams.update(
     {
@@ -225,7 +225,7 @@ def scaling_laws(table: pd.DataFrame, scaling: pd.DataFrame, dataset_labels: Map
     """Risk versus n at the GCV-selected ridge: measured points, deterministic-equivalent
     curve, and the power-law closed form ``n^(−min(δ−1, 2α))`` anchored at the first
     measured point of the fit window. One panel per kernel."""
-    from rmtlens.scaling import gcv_selected_lambdas, risk_at_selected_lambda
+    from rmtlens.studies.scaling import gcv_selected_lambdas, risk_at_selected_lambda
 
     groups = list(table.groupby(KERNEL_KEYS, sort=True))
     fig, axes = _panels(len(groups))

@@ -15,7 +15,7 @@ by ``exp(−ηt d/n)``:
 - predictions ``f_t(X*) = (K* U) diag(g_t(d)) Uᵀ Y``; ``g_t`` is evaluated as
   ``−expm1(−ηt d/n)/d``, accurate for tiny ``d`` (where it tends to ``ηt/n``), and
   is 0 on eigenvalues clipped to zero (the pseudo-inverse convention of
-  :func:`rmtlens.ridge.ridge_path`; in exact arithmetic ``K* U_k = 0`` there);
+  :func:`rmtlens.estimators.ridge.ridge_path`; in exact arithmetic ``K* U_k = 0`` there);
 - training smoother ``S_t = I − exp(−ηt K/n)``, train risk
   ``R_tr(t) = (1/n) Σ_i exp(−2ηt d_i/n) ||Ỹ_i||²`` with ``Ỹ = UᵀY``;
 - ``GCV_t = R_tr(t) / (1 − tr(S_t)/n)²`` with ``1 − tr(S_t)/n = (1/n) Σ_i exp(−ηt d_i/n)``:
@@ -30,7 +30,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from rmtlens.ridge import check_ridge_inputs, classification_error, clip_spectrum, ridge_path_in_eigenbasis
+from rmtlens.estimators.ridge import (
+    check_ridge_inputs,
+    classification_error,
+    clip_spectrum,
+    ridge_path_in_eigenbasis,
+)
 
 
 def _check_times(times, learning_rate: float) -> np.ndarray:

@@ -12,7 +12,7 @@
     leave random weights.
 ``trained``
     A backbone state dict written by :func:`save_backbone_state` from the
-    workflow's own pretraining (:mod:`rmtlens.pretrain`), loaded strictly: its keys
+    workflow's own pretraining (:mod:`rmtlens.inputs.pretrain`), loaded strictly: its keys
     are exactly the backbone's (the pretraining classifier is not part of it).
 """
 
@@ -27,7 +27,7 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
-from rmtlens.backbones import check_model_name, create_backbone
+from rmtlens.inputs.backbones import check_model_name, create_backbone
 from rmtlens.io import atomic_path
 
 WEIGHTS = ("init", "pretrained", "trained")
@@ -139,7 +139,7 @@ def load_pretrained_backbone(
     Parameters
     ----------
     model_name : timm model name, optionally with a pretrained tag (``resnet18.a1_in1k``).
-    image_size, seed, model_kwargs : as for :func:`rmtlens.backbones.create_backbone`.
+    image_size, seed, model_kwargs : as for :func:`rmtlens.inputs.backbones.create_backbone`.
     cache_dir : Hugging Face hub cache (and torch.hub directory) for the download.
     pretrained_file : local ``.safetensors`` / ``.pth`` file to load instead of the hub.
     allow_download : if False, weights absent from ``cache_dir`` raise at once

@@ -24,7 +24,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rmtlens.backbones import create_backbone, feature_dim, normalisation, preprocess
+from rmtlens.inputs.backbones import (
+    create_backbone,
+    feature_dim,
+    normalisation,
+    preprocess,
+)
 
 OPTIMIZERS = ("sgd", "adamw")
 
@@ -34,7 +39,7 @@ class PretrainResult:
     """What pretraining produces.
 
     backbone_state : the backbone's state dict (CPU tensors, backbone keys only),
-        for :func:`rmtlens.weights.save_backbone_state`.
+        for :func:`rmtlens.inputs.weights.save_backbone_state`.
     head_weight : (n_classes, p) weight of the linear classifier.
     head_bias : (n_classes,) bias of the linear classifier.
     history : one dict per epoch: ``epoch`` (0 = at initialisation), ``train_loss``
@@ -123,7 +128,7 @@ def pretrain_backbone(
         resized to ``image_size`` and normalised with the backbone's mean/std.
     train_labels, heldout_labels : (N,) integer class indices.
     model_name, image_size, seed, model_kwargs : as for
-        :func:`rmtlens.backbones.create_backbone`; ``seed`` also seeds the
+        :func:`rmtlens.inputs.backbones.create_backbone`; ``seed`` also seeds the
         classifier, the data order, the augmentation and any dropout.
     epochs : passes over the training images.
     batch_size : images per step (>= 2: BatchNorm needs two); a last batch of one

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rmtlens.data import PreparedDataset
-from rmtlens.grids import kernel_scale
+from rmtlens.estimators.grids import kernel_scale
+from rmtlens.estimators.spectra import kernel_test_block
+from rmtlens.inputs.datasets import PreparedDataset
+from rmtlens.inputs.targets import make_targets
 from rmtlens.io import load_npy, load_npz
-from rmtlens.spectra import kernel_test_block
-from rmtlens.targets import make_targets
 
 
 @dataclass(frozen=True)

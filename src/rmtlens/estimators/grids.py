@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# Columns that identify one kernel in every table of the ridge grid.
+KERNEL_KEYS = ["dataset", "backbone", "weights", "kernel"]
+
 
 def sample_size_grid(n_min: int, n_max: int, num: int) -> list[int]:
     """``num`` geometrically spaced integer sample sizes from ``n_min`` to ``n_max``.

@@ -20,9 +20,12 @@ pool + test. Measurements: test/train accuracy of the three models and the
 normalised kernel-target alignment ``A(K, y) = yᵀKy / (||y||² tr K)`` of the
 network's evolving eNTK at checkpoints, on seeded train and test subsets.
 
+Longer than 600 lines because the three models share one training loop and one
+recipe, which read best next to each other.
+
 Inputs are preprocessed float tensors ``(N, 3, H, W)``; the convention of this
 module is pixels in [0, 1] standardised with mean and std 0.5 per channel (range
-[-1, 1]): ``rmtlens.backbones.preprocess(images, 32, IMAGE_MEAN, IMAGE_STD)``.
+[-1, 1]): ``rmtlens.inputs.backbones.preprocess(images, 32, IMAGE_MEAN, IMAGE_STD)``.
 
 Training recipe (shared by all three models)
 --------------------------------------------
@@ -48,7 +51,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, jvp
 
-from rmtlens.ntk import entk, scalar_network
+from rmtlens.kernels.ntk import entk, scalar_network
 
 IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.5, 0.5, 0.5)
@@ -66,9 +69,9 @@ def small_cnn(width: int, depth: int, seed: int, in_channels: int = 3) -> nn.Mod
     Architecture: ``depth`` blocks of ``Conv2d(3x3, padding 1) → ReLU``, the first
     convolution with stride 2 (a 4x cheaper stem on 32 px inputs), each block but
     the last followed by ``AvgPool2d(2)``; then global average pooling and the
-    ``Linear(width, 1)`` head of ``rmtlens.ntk.scalar_network``. No normalisation
+    ``Linear(width, 1)`` head of ``rmtlens.kernels.ntk.scalar_network``. No normalisation
     or dropout layers, so train and eval mode compute the same function and the
-    eNTK of ``rmtlens.ntk.entk`` is that of the trained function.
+    eNTK of ``rmtlens.kernels.ntk.entk`` is that of the trained function.
 
     Parameters
     ----------
@@ -357,7 +360,7 @@ def run_linearisation_study(
         eNTK alignment is measured (capped at ``N_pool`` and ``N_test``).
     checkpoints : epochs in ``[0, epochs]`` at which the network's eNTK alignment
         is measured (0 = initialisation).
-    memory_gb : memory bound passed to ``rmtlens.ntk.entk``.
+    memory_gb : memory bound passed to ``rmtlens.kernels.ntk.entk``.
     device : where to train and compute kernels.
     progress : called after every training epoch: ``3 × epochs`` calls per task
         (network, linearised at init, linearised at the end); the tasks are the

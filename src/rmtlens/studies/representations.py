@@ -1,14 +1,14 @@
 """Spectral summaries of a representation's kernel (SPEC §4).
 
 Inputs are the population spectrum ``μ`` (descending) and the squared target
-coefficients ``||β_k||²`` of :func:`rmtlens.theory.population_from_pool`.
+coefficients ``||β_k||²`` of :func:`rmtlens.estimators.theory.population_from_pool`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from rmtlens.theory import _as_spectrum
+from rmtlens.estimators.theory import _as_spectrum
 
 
 def normalised_spectrum(mu) -> np.ndarray:
@@ -53,8 +53,8 @@ def representation_tables(
     spectra : matching list of dicts with ``eigvals`` (N_pool,) and ``proj_onehot``
         (N_pool, C) of the pool kernel (the ``pool_spectrum`` output).
     fits : DataFrame of power-law fits with the kernel keys, ``alpha`` and ``delta``.
-    best : DataFrame of the best ridge per kernel (``rmtlens.tables.best_risk``).
-    target_kind, positive_classes : the targets (``rmtlens.targets.make_targets``); each
+    best : DataFrame of the best ridge per kernel (``rmtlens.report.tables.best_risk``).
+    target_kind, positive_classes : the targets (``rmtlens.inputs.targets.make_targets``); each
         kernel's class count comes from its spectrum.
     alignment_ks : the k at which ``A(k)`` is reported.
 
@@ -66,9 +66,9 @@ def representation_tables(
     """
     import pandas as pd
 
-    from rmtlens.tables import KERNEL_KEYS
-    from rmtlens.targets import make_targets
-    from rmtlens.theory import population_from_pool
+    from rmtlens.estimators.grids import KERNEL_KEYS
+    from rmtlens.estimators.theory import population_from_pool
+    from rmtlens.inputs.targets import make_targets
 
     fits = fits.set_index(KERNEL_KEYS)
     best = best.set_index(KERNEL_KEYS)

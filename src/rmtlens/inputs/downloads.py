@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from rmtlens.data import DatasetError
+from rmtlens.inputs.archives import DatasetError
 from rmtlens.io import atomic_path
 
 DATASETS = ("cifar10", "cifar100", "fashion_mnist")
@@ -102,7 +102,7 @@ def download_verified(
     The body is written to a temporary file beside ``destination``, its md5 is
     compared with ``md5``, and only a match is renamed to ``destination``. A
     network failure, a truncated body (fewer bytes than ``Content-Length``) or a
-    checksum mismatch raises :class:`~rmtlens.data.DatasetError` naming the file,
+    checksum mismatch raises :class:`~rmtlens.inputs.datasets.DatasetError` naming the file,
     the expected and actual md5 and what to do; ``placement_hint`` is appended.
     """
     destination = Path(destination)

@@ -1,0 +1,51 @@
+"""Layer 3, estimators: spectra, grids, the ridge path with GCV and LOO, deterministic equivalents.
+
+Public names are imported lazily from their modules, so importing the package
+does not import torch unless a name that needs it is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "KERNEL_KEYS": "grids",
+    "kernel_scale": "grids",
+    "nearest_on_grid": "grids",
+    "ridge_grid": "grids",
+    "sample_size_grid": "grids",
+    "subsample_indices": "grids",
+    "check_ridge_inputs": "ridge",
+    "classification_error": "ridge",
+    "clip_spectrum": "ridge",
+    "residual_weights": "ridge",
+    "ridge_path": "ridge",
+    "ridge_path_in_eigenbasis": "ridge",
+    "ridge_predictions": "ridge",
+    "check_kernel": "spectra",
+    "eigh_descending": "spectra",
+    "kernel_test_block": "spectra",
+    "kernel_train_block": "spectra",
+    "pool_spectrum": "spectra",
+    "deterministic_equivalent": "theory",
+    "fit_power_law": "theory",
+    "fit_spectrum_power_laws": "theory",
+    "population_from_pool": "theory",
+    "power_law_rate": "theory",
+    "power_law_values": "theory",
+    "predict_grid": "theory",
+    "solve_kappa": "theory",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,324 @@
+"""Step 3, per-sample pieces: the compact ``a``/``g`` (or explicit gradients) of a sample block.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils._pytree import tree_map
+
+from rmtlens.kernels.ntk.capture import (
+    _MATMUL_KINDS,
+    _Capture,
+    _GenericUse,
+    _rebuild,
+    _StructuredUse,
+)
+from rmtlens.kernels.ntk.plan import (
+    _Call,
+    _MatmulSite,
+    _Plan,
+    _scalar_output,
+    _single_call,
+)
+
+
+class _Workspace:
+    """Reusable buffers: large fresh allocations page-fault on every use (mmap)."""
+
+    def __init__(self):
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def get(self, key: str | None, shape, dtype, device) -> torch.Tensor:
+        if key is None:
+            return torch.empty(shape, dtype=dtype, device=device)
+        numel = math.prod(shape)
+        buf = self.buffers.get(key)
+        if buf is None or buf.numel() < numel or buf.dtype != dtype:
+            buf = self.buffers[key] = torch.empty(numel, dtype=dtype, device=device)
+        return buf[:numel].view(shape)
+
+
+def _im2col(site: _MatmulSite, call: _Call, a: torch.Tensor, dst: torch.Tensor) -> None:
+    """Write the input patches of a conv call into ``dst``, a view shaped ``(n, G, d_a0, S)``."""
+    if a.ndim == 3:  # conv1d as a conv2d of height 1
+        a = a.unsqueeze(2)
+    if any(call.pads):
+        a = F.pad(a, call.pads)
+    n, C, H, W = a.shape
+    (kh, kw), (sh, sw), (dh, dw) = call.kernel, call.stride, call.dilation
+    Ho, Wo = (H - dh * (kh - 1) - 1) // sh + 1, (W - dw * (kw - 1) - 1) // sw + 1
+    if Ho * Wo != call.positions:
+        raise RuntimeError("internal: conv geometry disagrees with the recorded output")
+    sN, sC, sH, sW = a.stride()
+    src = a.as_strided(
+        (n, C, kh, kw, Ho, Wo), (sN, sC, dh * sH, dw * sW, sh * sH, sw * sW), a.storage_offset()
+    )
+    G = site.groups
+    src = src.unflatten(1, (G, C // G))
+    dst.unflatten(2, (C // G, kh, kw)).unflatten(-1, (Ho, Wo)).copy_(src)
+
+
+def _form(site: _MatmulSite, raw, out: torch.Tensor | None = None, ws: _Workspace | None = None):
+    """Explicit per-sample gradients ``(n, n_params)`` of a matmul site.
+
+    ``J_n = Σ_s g_ns a_nsᵀ`` per group, one batched matmul per call (bias: a
+    row of ones appended to the patches). ``out`` must be contiguous if given.
+    """
+    ws = ws or _Workspace()
+    a0 = raw[0][0]
+    n, G, d_a, d_g = a0.shape[0], site.groups, site.d_a, site.d_g
+    d_a0 = d_a - (site.bias is not None)
+    J = out if out is not None else torch.empty((n, site.n_params), dtype=a0.dtype, device=a0.device)
+    J3 = J.view(n * G, d_g, d_a)
+    for k, (call, (a, g)) in enumerate(zip(site.calls, raw)):
+        S = call.positions
+        if site.kind == "linear":
+            g3 = g.reshape(n, S, d_g).transpose(1, 2)
+            if site.bias is None:
+                B3 = a.reshape(n, S, d_a)
+            else:
+                B3 = ws.get("patches", (n, S, d_a), a.dtype, a.device)
+                B3[..., :d_a0].copy_(a.reshape(n, S, d_a0))
+                B3[..., d_a0].fill_(1.0)
+        else:
+            X = ws.get("patches", (n, G, d_a, S), a.dtype, a.device)
+            _im2col(site, call, a, X[:, :, :d_a0])
+            if site.bias is not None:
+                X[:, :, d_a0].fill_(1.0)
+            B3 = X.view(n * G, d_a, S).transpose(1, 2)
+            g3 = g.reshape(n * G, d_g, S)
+        if k == 0:
+            torch.bmm(g3, B3, out=J3)
+        else:
+            J3.baddbmm_(g3, B3)
+    return J
+
+
+def _gram_piece(site: _MatmulSite, raw, ws: _Workspace, role: str | None):
+    """Patches ``(G, d_a, n·S)`` and output gradients ``(G, d_g, n·S)`` of a site."""
+    a0 = raw[0][0]
+    n, G, d_a, d_g, S = a0.shape[0], site.groups, site.d_a, site.d_g, site.positions
+    d_a0 = d_a - (site.bias is not None)
+    A = ws.get(role and role + "_a", (G, d_a, n, S), a0.dtype, a0.device)
+    Gb = ws.get(role and role + "_g", (G, d_g, n, S), a0.dtype, a0.device)
+    off = 0
+    for call, (a, g) in zip(site.calls, raw):
+        Sk = call.positions
+        if site.kind == "linear":
+            A[0, :d_a0, :, off : off + Sk].copy_(a.reshape(n, Sk, d_a0).permute(2, 0, 1))
+            Gb[0, :, :, off : off + Sk].copy_(g.reshape(n, Sk, d_g).permute(2, 0, 1))
+        else:
+            _im2col(site, call, a, A[:, :d_a0, :, off : off + Sk].permute(2, 0, 1, 3))
+            Gb[:, :, :, off : off + Sk].copy_(g.reshape(n, G, d_g, Sk).permute(1, 2, 0, 3))
+        off += Sk
+    if site.bias is not None:
+        A[:, d_a0].fill_(1.0)
+    return A.view(G, d_a, n * S), Gb.view(G, d_g, n * S), n, S
+
+
+def _gram_pair(r, c, ws: _Workspace) -> torch.Tensor:
+    """``Σ_{s,t} (a_s·a'_t)(g_s·g'_t)`` summed over groups: ``(n_r, n_c)``."""
+    Ar, Gr, nr, S = r
+    Ac, Gc, nc, _ = c
+    G = Ar.shape[0]
+    prod = ws.get("gram_a", (G, nr * S, nc * S), Ar.dtype, Ar.device)
+    other = ws.get("gram_g", (G, nr * S, nc * S), Ar.dtype, Ar.device)
+    torch.bmm(Ar.transpose(1, 2), Ac, out=prod)
+    torch.bmm(Gr.transpose(1, 2), Gc, out=other)
+    prod.mul_(other)
+    prod = prod.sum(0) if G > 1 else prod[0]
+    if S == 1:
+        return prod
+    return prod.view(nr, S, nc, S).sum((1, 3))
+
+
+def _affine_grads(use: _StructuredUse) -> dict[str, torch.Tensor]:
+    """Per-sample gradients of a norm layer's weight and bias, shape ``(n, numel)``."""
+    x, g = use.input, use.grad
+    n = x.shape[0]
+    o = use.opts
+    if use.kind == "batch_norm":
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        xhat = (x - o["running_mean"].view(shape)) * torch.rsqrt(o["running_var"].view(shape) + o["eps"])
+        dims = tuple(range(2, x.ndim))
+    elif use.kind == "layer_norm":
+        xhat = F.layer_norm(x, o["normalized_shape"], None, None, o["eps"])
+        dims = tuple(range(1, x.ndim - len(o["normalized_shape"])))
+    else:
+        xhat = F.group_norm(x, o["num_groups"], None, None, o["eps"])
+        dims = tuple(range(2, x.ndim))
+    out = {}
+    if use.weight is not None:
+        gw = g * xhat
+        out[use.weight] = (gw.sum(dims) if dims else gw).reshape(n, -1)
+    if use.bias is not None:
+        out[use.bias] = (g.sum(dims) if dims else g).reshape(n, -1)
+    return out
+
+
+def _generic_grads(use: _GenericUse, plan: _Plan, params, chunk_bytes: int):
+    """Per-sample gradients of the generic roots of one operation by masked VJPs."""
+    roots = sorted(use.roots & plan.generic_roots)
+    if not roots:
+        return {}
+    leaves = {n: params[n].detach().requires_grad_(True) for n in roots}
+    r_args, r_kwargs = tree_map(lambda t: _rebuild(t, leaves, plan.names, {}), (use.args, use.kwargs))
+    out = use.func(*r_args, **r_kwargs)
+    if use.index is not None:
+        out = out[use.index]
+    g = use.grad
+    n = g.shape[0]
+    per_sample = {name: [] for name in roots}
+    chunk = max(1, min(n, chunk_bytes // max(1, g.numel() * g.element_size())))
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        cot = g.new_zeros((stop - start,) + tuple(g.shape))
+        idx = torch.arange(stop - start, device=g.device)
+        cot[idx, idx + start] = g[start:stop]
+        grads = torch.autograd.grad(
+            out, [leaves[r] for r in roots], cot, is_grads_batched=True,
+            retain_graph=True, allow_unused=True,
+        )
+        for name, gr in zip(roots, grads):
+            if gr is None:
+                gr = cot.new_zeros((stop - start,) + tuple(leaves[name].shape))
+            per_sample[name].append(gr.reshape(stop - start, -1))
+    return {name: torch.cat(v) for name, v in per_sample.items()}
+
+
+def _fallback_grads(model, plan: _Plan, x: torch.Tensor, params, buffers) -> torch.Tensor:
+    """Per-sample gradients of the fallback parameters, ``(n, Σ numel)``."""
+    from torch.func import functional_call, grad, vmap
+
+    names = list(plan.fallback)
+    fixed = {n: p.detach() for n, p in params.items() if n not in names}
+    trainable = {n: params[n].detach() for n in names}
+
+    def f_single(theta, xi):
+        out = functional_call(model, {**fixed, **theta, **buffers}, (xi.unsqueeze(0),))
+        return out.reshape(())
+
+    pieces = []
+    try:
+        per_sample = vmap(grad(f_single), in_dims=(None, 0))
+        for start in range(0, x.shape[0], 16):
+            g = per_sample(trainable, x[start : start + 16])
+            pieces.append(torch.cat([g[n].reshape(g[n].shape[0], -1) for n in names], dim=1))
+    except Exception:  # an operation without a vmap rule: per-sample loop
+        pieces = []
+        leaves = {n: t.clone().requires_grad_(True) for n, t in trainable.items()}
+        for i in range(x.shape[0]):
+            out = functional_call(model, {**fixed, **leaves, **buffers}, (x[i : i + 1],))
+            gs = torch.autograd.grad(out.sum(), [leaves[n] for n in names], allow_unused=True)
+            row = [
+                (gr if gr is not None else torch.zeros_like(leaves[n])).reshape(1, -1)
+                for n, gr in zip(names, gs)
+            ]
+            pieces.append(torch.cat(row, dim=1))
+    return torch.cat(pieces).detach()
+
+
+@dataclass
+class _Pieces:
+    """Per-sample pieces of ``n`` samples: formed gradients and raw site data."""
+
+    formed: torch.Tensor  # (n, n_formed)
+    raw: dict[int, list[list[torch.Tensor]]]  # site index -> calls -> [a, g] of shape (n, ...)
+
+    @property
+    def n(self) -> int:
+        return self.formed.shape[0]
+
+
+def _gradient_pieces(model, plan: _Plan, x: torch.Tensor, batch: int, device, dtype, progress, budget):
+    params = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
+    n = x.shape[0]
+    formed = torch.zeros((n, plan.n_formed), dtype=dtype, device=device)
+    raw = {
+        i: [
+            [
+                torch.empty((n,) + c.in_shape, dtype=dtype, device=device),
+                torch.empty((n,) + c.out_shape, dtype=dtype, device=device),
+            ]
+            for c in site.calls
+        ]
+        for i, site in enumerate(plan.sites)
+        if site.store == "raw"
+    }
+    site_of = {(s.kind, s.weight, s.bias): i for i, s in enumerate(plan.sites)}
+    constant = frozenset(plan.fallback) | frozenset(plan.zero)
+    chunk_bytes = int(max(2**20, min(64 * 2**20, budget / 8)))  # masked cotangents
+    for start in range(0, n, batch):
+        stop = min(n, start + batch)
+        xb = x[start:stop].to(device=device, dtype=dtype).detach().clone().requires_grad_(True)
+        cap = _Capture(plan.names, stop - start, constant)
+        # parameters handled elsewhere must look like constants to the capture
+        with _requires_grad(params, constant, False), cap:
+            out = model(xb)
+        torch.autograd.grad(_scalar_output(out, stop - start).sum(), xb)
+        rows = slice(start, stop)
+        call_index: dict[int, int] = {}
+        for use in cap.structured:
+            if use.input._version != use.version:
+                raise RuntimeError(
+                    "the input of a parameterised layer was modified in place after use; "
+                    "the eNTK pieces would be wrong"
+                )
+            if use.kind not in _MATMUL_KINDS:
+                for name, g in _affine_grads(use).items():
+                    off, size = plan.formed[name]
+                    formed[rows, off : off + size] += g
+                continue
+            i = site_of.get((use.kind, use.weight, use.bias))
+            if i is None:
+                raise RuntimeError(f"internal: layer {use.weight} was not seen by the probe")
+            site = plan.sites[i]
+            k = call_index.get(i, 0)
+            call_index[i] = k + 1
+            if site.store == "raw":
+                raw[i][k][0][rows] = use.input
+                raw[i][k][1][rows] = use.grad
+            else:
+                J = _form(_single_call(site, k), [(use.input, use.grad)])
+                formed[rows, site.offset : site.offset + site.n_params] += J
+                del J
+        for use in cap.generic:
+            if not use.separable:
+                continue
+            for name, g in _generic_grads(use, plan, params, chunk_bytes).items():
+                off, size = plan.formed[name]
+                formed[rows, off : off + size] += g
+        if plan.fallback:
+            off = plan.formed[plan.fallback[0]][0]
+            G = _fallback_grads(model, plan, xb.detach(), params, buffers)
+            formed[rows, off : off + G.shape[1]] = G
+        del cap, out
+        if progress is not None:
+            progress.update(plan.pass_flops_per_sample * (stop - start))
+    return _Pieces(formed, raw)
+
+
+@contextmanager
+def _requires_grad(params: dict[str, nn.Parameter], names, value: bool):
+    """Temporarily set ``requires_grad`` of the named parameters."""
+    chosen = [params[n] for n in names]
+    old = [p.requires_grad for p in chosen]
+    for p in chosen:
+        p.requires_grad_(value)
+    try:
+        yield
+    finally:
+        for p, r in zip(chosen, old):
+            p.requires_grad_(r)
+
+
+def _all_require_grad(model: nn.Module):
+    params = dict(model.named_parameters())
+    return _requires_grad(params, list(params), True)

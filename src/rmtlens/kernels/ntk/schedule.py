@@ -1,0 +1,103 @@
+"""Memory schedule: block sizes and super-blocks from ``memory_gb``, and flop estimates.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from rmtlens.kernels.ntk.capture import GIB
+from rmtlens.kernels.ntk.contraction import _Operand, _operands
+from rmtlens.kernels.ntk.plan import _Plan
+
+
+@dataclass
+class _Schedule:
+    plan: _Plan
+    ops: list[_Operand]
+    budget_transient: float
+    pass_batch: int
+    super_block: int
+    block_target: int
+
+
+def _union_size(n_rows: int, n_cols: int, layout: str) -> int:
+    """Samples whose pieces are needed: rows, plus columns unless they are rows too."""
+    return n_rows + n_cols if layout == "rectangular" else n_rows
+
+
+def _schedule(plan: _Plan, n_rows, n_cols, layout, device, memory_gb, copy_bytes) -> _Schedule:
+    """Chunking of a verified plan under the memory budget (the plan itself does not
+    depend on the layout, so one plan serves a change of layout)."""
+    n_union = _union_size(n_rows, n_cols, layout)
+    total = memory_gb * GIB
+    fixed = n_rows * n_cols * 8 + copy_bytes
+    working = total - fixed
+    if working < 0.25 * total:
+        raise ValueError(
+            f"memory_gb={memory_gb} is too small: the kernel itself takes "
+            f"{n_rows * n_cols * 8 / GIB:.3f} GiB (+ {copy_bytes / GIB:.3f} GiB model copy)"
+        )
+    # resident pieces take what they need (at most 60%); transients get the rest
+    budget_store = 0.6 * working
+    per_sample = max(1, plan.store_bytes_per_sample())
+    if n_union * per_sample <= budget_store:
+        super_block = n_union
+        store = n_union * per_sample
+    else:
+        super_block = int(budget_store // (2 * per_sample))
+        if super_block < 1:
+            raise ValueError(
+                f"memory_gb={memory_gb} is too small: one sample's pieces take {per_sample / GIB:.3f} GiB"
+            )
+        store = 2 * super_block * per_sample
+    budget_transient = 0.85 * working - store
+    act = max(1.0, 2.0 * plan.act_bytes_per_sample)
+    cap = 64 if plan.generic_roots else 128
+    pass_batch = int(max(1, min(cap, budget_transient // act, super_block)))
+    ops = _operands(plan, plan.itemsize)
+    if device.type == "cuda":
+        target = 2048
+    else:  # 256 reaches the GEMM peak; smaller kernels gain more from symmetric blocks
+        target = 256 if n_cols >= 1024 or layout == "rectangular" else 128
+    return _Schedule(plan, ops, budget_transient, pass_batch, super_block, target)
+
+
+def _estimate_flops(sched: _Schedule, n_rows: int, n_cols: int, layout: str) -> dict:
+    """Flops of the schedule: gradient pass, formation and contraction."""
+    plan = sched.plan
+    n_union = _union_size(n_rows, n_cols, layout)
+    m = sched.super_block
+    if m >= n_union:
+        recompute = 0
+    elif layout == "symmetric":
+        k = math.ceil(n_rows / m)
+        recompute = n_rows * (k - 1) / 2 + 0.0
+    else:
+        recompute = math.ceil(n_rows / m) * n_cols - n_cols
+    passes = (n_union + recompute) * plan.pass_flops_per_sample
+    explicit = structured = form = 0.0
+    if layout == "rectangular":
+        entries = float(n_rows * n_cols)
+    else:  # blocks on and above the diagonal of the leading n_cols x n_cols part
+        b = min(sched.block_target, n_cols)
+        nb = math.ceil(n_cols / b)
+        entries = n_cols * n_cols * (nb * (nb + 1) / 2) / (nb * nb) + (n_rows - n_cols) * n_cols
+    explicit += 2.0 * entries * plan.n_formed
+    for s in plan.sites:
+        if s.method == "explicit":
+            explicit += entries * s.pair_flops("explicit")
+            form += s.form_flops() * (n_union if s.store == "formed" else n_rows + n_cols)
+        else:
+            structured += entries * s.gram_flops()
+    return dict(
+        n_params=plan.n_params,
+        explicit_jjt=2.0 * n_rows * n_cols * plan.n_params,
+        gradient_pass=passes,
+        formation=form,
+        contraction_explicit=explicit,
+        contraction_structured=structured,
+        contraction=explicit + structured + form,
+        total=passes + explicit + structured + form,
+        coverage=dict(plan.coverage),
+    )

@@ -1,0 +1,43 @@
+"""Layer 5, report: summary tables and figures of the ridge grid and the studies.
+
+Public names are imported lazily from their modules, so importing the package
+does not import torch unless a name that needs it is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "double_descent_curves": "plots",
+    "estimators_versus_risk": "plots",
+    "learning_dynamics_curves": "plots",
+    "linearisation_summary": "plots",
+    "local_law_deviations": "plots",
+    "risk_versus_lambda": "plots",
+    "risk_versus_n": "plots",
+    "scaling_laws": "plots",
+    "spectra_and_alignment": "plots",
+    "training_curves": "plots",
+    "ESTIMATORS": "tables",
+    "THEORY_ESTIMATORS": "tables",
+    "best_risk": "tables",
+    "double_descent_summary": "tables",
+    "estimator_accuracy": "tables",
+    "join_predictions": "tables",
+    "relative_error": "tables",
+    "ridge_table": "tables",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,30 @@
+"""Layer 6, workflow support: job-level loaders and run logs, used only by ``workflow/scripts/``.
+
+Public names are imported lazily from their modules, so importing the package
+does not import torch unless a name that needs it is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "RidgeProblem": "jobs",
+    "load_ridge_problem": "jobs",
+    "Progress": "runlog",
+    "job_logger": "runlog",
+    "set_torch_threads": "runlog",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
