@@ -31,48 +31,92 @@ def check_config(cfg):
     for name, ds in cfg["datasets"].items():
         n_max = cfg["sample_sizes"]["max"]
         if n_max is not None and n_max > ds["n_pool"]:
-            config_error("sample_sizes.max", f"{n_max} exceeds datasets.{name}.n_pool = {ds['n_pool']}")
+            config_error(
+                "sample_sizes.max",
+                f"{n_max} exceeds datasets.{name}.n_pool = {ds['n_pool']}",
+            )
         if cfg["sample_sizes"]["min"] > (n_max or ds["n_pool"]):
-            config_error("sample_sizes.min", f"{cfg['sample_sizes']['min']} exceeds the largest sample size {n_max or ds['n_pool']} of dataset {name}")
+            config_error(
+                "sample_sizes.min",
+                f"{cfg['sample_sizes']['min']} exceeds the largest sample size {n_max or ds['n_pool']} of dataset {name}",
+            )
     for name, ds in cfg["datasets"].items():
         for b in ds["backbones"] or []:
             if b not in cfg["backbones"]:
-                config_error(f"datasets.{name}.backbones", f"{b!r} is not a name under backbones")
+                config_error(
+                    f"datasets.{name}.backbones", f"{b!r} is not a name under backbones"
+                )
     for name, task in cfg["source_tasks"].items():
         if task["dataset"] not in cfg["datasets"]:
-            config_error(f"source_tasks.{name}.dataset", f"{task['dataset']!r} is not a name under datasets")
+            config_error(
+                f"source_tasks.{name}.dataset",
+                f"{task['dataset']!r} is not a name under datasets",
+            )
     for name, bb in cfg["backbones"].items():
-        if "trained" in bb["weights"] and bb["pretrain"]["task"] not in cfg["source_tasks"]:
-            config_error(f"backbones.{name}.pretrain.task", f"{bb['pretrain']['task']!r} is not a name under source_tasks")
+        if (
+            "trained" in bb["weights"]
+            and bb["pretrain"]["task"] not in cfg["source_tasks"]
+        ):
+            config_error(
+                f"backbones.{name}.pretrain.task",
+                f"{bb['pretrain']['task']!r} is not a name under source_tasks",
+            )
     dd = cfg["double_descent"]
     if dd["enabled"]:
         if dd["dataset"] not in cfg["datasets"]:
-            config_error("double_descent.dataset", f"{dd['dataset']!r} is not a name under datasets")
-        for field, value in (("inputs", dd["inputs"]), ("linear.embedding", dd["linear"]["embedding"])):
+            config_error(
+                "double_descent.dataset",
+                f"{dd['dataset']!r} is not a name under datasets",
+            )
+        for field, value in (
+            ("inputs", dd["inputs"]),
+            ("linear.embedding", dd["linear"]["embedding"]),
+        ):
             if field == "inputs" and value == "pixels":
                 continue
             backbone, _, weights = value.partition("/")
-            if backbone not in cfg["backbones"] or weights not in cfg["backbones"][backbone]["weights"]:
-                config_error(f"double_descent.{field}", f"{value!r} is not '<backbone>/<weights>' of a configured backbone")
+            if (
+                backbone not in cfg["backbones"]
+                or weights not in cfg["backbones"][backbone]["weights"]
+            ):
+                config_error(
+                    f"double_descent.{field}",
+                    f"{value!r} is not '<backbone>/<weights>' of a configured backbone",
+                )
         if dd["n"] > cfg["datasets"][dd["dataset"]]["n_pool"]:
-            config_error("double_descent.n", f"{dd['n']} exceeds the pool of {dd['dataset']}")
+            config_error(
+                "double_descent.n", f"{dd['n']} exceeds the pool of {dd['dataset']}"
+            )
     lin = cfg["linearisation"]
     if lin["enabled"]:
         if lin["dataset"] not in cfg["datasets"]:
-            config_error("linearisation.dataset", f"{lin['dataset']!r} is not a name under datasets")
+            config_error(
+                "linearisation.dataset",
+                f"{lin['dataset']!r} is not a name under datasets",
+            )
         if max(lin["checkpoints"]) > lin["epochs"]:
-            config_error("linearisation.checkpoints", f"{max(lin['checkpoints'])} exceeds linearisation.epochs = {lin['epochs']}")
+            config_error(
+                "linearisation.checkpoints",
+                f"{max(lin['checkpoints'])} exceeds linearisation.epochs = {lin['epochs']}",
+            )
     if cfg["ridge"]["min"] > cfg["ridge"]["max"]:
-        config_error("ridge.min", f"{cfg['ridge']['min']} exceeds ridge.max = {cfg['ridge']['max']}")
+        config_error(
+            "ridge.min",
+            f"{cfg['ridge']['min']} exceeds ridge.max = {cfg['ridge']['max']}",
+        )
     if cfg["targets"]["kind"] == "binary" and not cfg["targets"]["positive_classes"]:
-        config_error("targets.positive_classes", "kind 'binary' needs the classes labelled +1")
+        config_error(
+            "targets.positive_classes", "kind 'binary' needs the classes labelled +1"
+        )
     if not workflow.is_main_process:
         return  # a cluster job re-reads the Snakefile; the main process already checked
     import timm  # imported here: only a configuration check needs it
 
     for name, bb in cfg["backbones"].items():
         if not timm.is_model(bb["model"]):
-            config_error(f"backbones.{name}.model", f"unknown timm model {bb['model']!r}")
+            config_error(
+                f"backbones.{name}.model", f"unknown timm model {bb['model']!r}"
+            )
 
 
 check_config(config)
@@ -103,7 +147,9 @@ def canonical(value):
 def minutes_for(n, seconds_at_8000, power, attempt=1):
     """A runtime request (minutes) for an O(n^power) job: four times its measured time on
     2 cores at n = 8000, scaled, at least 2 minutes, doubled on each retry."""
-    return int(max(2, 4 * seconds_at_8000 * (n / 8000) ** power / 60) * 2 ** (attempt - 1))
+    return int(
+        max(2, 4 * seconds_at_8000 * (n / 8000) ** power / 60) * 2 ** (attempt - 1)
+    )
 
 
 def scientific_fields(dataset):
@@ -138,8 +184,14 @@ def source_task_archive(wildcards):
 
 def pretrain_spec(wildcards):
     bb = backbone_spec(wildcards)
-    return canonical(dict(bb["pretrain"], model=bb["model"], image_size=bb["image_size"],
-                          model_kwargs=bb["model_kwargs"]))
+    return canonical(
+        dict(
+            bb["pretrain"],
+            model=bb["model"],
+            image_size=bb["image_size"],
+            model_kwargs=bb["model_kwargs"],
+        )
+    )
 
 
 def pretrain_source_task(wildcards):
@@ -150,7 +202,9 @@ def weights_inputs(wildcards):
     """Files the backbone's weights come from: the workflow's pretraining, or a local file."""
     bb = backbone_spec(wildcards)
     if wildcards.weights == "trained":
-        return {"trained": f"resources/weights/{wildcards.backbone}/trained.safetensors"}
+        return {
+            "trained": f"resources/weights/{wildcards.backbone}/trained.safetensors"
+        }
     if wildcards.weights == "pretrained" and bb["pretrained_file"]:
         return {"pretrained_file": bb["pretrained_file"]}
     return {}
@@ -164,9 +218,14 @@ def entk_layout(dataset):
 def entk_tile(wildcards):
     """The tile a job computes: its row and column ranges (mirrored tiles are never jobs)."""
     for t in entk_layout(wildcards.dataset):
-        if (t.row, t.col) == (int(wildcards.row), int(wildcards.col)) and t.mirror is None:
+        if (t.row, t.col) == (
+            int(wildcards.row),
+            int(wildcards.col),
+        ) and t.mirror is None:
             return dict(rows=list(t.rows), cols=list(t.cols))
-    raise WorkflowError(f"no computed eNTK tile r{wildcards.row}_c{wildcards.col} for dataset {wildcards.dataset}")
+    raise WorkflowError(
+        f"no computed eNTK tile r{wildcards.row}_c{wildcards.col} for dataset {wildcards.dataset}"
+    )
 
 
 def entk_tile_files(wildcards):
@@ -234,7 +293,15 @@ def dataset_labels():
     return {name: ds.get("label", name) for name, ds in config["datasets"].items()}
 
 
-FIGURES = ["risk_vs_n", "gcv_vs_risk", "risk_vs_lambda", "estimators", "representations", "scaling", "local_law"]
+FIGURES = [
+    "risk_vs_n",
+    "gcv_vs_risk",
+    "risk_vs_lambda",
+    "estimators",
+    "representations",
+    "scaling",
+    "local_law",
+]
 
 
 def pretraining_outputs():
@@ -246,7 +313,9 @@ def pretraining_outputs():
 def double_descent_embeddings(wildcards):
     """The embedding file of the linear-ridge sweep (and of random features on embeddings)."""
     spec = config["double_descent"]
-    files = {"linear": f"results/embeddings/{spec['dataset']}/{spec['linear']['embedding']}.npy"}
+    files = {
+        "linear": f"results/embeddings/{spec['dataset']}/{spec['linear']['embedding']}.npy"
+    }
     if spec["inputs"] != "pixels":
         files["rf"] = f"results/embeddings/{spec['dataset']}/{spec['inputs']}.npy"
     return files
@@ -255,11 +324,20 @@ def double_descent_embeddings(wildcards):
 def extension_outputs():
     out = []
     if config["double_descent"]["enabled"]:
-        out += ["results/tables/double_descent.csv", "results/figures/double_descent.png"]
+        out += [
+            "results/tables/double_descent.csv",
+            "results/figures/double_descent.png",
+        ]
     if config["learning_dynamics"]["enabled"]:
-        out += ["results/tables/learning_dynamics.csv", "results/figures/learning_dynamics.png"]
+        out += [
+            "results/tables/learning_dynamics.csv",
+            "results/figures/learning_dynamics.png",
+        ]
     if config["linearisation"]["enabled"]:
-        out += ["results/tables/linearisation_accuracy.csv", "results/figures/linearisation.png"]
+        out += [
+            "results/tables/linearisation_accuracy.csv",
+            "results/figures/linearisation.png",
+        ]
     return out
 
 

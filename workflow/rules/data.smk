@@ -3,17 +3,17 @@ rule prepare_dataset:
         archive=dataset_archive,
     output:
         "results/datasets/{dataset}.npz",
-    params:
-        spec=dataset_spec,
-        download_root="resources/datasets",
     log:
         "logs/prepare_dataset/{dataset}.log",
     benchmark:
         "benchmarks/prepare_dataset/{dataset}.tsv"
+    conda:
+        "../../envs/rmtlens.yaml"
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../../envs/rmtlens.yaml"
+    params:
+        spec=dataset_spec,
+        download_root="resources/datasets",
     script:
         "../scripts/prepare_dataset.py"

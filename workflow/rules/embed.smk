@@ -4,6 +4,17 @@ rule embed:
         dataset="results/datasets/{dataset}.npz",
     output:
         "results/embeddings/{dataset}/{backbone}/{weights}.npy",
+    log:
+        "logs/embed/{dataset}/{backbone}/{weights}.log",
+    benchmark:
+        "benchmarks/embed/{dataset}/{backbone}/{weights}.tsv"
+    conda:
+        "../../envs/rmtlens.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+        gpu=1,
     params:
         model=lambda wc: backbone_spec(wc)["model"],
         image_size=lambda wc: backbone_spec(wc)["image_size"],
@@ -11,16 +22,5 @@ rule embed:
         model_kwargs=lambda wc: canonical(backbone_spec(wc)["model_kwargs"]),
         batch_size=config["embed"]["batch_size"],
         hub_cache="resources/hub",
-    log:
-        "logs/embed/{dataset}/{backbone}/{weights}.log",
-    benchmark:
-        "benchmarks/embed/{dataset}/{backbone}/{weights}.tsv"
-    threads: 2
-    resources:
-        mem_mb=lambda wc, attempt: 8000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
-        gpu=1,
-    conda:
-        "../../envs/rmtlens.yaml"
     script:
         "../scripts/embed.py"

@@ -7,23 +7,38 @@ rule double_descent:
         dataset=lambda wc: f"results/datasets/{config['double_descent']['dataset']}.npz",
     output:
         table="results/tables/double_descent.csv",
-        summary=report("results/tables/double_descent_summary.csv", caption="../report/table_double_descent.rst", category="Summary tables", labels={"table": "double descent"}),
-        png=report("results/figures/double_descent.png", caption="../report/double_descent.rst", category="Extensions", labels={"figure": "double descent", "format": "png"}),
-        svg=report("results/figures/double_descent.svg", caption="../report/double_descent.rst", category="Extensions", labels={"figure": "double descent", "format": "svg"}),
-    params:
-        spec=canonical(config["double_descent"]),
-        targets=canonical(config["targets"]),
-        rcond=config["ridge"]["rcond"],
+        summary=report(
+            "results/tables/double_descent_summary.csv",
+            caption="../report/table_double_descent.rst",
+            category="Summary tables",
+            labels={"table": "double descent"},
+        ),
+        png=report(
+            "results/figures/double_descent.png",
+            caption="../report/double_descent.rst",
+            category="Extensions",
+            labels={"figure": "double descent", "format": "png"},
+        ),
+        svg=report(
+            "results/figures/double_descent.svg",
+            caption="../report/double_descent.rst",
+            category="Extensions",
+            labels={"figure": "double descent", "format": "svg"},
+        ),
     log:
         "logs/double_descent.log",
     benchmark:
         "benchmarks/double_descent.tsv"
+    conda:
+        "../../envs/rmtlens.yaml"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=60,
-    conda:
-        "../../envs/rmtlens.yaml"
+    params:
+        spec=canonical(config["double_descent"]),
+        targets=canonical(config["targets"]),
+        rcond=config["ridge"]["rcond"],
     script:
         "../scripts/double_descent.py"
 
@@ -35,19 +50,21 @@ rule learning_dynamics:
         dataset="results/datasets/{dataset}.npz",
     output:
         "results/dynamics/{dataset}/{backbone}/{weights}/{kernel}.parquet",
-    params:
-        spec=canonical(config["learning_dynamics"]),
-        ridge=canonical(config["ridge"]),
-        targets=canonical(config["targets"]),
     log:
         "logs/learning_dynamics/{dataset}/{backbone}/{weights}/{kernel}.log",
     benchmark:
         "benchmarks/learning_dynamics/{dataset}/{backbone}/{weights}/{kernel}.tsv"
-    resources:
-        mem_mb=lambda wc: 2000 + 48 * sample_sizes(wc.dataset)[-1] ** 2 // 10**6,
-        runtime=lambda wc, attempt: minutes_for(sample_sizes(wc.dataset)[-1], 60, 2, attempt),
     conda:
         "../../envs/rmtlens.yaml"
+    resources:
+        mem_mb=lambda wc: 2000 + 48 * sample_sizes(wc.dataset)[-1] ** 2 // 10**6,
+        runtime=lambda wc, attempt: minutes_for(
+            sample_sizes(wc.dataset)[-1], 60, 2, attempt
+        ),
+    params:
+        spec=canonical(config["learning_dynamics"]),
+        ridge=canonical(config["ridge"]),
+        targets=canonical(config["targets"]),
     script:
         "../scripts/learning_dynamics.py"
 
@@ -57,17 +74,32 @@ rule learning_dynamics_summary:
         unit_files("results/dynamics/{dataset}/{backbone}/{weights}/{kernel}.parquet"),
     output:
         table="results/tables/learning_dynamics.csv",
-        summary=report("results/tables/learning_dynamics_summary.csv", caption="../report/table_learning_dynamics.rst", category="Summary tables", labels={"table": "learning dynamics"}),
-        png=report("results/figures/learning_dynamics.png", caption="../report/learning_dynamics.rst", category="Extensions", labels={"figure": "learning dynamics", "format": "png"}),
-        svg=report("results/figures/learning_dynamics.svg", caption="../report/learning_dynamics.rst", category="Extensions", labels={"figure": "learning dynamics", "format": "svg"}),
-    params:
-        dataset_labels=dataset_labels(),
+        summary=report(
+            "results/tables/learning_dynamics_summary.csv",
+            caption="../report/table_learning_dynamics.rst",
+            category="Summary tables",
+            labels={"table": "learning dynamics"},
+        ),
+        png=report(
+            "results/figures/learning_dynamics.png",
+            caption="../report/learning_dynamics.rst",
+            category="Extensions",
+            labels={"figure": "learning dynamics", "format": "png"},
+        ),
+        svg=report(
+            "results/figures/learning_dynamics.svg",
+            caption="../report/learning_dynamics.rst",
+            category="Extensions",
+            labels={"figure": "learning dynamics", "format": "svg"},
+        ),
     log:
         "logs/learning_dynamics_summary.log",
     benchmark:
         "benchmarks/learning_dynamics_summary.tsv"
     conda:
         "../../envs/rmtlens.yaml"
+    params:
+        dataset_labels=dataset_labels(),
     script:
         "../scripts/learning_dynamics_summary.py"
 
@@ -76,23 +108,38 @@ rule linearisation:
     input:
         dataset=lambda wc: f"results/datasets/{config['linearisation']['dataset']}.npz",
     output:
-        accuracy=report("results/tables/linearisation_accuracy.csv", caption="../report/table_linearisation.rst", category="Summary tables", labels={"table": "networks versus linearisations"}),
+        accuracy=report(
+            "results/tables/linearisation_accuracy.csv",
+            caption="../report/table_linearisation.rst",
+            category="Summary tables",
+            labels={"table": "networks versus linearisations"},
+        ),
         alignment="results/tables/linearisation_alignment.csv",
         claims="results/tables/linearisation_claims.csv",
-        png=report("results/figures/linearisation.png", caption="../report/linearisation.rst", category="Extensions", labels={"figure": "networks versus linearisations", "format": "png"}),
-        svg=report("results/figures/linearisation.svg", caption="../report/linearisation.rst", category="Extensions", labels={"figure": "networks versus linearisations", "format": "svg"}),
-    params:
-        spec=canonical(config["linearisation"]),
+        png=report(
+            "results/figures/linearisation.png",
+            caption="../report/linearisation.rst",
+            category="Extensions",
+            labels={"figure": "networks versus linearisations", "format": "png"},
+        ),
+        svg=report(
+            "results/figures/linearisation.svg",
+            caption="../report/linearisation.rst",
+            category="Extensions",
+            labels={"figure": "networks versus linearisations", "format": "svg"},
+        ),
     log:
         "logs/linearisation.log",
     benchmark:
         "benchmarks/linearisation.tsv"
+    conda:
+        "../../envs/rmtlens.yaml"
     threads: 2
     resources:
         mem_mb=lambda wc, attempt: 6000 * attempt,
         runtime=120,
         gpu=1,
-    conda:
-        "../../envs/rmtlens.yaml"
+    params:
+        spec=canonical(config["linearisation"]),
     script:
         "../scripts/linearisation.py"

@@ -2,20 +2,50 @@ rule figures:
     input:
         table="results/tables/ridge.parquet",
     output:
-        risk_vs_n_png=report("results/figures/risk_vs_n.png", caption="../report/risk_vs_n.rst", category="Ridge paths", labels={"figure": "risk versus n", "format": "png"}),
-        risk_vs_n_svg=report("results/figures/risk_vs_n.svg", caption="../report/risk_vs_n.rst", category="Ridge paths", labels={"figure": "risk versus n", "format": "svg"}),
-        gcv_vs_risk_png=report("results/figures/gcv_vs_risk.png", caption="../report/gcv_vs_risk.rst", category="Ridge paths", labels={"figure": "GCV versus risk", "format": "png"}),
-        gcv_vs_risk_svg=report("results/figures/gcv_vs_risk.svg", caption="../report/gcv_vs_risk.rst", category="Ridge paths", labels={"figure": "GCV versus risk", "format": "svg"}),
-        risk_vs_lambda_png=report("results/figures/risk_vs_lambda.png", caption="../report/risk_vs_lambda.rst", category="Ridge paths", labels={"figure": "risk versus ridge", "format": "png"}),
-        risk_vs_lambda_svg=report("results/figures/risk_vs_lambda.svg", caption="../report/risk_vs_lambda.rst", category="Ridge paths", labels={"figure": "risk versus ridge", "format": "svg"}),
-    params:
-        lambdas_rel=config["figures"]["lambdas_rel"],
-        dataset_labels=dataset_labels(),
+        risk_vs_n_png=report(
+            "results/figures/risk_vs_n.png",
+            caption="../report/risk_vs_n.rst",
+            category="Ridge paths",
+            labels={"figure": "risk versus n", "format": "png"},
+        ),
+        risk_vs_n_svg=report(
+            "results/figures/risk_vs_n.svg",
+            caption="../report/risk_vs_n.rst",
+            category="Ridge paths",
+            labels={"figure": "risk versus n", "format": "svg"},
+        ),
+        gcv_vs_risk_png=report(
+            "results/figures/gcv_vs_risk.png",
+            caption="../report/gcv_vs_risk.rst",
+            category="Ridge paths",
+            labels={"figure": "GCV versus risk", "format": "png"},
+        ),
+        gcv_vs_risk_svg=report(
+            "results/figures/gcv_vs_risk.svg",
+            caption="../report/gcv_vs_risk.rst",
+            category="Ridge paths",
+            labels={"figure": "GCV versus risk", "format": "svg"},
+        ),
+        risk_vs_lambda_png=report(
+            "results/figures/risk_vs_lambda.png",
+            caption="../report/risk_vs_lambda.rst",
+            category="Ridge paths",
+            labels={"figure": "risk versus ridge", "format": "png"},
+        ),
+        risk_vs_lambda_svg=report(
+            "results/figures/risk_vs_lambda.svg",
+            caption="../report/risk_vs_lambda.rst",
+            category="Ridge paths",
+            labels={"figure": "risk versus ridge", "format": "svg"},
+        ),
     log:
         "logs/figures.log",
     benchmark:
         "benchmarks/figures.tsv"
     conda:
         "../../envs/rmtlens.yaml"
+    params:
+        lambdas_rel=config["figures"]["lambdas_rel"],
+        dataset_labels=dataset_labels(),
     script:
         "../scripts/figures.py"

@@ -3,17 +3,21 @@ rule kernel:
         embeddings="results/embeddings/{dataset}/{backbone}/{weights}.npy",
     output:
         "results/kernels/{dataset}/{backbone}/{weights}/features.npy",
-    params:
-        n_pool=n_pool,
     log:
         "logs/kernel/{dataset}/{backbone}/{weights}/features.log",
     benchmark:
         "benchmarks/kernel/{dataset}/{backbone}/{weights}/features.tsv"
-    resources:
-        mem_mb=lambda wc: 2000 + 24 * n_pool(wc) * (n_pool(wc) + config["datasets"][wc.dataset]["n_test"]) // 10**6,
-        runtime=lambda wc, attempt: minutes_for(n_pool(wc), 20, 2, attempt),
     conda:
         "../../envs/rmtlens.yaml"
+    resources:
+        mem_mb=lambda wc: 2000
+        + 24
+        * n_pool(wc)
+        * (n_pool(wc) + config["datasets"][wc.dataset]["n_test"])
+        // 10**6,
+        runtime=lambda wc, attempt: minutes_for(n_pool(wc), 20, 2, attempt),
+    params:
+        n_pool=n_pool,
     script:
         "../scripts/feature_kernel.py"
 
@@ -24,6 +28,20 @@ rule entk_tile:
         dataset="results/datasets/{dataset}.npz",
     output:
         "results/kernels/{dataset}/{backbone}/{weights}/entk_tiles/r{row}_c{col}.npy",
+    log:
+        "logs/entk_tile/{dataset}/{backbone}/{weights}/r{row}_c{col}.log",
+    benchmark:
+        "benchmarks/entk_tile/{dataset}/{backbone}/{weights}/r{row}_c{col}.tsv"
+    conda:
+        "../../envs/rmtlens.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: int(
+            1024 * config["entk"]["memory_gb"] * (1 + 0.5 * (attempt - 1))
+        )
+        + 2000,
+        runtime=lambda wc, attempt: 120 * attempt,
+        gpu=1,
     params:
         model=lambda wc: backbone_spec(wc)["model"],
         image_size=lambda wc: backbone_spec(wc)["image_size"],
@@ -33,17 +51,6 @@ rule entk_tile:
         tile=lambda wc: entk_tile(wc),
         entk=canonical(config["entk"]),
         hub_cache="resources/hub",
-    log:
-        "logs/entk_tile/{dataset}/{backbone}/{weights}/r{row}_c{col}.log",
-    benchmark:
-        "benchmarks/entk_tile/{dataset}/{backbone}/{weights}/r{row}_c{col}.tsv"
-    threads: 2
-    resources:
-        mem_mb=lambda wc, attempt: int(1024 * config["entk"]["memory_gb"] * (1 + 0.5 * (attempt - 1))) + 2000,
-        runtime=lambda wc, attempt: 120 * attempt,
-        gpu=1,
-    conda:
-        "../../envs/rmtlens.yaml"
     script:
         "../scripts/entk_tile.py"
 
@@ -53,18 +60,18 @@ rule entk_assemble:
         tiles=entk_tile_files,
     output:
         "results/kernels/{dataset}/{backbone}/{weights}/entk.npy",
-    params:
-        n_pool=n_pool,
-        n_test=lambda wc: config["datasets"][wc.dataset]["n_test"],
-        tile_size=config["entk"]["tile_size"],
     log:
         "logs/entk_assemble/{dataset}/{backbone}/{weights}.log",
     benchmark:
         "benchmarks/entk_assemble/{dataset}/{backbone}/{weights}.tsv"
+    conda:
+        "../../envs/rmtlens.yaml"
     resources:
         mem_mb=2000,
         runtime=lambda wc, attempt: minutes_for(n_pool(wc), 30, 2, attempt),
-    conda:
-        "../../envs/rmtlens.yaml"
+    params:
+        n_pool=n_pool,
+        n_test=lambda wc: config["datasets"][wc.dataset]["n_test"],
+        tile_size=config["entk"]["tile_size"],
     script:
         "../scripts/entk_assemble.py"

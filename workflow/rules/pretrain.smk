@@ -3,18 +3,18 @@ rule prepare_source_task:
         archive=source_task_archive,
     output:
         "results/source_tasks/{task}.npz",
-    params:
-        task=source_task_spec,
-        download_root="resources/datasets",
     log:
         "logs/prepare_source_task/{task}.log",
     benchmark:
         "benchmarks/prepare_source_task/{task}.tsv"
+    conda:
+        "../../envs/rmtlens.yaml"
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../../envs/rmtlens.yaml"
+    params:
+        task=source_task_spec,
+        download_root="resources/datasets",
     script:
         "../scripts/prepare_source_task.py"
 
@@ -25,19 +25,19 @@ rule pretrain:
     output:
         weights="resources/weights/{backbone}/trained.safetensors",
         history="results/pretrain/{backbone}.csv",
-    params:
-        spec=pretrain_spec,
     log:
         "logs/pretrain/{backbone}.log",
     benchmark:
         "benchmarks/pretrain/{backbone}.tsv"
+    conda:
+        "../../envs/rmtlens.yaml"
     threads: 2
     resources:
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=240,
         gpu=1,
-    conda:
-        "../../envs/rmtlens.yaml"
+    params:
+        spec=pretrain_spec,
     script:
         "../scripts/pretrain.py"
 
@@ -46,15 +46,25 @@ rule pretraining_figure:
     input:
         expand("results/pretrain/{backbone}.csv", backbone=trained_backbones()),
     output:
-        png=report("results/figures/pretraining.png", caption="../report/pretraining.rst", category="Pretraining", labels={"figure": "training curves", "format": "png"}),
-        svg=report("results/figures/pretraining.svg", caption="../report/pretraining.rst", category="Pretraining", labels={"figure": "training curves", "format": "svg"}),
-    params:
-        backbones=trained_backbones(),
+        png=report(
+            "results/figures/pretraining.png",
+            caption="../report/pretraining.rst",
+            category="Pretraining",
+            labels={"figure": "training curves", "format": "png"},
+        ),
+        svg=report(
+            "results/figures/pretraining.svg",
+            caption="../report/pretraining.rst",
+            category="Pretraining",
+            labels={"figure": "training curves", "format": "svg"},
+        ),
     log:
         "logs/pretraining_figure.log",
     benchmark:
         "benchmarks/pretraining_figure.tsv"
     conda:
         "../../envs/rmtlens.yaml"
+    params:
+        backbones=trained_backbones(),
     script:
         "../scripts/pretraining_figure.py"

@@ -5,19 +5,19 @@ rule ridge_path:
         dataset="results/datasets/{dataset}.npz",
     output:
         "results/ridge/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.parquet",
-    params:
-        lambdas_rel=relative_ridges(),
-        rcond=config["ridge"]["rcond"],
-        targets=canonical(config["targets"]),
     log:
         "logs/ridge_path/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.log",
     benchmark:
         "benchmarks/ridge_path/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.tsv"
+    conda:
+        "../../envs/rmtlens.yaml"
     resources:
         mem_mb=lambda wc: 2000 + 48 * int(wc.n) ** 2 // 10**6,
         runtime=lambda wc, attempt: minutes_for(int(wc.n), 60, 2, attempt),
-    conda:
-        "../../envs/rmtlens.yaml"
+    params:
+        lambdas_rel=relative_ridges(),
+        rcond=config["ridge"]["rcond"],
+        targets=canonical(config["targets"]),
     script:
         "../scripts/ridge_path.py"
 
@@ -27,15 +27,25 @@ rule aggregate:
         ridge_path_files,
     output:
         table="results/tables/ridge.parquet",
-        accuracy=report("results/tables/gcv_accuracy.csv", caption="../report/table_gcv_accuracy.rst", category="Summary tables", labels={"table": "GCV accuracy"}),
-        best=report("results/tables/best_risk.csv", caption="../report/table_best_risk.rst", category="Summary tables", labels={"table": "best risk per kernel"}),
-    params:
-        n_min=config["analysis"]["n_min"],
+        accuracy=report(
+            "results/tables/gcv_accuracy.csv",
+            caption="../report/table_gcv_accuracy.rst",
+            category="Summary tables",
+            labels={"table": "GCV accuracy"},
+        ),
+        best=report(
+            "results/tables/best_risk.csv",
+            caption="../report/table_best_risk.rst",
+            category="Summary tables",
+            labels={"table": "best risk per kernel"},
+        ),
     log:
         "logs/aggregate.log",
     benchmark:
         "benchmarks/aggregate.tsv"
     conda:
         "../../envs/rmtlens.yaml"
+    params:
+        n_min=config["analysis"]["n_min"],
     script:
         "../scripts/aggregate.py"

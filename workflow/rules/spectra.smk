@@ -3,17 +3,17 @@ rule eigh:
         kernel="results/kernels/{dataset}/{backbone}/{weights}/{kernel}.npy",
     output:
         "results/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.npz",
-    params:
-        n_pool=n_pool,
     log:
         "logs/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.log",
     benchmark:
         "benchmarks/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.tsv"
+    conda:
+        "../../envs/rmtlens.yaml"
     resources:
         mem_mb=lambda wc: 1000 + 48 * int(wc.n) ** 2 // 10**6,
         runtime=lambda wc, attempt: minutes_for(int(wc.n), 90, 3, attempt),
-    conda:
-        "../../envs/rmtlens.yaml"
+    params:
+        n_pool=n_pool,
     script:
         "../scripts/eigh.py"
 
@@ -28,10 +28,10 @@ rule pool_spectrum:
         "logs/pool_spectrum/{dataset}/{backbone}/{weights}/{kernel}.log",
     benchmark:
         "benchmarks/pool_spectrum/{dataset}/{backbone}/{weights}/{kernel}.tsv"
+    conda:
+        "../../envs/rmtlens.yaml"
     resources:
         mem_mb=lambda wc: 1000 + 48 * n_pool(wc) ** 2 // 10**6,
         runtime=lambda wc, attempt: minutes_for(n_pool(wc), 90, 3, attempt),
-    conda:
-        "../../envs/rmtlens.yaml"
     script:
         "../scripts/pool_spectrum.py"

@@ -4,21 +4,21 @@ rule theory:
     output:
         predictions="results/theory/{dataset}/{backbone}/{weights}/{kernel}/predictions.parquet",
         fit="results/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw.csv",
+    log:
+        "logs/theory/{dataset}/{backbone}/{weights}/{kernel}.log",
+    benchmark:
+        "benchmarks/theory/{dataset}/{backbone}/{weights}/{kernel}.tsv"
+    conda:
+        "../../envs/rmtlens.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=10,
     params:
         sample_sizes=lambda wc: sample_sizes(wc.dataset),
         lambdas_rel=relative_ridges(),
         targets=canonical(config["targets"]),
         window=canonical(config["theory"]["powerlaw_window"]),
         rcond=config["ridge"]["rcond"],
-    log:
-        "logs/theory/{dataset}/{backbone}/{weights}/{kernel}.log",
-    benchmark:
-        "benchmarks/theory/{dataset}/{backbone}/{weights}/{kernel}.tsv"
-    resources:
-        mem_mb=4000,
-        runtime=10,
-    conda:
-        "../../envs/rmtlens.yaml"
     script:
         "../scripts/theory.py"
 
@@ -26,45 +26,81 @@ rule theory:
 rule estimators:
     input:
         table="results/tables/ridge.parquet",
-        predictions=unit_files("results/theory/{dataset}/{backbone}/{weights}/{kernel}/predictions.parquet"),
+        predictions=unit_files(
+            "results/theory/{dataset}/{backbone}/{weights}/{kernel}/predictions.parquet"
+        ),
     output:
         joined="results/tables/theory.parquet",
-        estimators=report("results/tables/estimators.csv", caption="../report/table_estimators.rst", category="Summary tables", labels={"table": "estimator accuracy"}),
-        png=report("results/figures/estimators.png", caption="../report/estimators.rst", category="Estimators", labels={"figure": "estimators versus risk", "format": "png"}),
-        svg=report("results/figures/estimators.svg", caption="../report/estimators.rst", category="Estimators", labels={"figure": "estimators versus risk", "format": "svg"}),
-    params:
-        n_min=config["analysis"]["n_min"],
+        estimators=report(
+            "results/tables/estimators.csv",
+            caption="../report/table_estimators.rst",
+            category="Summary tables",
+            labels={"table": "estimator accuracy"},
+        ),
+        png=report(
+            "results/figures/estimators.png",
+            caption="../report/estimators.rst",
+            category="Estimators",
+            labels={"figure": "estimators versus risk", "format": "png"},
+        ),
+        svg=report(
+            "results/figures/estimators.svg",
+            caption="../report/estimators.rst",
+            category="Estimators",
+            labels={"figure": "estimators versus risk", "format": "svg"},
+        ),
     log:
         "logs/estimators.log",
     benchmark:
         "benchmarks/estimators.tsv"
     conda:
         "../../envs/rmtlens.yaml"
+    params:
+        n_min=config["analysis"]["n_min"],
     script:
         "../scripts/estimators.py"
 
 
 rule representations:
     input:
-        spectra=unit_files("results/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz"),
-        fits=unit_files("results/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw.csv"),
+        spectra=unit_files(
+            "results/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz"
+        ),
+        fits=unit_files(
+            "results/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw.csv"
+        ),
         best="results/tables/best_risk.csv",
     output:
-        table=report("results/tables/representations.csv", caption="../report/table_representations.rst", category="Summary tables", labels={"table": "representations"}),
-        png=report("results/figures/representations.png", caption="../report/representations.rst", category="Representations", labels={"figure": "spectra and alignment", "format": "png"}),
-        svg=report("results/figures/representations.svg", caption="../report/representations.rst", category="Representations", labels={"figure": "spectra and alignment", "format": "svg"}),
-    params:
-        units=kernel_units(),
-        targets=canonical(config["targets"]),
-        alignment_ks=[10, 100],
-        rcond=config["ridge"]["rcond"],
-        dataset_labels=dataset_labels(),
+        table=report(
+            "results/tables/representations.csv",
+            caption="../report/table_representations.rst",
+            category="Summary tables",
+            labels={"table": "representations"},
+        ),
+        png=report(
+            "results/figures/representations.png",
+            caption="../report/representations.rst",
+            category="Representations",
+            labels={"figure": "spectra and alignment", "format": "png"},
+        ),
+        svg=report(
+            "results/figures/representations.svg",
+            caption="../report/representations.rst",
+            category="Representations",
+            labels={"figure": "spectra and alignment", "format": "svg"},
+        ),
     log:
         "logs/representations.log",
     benchmark:
         "benchmarks/representations.tsv"
     conda:
         "../../envs/rmtlens.yaml"
+    params:
+        units=kernel_units(),
+        targets=canonical(config["targets"]),
+        alignment_ks=[10, 100],
+        rcond=config["ridge"]["rcond"],
+        dataset_labels=dataset_labels(),
     script:
         "../scripts/representations.py"
 
@@ -72,21 +108,38 @@ rule representations:
 rule scaling:
     input:
         joined="results/tables/theory.parquet",
-        fits=unit_files("results/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw.csv"),
+        fits=unit_files(
+            "results/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw.csv"
+        ),
     output:
-        table=report("results/tables/scaling.csv", caption="../report/table_scaling.rst", category="Summary tables", labels={"table": "scaling exponents"}),
-        png=report("results/figures/scaling.png", caption="../report/scaling.rst", category="Scaling laws", labels={"figure": "scaling laws", "format": "png"}),
-        svg=report("results/figures/scaling.svg", caption="../report/scaling.rst", category="Scaling laws", labels={"figure": "scaling laws", "format": "svg"}),
-    params:
-        lambdas_rel=config["scaling"]["lambdas_rel"],
-        n_window=canonical(config["scaling"]["n_window"]),
-        dataset_labels=dataset_labels(),
+        table=report(
+            "results/tables/scaling.csv",
+            caption="../report/table_scaling.rst",
+            category="Summary tables",
+            labels={"table": "scaling exponents"},
+        ),
+        png=report(
+            "results/figures/scaling.png",
+            caption="../report/scaling.rst",
+            category="Scaling laws",
+            labels={"figure": "scaling laws", "format": "png"},
+        ),
+        svg=report(
+            "results/figures/scaling.svg",
+            caption="../report/scaling.rst",
+            category="Scaling laws",
+            labels={"figure": "scaling laws", "format": "svg"},
+        ),
     log:
         "logs/scaling.log",
     benchmark:
         "benchmarks/scaling.tsv"
     conda:
         "../../envs/rmtlens.yaml"
+    params:
+        lambdas_rel=config["scaling"]["lambdas_rel"],
+        n_window=canonical(config["scaling"]["n_window"]),
+        dataset_labels=dataset_labels(),
     script:
         "../scripts/scaling.py"
 
@@ -96,8 +149,18 @@ rule local_law:
         joined="results/tables/theory.parquet",
     output:
         table="results/tables/local_law.csv",
-        png=report("results/figures/local_law.png", caption="../report/local_law.rst", category="Local law", labels={"figure": "local-law deviations", "format": "png"}),
-        svg=report("results/figures/local_law.svg", caption="../report/local_law.rst", category="Local law", labels={"figure": "local-law deviations", "format": "svg"}),
+        png=report(
+            "results/figures/local_law.png",
+            caption="../report/local_law.rst",
+            category="Local law",
+            labels={"figure": "local-law deviations", "format": "png"},
+        ),
+        svg=report(
+            "results/figures/local_law.svg",
+            caption="../report/local_law.rst",
+            category="Local law",
+            labels={"figure": "local-law deviations", "format": "svg"},
+        ),
     log:
         "logs/local_law.log",
     benchmark:
