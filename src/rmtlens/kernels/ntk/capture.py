@@ -69,15 +69,37 @@ class _Recipe:
 
 
 @dataclass
+class _Signature:
+    """One use (a parameter meets sample data) as seen by a capture, in call order.
+
+    ``in_shapes``/``out_shapes``: shapes of the sample-batched arguments and of the
+    outputs that need a gradient. ``in_axes``/``out_axes``: per tensor, the batch
+    axis ``(d, k)`` (axis ``d`` has ``batch·k`` entries, sample-major) or None,
+    found by comparing with a batch-1 capture of the same model. ``kind`` is
+    ``"structured"`` or ``"generic"``, ``key`` the site key or the generic roots.
+    """
+
+    func: Callable
+    in_shapes: tuple
+    out_shapes: tuple = ()
+    in_axes: tuple = ()
+    out_axes: tuple = ()
+    roots: frozenset = frozenset()
+    kind: str = ""
+    key: tuple | frozenset | None = None
+
+
+@dataclass
 class _StructuredUse:
     kind: str
     weight: str | None
     bias: str | None
-    input: torch.Tensor
+    input: torch.Tensor  # batch-first for linear sites, original layout otherwise
     version: int
     opts: dict
     out_shape: tuple
-    grad: torch.Tensor | None = None
+    axis: tuple = (0, 1)  # (d, k) of the original input and output
+    grad: torch.Tensor | None = None  # None: the output does not reach f (zero gradient)
 
 
 @dataclass
@@ -88,6 +110,7 @@ class _GenericUse:
     index: int | None
     roots: frozenset
     separable: bool
+    axis: tuple | None = None  # (d, k) of the output
     grad: torch.Tensor | None = None
 
 
@@ -103,11 +126,36 @@ def _is_inplace(func) -> bool:
     return (name.endswith("_") and not name.endswith("__")) or name.startswith("__i")
 
 
-def _set_output_hook(out, index, store):
+def _batch_axis(shape, shape_1, batch: int):
+    """The one axis ``d`` with ``shape[d] = batch·shape_1[d]`` (all others equal): ``(d, k)``."""
+    if len(shape) != len(shape_1) or batch < 2:
+        return None
+    diff = [d for d, (a, b) in enumerate(zip(shape, shape_1)) if a != b]
+    if len(diff) != 1 or shape[diff[0]] != batch * shape_1[diff[0]]:
+        return None
+    return (diff[0], shape_1[diff[0]])
+
+
+def _scaled(shape_1, axis, batch: int) -> tuple:
+    if axis is None:
+        return tuple(shape_1)
+    d, k = axis
+    return tuple(shape_1[:d]) + (batch * k,) + tuple(shape_1[d + 1 :])
+
+
+def _batch_first(t: torch.Tensor, axis, batch: int) -> torch.Tensor:
+    """View of ``t`` with its batch axis ``(d, k)`` split into ``(batch, k)`` and moved first."""
+    d, k = axis
+    if d == 0 and k == 1:
+        return t
+    return t.unflatten(d, (batch, k)).movedim(d, 0)
+
+
+def _set_output_hook(out, index, store, transform=None):
     tensor = out if index is None else out[index]
 
     def hook(grad):
-        store.grad = grad
+        store.grad = grad if transform is None else transform(grad)
 
     tensor.register_hook(hook)
 
@@ -121,15 +169,29 @@ class _Capture(TorchFunctionMode):
     sample-batched input) are recorded with their input and a gradient hook on
     their output. Parameter-only computations are tagged with a recipe; a tagged
     tensor meeting sample data is a generic use.
+
+    Three modes. Recording (``reference`` and ``expected`` None, batch 1): only the
+    signatures of the uses and every tensor dimension seen (``dims``). Probe
+    (``reference``: the signatures of a batch-1 capture): each batch axis is the
+    axis that grew by the batch size. Main (``expected``: the plan's signatures):
+    every use must match the plan's, in order and shape; ``finish`` checks that
+    none is missing. ``watch`` holds ids of parameters no use touched on the
+    probe: one meeting sample data later is an error.
     """
 
-    def __init__(self, names: dict[int, str], batch: int, constant=frozenset()):
+    def __init__(self, names: dict[int, str], batch: int, constant=frozenset(), *,
+                 reference=None, expected=None, watch=frozenset()):
         super().__init__()
         self.names = names
         self.batch = batch
         self.constant = constant
+        self.reference = reference
+        self.expected = expected
+        self.watch = watch
+        self.dims: set[int] | None = set() if reference is None and expected is None else None
         self.structured: list[_StructuredUse] = []
         self.generic: list[_GenericUse] = []
+        self.signatures: list[_Signature] = []
         self.unsupported: set[str] = set()
 
     def _param_name(self, t) -> str | None:
@@ -151,57 +213,149 @@ class _Capture(TorchFunctionMode):
     def _batched(self, t) -> bool:
         return isinstance(t, torch.Tensor) and t.requires_grad and not self._roots(t)
 
+    def _mismatch(self, j: int, what: str):
+        return RuntimeError(
+            f"eNTK: parameterised operation #{j} of this batch ({what}) differs from the plan made "
+            f"on the probe batch; the model's parameter uses depend on the batch (data-dependent "
+            f"control flow?), so the planned per-sample pieces would be wrong"
+        )
+
+    def _axes(self, j: int, func, tensors, outputs: bool) -> tuple:
+        """Batch axes of ``tensors`` (inputs, or outputs when ``outputs``) of use ``j``."""
+        shapes = tuple(tuple(t.shape) for t in tensors)
+        if self.expected is not None:
+            sig = self.expected[j]
+            want_axes = sig.out_axes if outputs else sig.in_axes
+            want = sig.out_shapes if outputs else sig.in_shapes
+            if len(want) != len(shapes) or any(
+                s != _scaled(w, a, self.batch) for s, w, a in zip(shapes, want, want_axes)
+            ):
+                raise self._mismatch(j, f"{getattr(func, '__name__', func)}: shapes {shapes}")
+            return want_axes
+        if self.reference is not None:
+            sig = self.reference[j]
+            ref = sig.out_shapes if outputs else sig.in_shapes
+            if len(ref) != len(shapes):
+                raise self._mismatch(j, f"{getattr(func, '__name__', func)}: {len(shapes)} tensors")
+            return tuple(_batch_axis(s, r, self.batch) for s, r in zip(shapes, ref))
+        return (None,) * len(shapes)
+
+    def finish(self) -> None:
+        """Main mode: every planned use was seen on this batch."""
+        if self.expected is not None and len(self.signatures) != len(self.expected):
+            raise RuntimeError(
+                f"eNTK: this batch made {len(self.signatures)} parameterised operations, the plan "
+                f"{len(self.expected)}; some planned sites were not fed, the kernel would be wrong"
+            )
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if not torch.is_grad_enabled():
             return func(*args, **kwargs)
-        if func in _KIND:
-            out = self._structured(func, args, kwargs)
-            if out is not None:
-                return out
         tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        if self.dims is not None:
+            for t in tensors:
+                self.dims.update(t.shape)
+        if self.watch and any(id(t) in self.watch for t in tensors) and any(
+            self._batched(t) for t in tensors
+        ):
+            names = sorted(self.names[id(t)] for t in tensors if id(t) in self.watch)
+            raise RuntimeError(
+                f"eNTK: parameters {names} meet sample data on this batch but did not on the "
+                "probe batch (data-dependent control flow?); their gradient would be missed"
+            )
         roots = frozenset().union(*(self._roots(t) for t in tensors)) if tensors else frozenset()
         if not roots:
-            return func(*args, **kwargs)
-        batched_ids = {id(t) for t in tensors if self._batched(t)}
-        if not batched_ids:
+            out = func(*args, **kwargs)
+            if self.dims is not None:
+                self._record_dims(out)
+            return out
+        batched = [t for t in tensors if self._batched(t)]
+        if not batched:
             if _is_inplace(func):  # a recipe would refer to itself
                 self.unsupported |= roots
                 return func(*args, **kwargs)
             out = func(*args, **kwargs)
+            if self.dims is not None:
+                self._record_dims(out)
             outs = out if isinstance(out, (tuple, list)) else (out,)
             for i, o in enumerate(outs):
-                if isinstance(o, torch.Tensor) and o.requires_grad:
+                # an op returning its own input (.to() to the same dtype, .contiguous(),
+                # eval-mode dropout) keeps that input's recipe: a new one would refer to itself
+                if isinstance(o, torch.Tensor) and o.requires_grad and not any(o is t for t in tensors):
                     index = i if isinstance(out, (tuple, list)) else None
                     setattr(o, _RECIPE_ATTR, _Recipe(func, args, kwargs, index, roots))
             return out
+        j = len(self.signatures)
+        if self.expected is not None and j >= len(self.expected):
+            raise self._mismatch(j, f"{getattr(func, '__name__', func)}: more operations than planned")
+        if self.reference is not None and (
+            j >= len(self.reference) or self.reference[j].func is not func
+        ):
+            raise self._mismatch(j, f"{getattr(func, '__name__', func)} not in the batch-1 capture")
+        if self.expected is not None and self.expected[j].func is not func:
+            raise self._mismatch(j, f"{getattr(func, '__name__', func)} where the plan has "
+                                    f"{getattr(self.expected[j].func, '__name__', '?')}")
+        in_axes = self._axes(j, func, batched, False)
+        sig = _Signature(func, tuple(tuple(t.shape) for t in batched), in_axes=in_axes, roots=roots)
+        self.signatures.append(sig)
+        out = None
+        if func in _KIND:
+            out = self._structured(func, args, kwargs, batched, in_axes, sig)
+        if out is None:
+            out = self._generic(func, args, kwargs, batched, roots, sig)
+        if self.dims is not None:
+            self._record_dims(out)
+        if self.expected is not None:
+            want = self.expected[j]
+            if want.kind != sig.kind or (sig.kind == "structured" and want.key != sig.key):
+                raise self._mismatch(j, f"{sig.kind} use {sig.key} where the plan has {want.kind} {want.key}")
+        return out
+
+    def _record_dims(self, out) -> None:
+        for o in tree_flatten(out)[0]:
+            if isinstance(o, torch.Tensor):
+                self.dims.update(o.shape)
+
+    def _outputs(self, j, func, out) -> tuple[list, tuple]:
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        grads = [o for o in outs if isinstance(o, torch.Tensor) and o.requires_grad]
+        return grads, self._axes(j, func, grads, True)
+
+    def _generic(self, func, args, kwargs, batched, roots, sig: _Signature):
+        batched_ids = {id(t) for t in batched}
         # parameters meet sample data: keep private copies of the sample data
         saved = tree_map(
             lambda t: t.detach().clone() if isinstance(t, torch.Tensor) and id(t) in batched_ids else t,
             (args, kwargs),
         )
         out = func(*args, **kwargs)
+        j = len(self.signatures) - 1
+        grads, out_axes = self._outputs(j, func, out)
+        sig.out_shapes = tuple(tuple(o.shape) for o in grads)
+        sig.out_axes = out_axes
         index = None
-        target = out
+        axis = None
         if isinstance(out, (tuple, list)):
             tensor_outs = [i for i, o in enumerate(out) if isinstance(o, torch.Tensor) and o.requires_grad]
             index = tensor_outs[0] if len(tensor_outs) == 1 else None
-            target = out[index] if index is not None else None
-        separable = (
-            isinstance(target, torch.Tensor)
-            and target.requires_grad
-            and target.ndim >= 1
-            and target.shape[0] == self.batch
-        )
-        use = _GenericUse(func, saved[0], saved[1], index, roots, separable)
+            if index is not None:
+                axis = out_axes[0]
+        elif grads:
+            axis = out_axes[0]
+        separable = axis is not None
+        use = _GenericUse(func, saved[0], saved[1], index, roots, separable, axis)
+        sig.kind, sig.key = "generic", roots
         if separable:
             _set_output_hook(out, index, use)
-        else:
+        elif self.expected is not None:  # its parameters were planned for the fallback
+            raise self._mismatch(j, "a use that cannot be split by sample")
+        else:  # probe: uses that cannot be split by sample go to the fallback
             self.unsupported |= roots
         self.generic.append(use)
         return out
 
-    def _structured(self, func, args, kwargs):
+    def _structured(self, func, args, kwargs, batched, in_axes, sig: _Signature):
         kind = _KIND[func]
         b = _bind(func, args, kwargs)
         x, weight, bias = b["input"], b["weight"], b["bias"]
@@ -210,7 +364,21 @@ class _Capture(TorchFunctionMode):
             return None
         if (weight is not None and w_name is None) or (bias is not None and b_name is None):
             return None  # a parameter mixed with a derived tensor: generic path
-        if not self._batched(x) or x.ndim < 2 or x.shape[0] != self.batch:
+        if len(batched) != 1 or batched[0] is not x or x.ndim < 2:
+            return None
+        axis = in_axes[0]
+        if self.dims is not None:
+            axis = (0, 1)  # recording: no decision is made from it
+        if axis is None:
+            return None
+        d, k = axis
+        if kind == "linear" and d == x.ndim - 1:
+            return None
+        if kind == "layer_norm" and d >= x.ndim - len(tuple(b["normalized_shape"])):
+            return None
+        if kind in ("conv", "batch_norm", "group_norm") and d != 0:
+            return None
+        if kind == "conv" and k != 1:
             return None
         if kind in _MATMUL_KINDS and w_name is None:
             return None
@@ -218,15 +386,28 @@ class _Capture(TorchFunctionMode):
             return None
         if kind == "conv" and not isinstance(b["padding"], (str, int, tuple, list)):
             return None
-        opts = {k: v for k, v in b.items() if k not in ("input", "weight", "bias")}
+        opts = {k_: v for k_, v in b.items() if k_ not in ("input", "weight", "bias")}
         if kind == "batch_norm":
             opts["running_mean"] = b["running_mean"].detach()
             opts["running_var"] = b["running_var"].detach()
+        version = x._version
         out = func(*args, **kwargs)
-        use = _StructuredUse(
-            kind, w_name, b_name, x.detach(), x._version, opts, tuple(out.shape)
-        )
-        _set_output_hook(out, None, use)
+        j = len(self.signatures) - 1
+        grads, out_axes = self._outputs(j, func, out)
+        if self.dims is None and (len(out_axes) != 1 or out_axes[0] != axis):
+            raise RuntimeError(f"internal: {kind} output batch axis {out_axes} differs from its input's {axis}")
+        sig.out_shapes = tuple(tuple(o.shape) for o in grads)
+        sig.out_axes = out_axes
+        sig.kind, sig.key = "structured", (kind, w_name, b_name)
+        batch = self.batch
+        if kind == "linear":  # positions may include the batch axis's k and any leading dims
+            inp = _batch_first(x.detach(), axis, batch)
+            out_shape = tuple(_batch_first(out.detach(), axis, batch).shape)
+            transform = (lambda g: _batch_first(g, axis, batch)) if axis != (0, 1) else None
+        else:
+            inp, out_shape, transform = x.detach(), tuple(out.shape), None
+        use = _StructuredUse(kind, w_name, b_name, inp, version, opts, out_shape, axis)
+        _set_output_hook(out, None, use, transform)
         self.structured.append(use)
         return out
 

@@ -53,7 +53,7 @@ import torch
 from torch import nn
 
 from rmtlens.kernels.ntk.contraction import _blocks, _contract
-from rmtlens.kernels.ntk.pieces import _all_require_grad, _gradient_pieces, _Pieces
+from rmtlens.kernels.ntk.pieces import _all_require_grad, _gradient_pieces, _is_oom, _Pieces
 from rmtlens.kernels.ntk.schedule import _estimate_flops, _Schedule, _schedule
 from rmtlens.kernels.ntk.verify import _verified_plan
 
@@ -203,8 +203,7 @@ def _entk(model, x_rows, x_cols, memory_gb, dtype, device, allow_tf32, progress,
             layout = "prefix"
     work, copy_bytes = _prepare_model(model, device, dtype)
     with _tf32(device, allow_tf32), _all_require_grad(work):
-        x_probe = x_rows[: min(2, n_rows)].to(device=device, dtype=dtype)
-        plan = _verified_plan(work, x_probe, n_rows, n_cols, dtype, device)
+        plan = _verified_plan(work, x_rows, x_cols, n_rows, n_cols, dtype, device)
         sched = _schedule(plan, n_rows, n_cols, layout, device, memory_gb, copy_bytes)
         if layout == "prefix" and sched.super_block < n_rows:
             layout = "rectangular"  # pieces of all rows do not fit: the general path
@@ -216,7 +215,17 @@ def _entk(model, x_rows, x_cols, memory_gb, dtype, device, allow_tf32, progress,
             K = torch.zeros((n_rows, n_cols), dtype=torch.float64, device=device)
             if timings is not None:
                 timings.update(schedule=sched, flops=est, layout=layout, gradient_pass=0.0, contraction=0.0)
-            _run(work, sched, x_all, n_rows, n_cols, layout, K, device, dtype, bar, timings)
+            try:
+                _run(work, sched, x_all, n_rows, n_cols, layout, K, device, dtype, bar, timings)
+            except (RuntimeError, MemoryError) as err:
+                if not _is_oom(err):
+                    raise
+                raise MemoryError(
+                    f"eNTK ran out of memory on {device} with memory_gb={memory_gb} "
+                    f"({n_rows} x {n_cols} kernel, pass batch {sched.pass_batch}): lower memory_gb "
+                    "(workflow: config entk.memory_gb) or the kernel size (workflow: entk.tile_size), "
+                    "or free memory on the device"
+                ) from err
             if bar is not None:
                 bar.finish()
         finally:
@@ -318,8 +327,9 @@ def entk_flops(
     layout = "symmetric" if n_cols is None else "rectangular"
     n_c = n_rows if n_cols is None else int(n_cols)
     work, copy_bytes = _prepare_model(model, ref.device, dtype)
-    x_probe = torch.zeros((2, 3, image_size, image_size), dtype=dtype, device=ref.device)
+    gen = torch.Generator().manual_seed(0)  # distinct samples: the self-check is per sample
+    x_probe = torch.randn((2, 3, image_size, image_size), generator=gen, dtype=torch.float64)
     with _all_require_grad(work):
-        plan = _verified_plan(work, x_probe, n_rows, n_c, dtype, ref.device)
+        plan = _verified_plan(work, x_probe.to(ref.device, dtype), None, n_rows, n_c, dtype, ref.device)
         sched = _schedule(plan, n_rows, n_c, layout, ref.device, memory_gb, copy_bytes)
     return _estimate_flops(sched, n_rows, n_c, layout)

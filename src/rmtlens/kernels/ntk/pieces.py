@@ -138,49 +138,67 @@ def _gram_pair(r, c, ws: _Workspace) -> torch.Tensor:
     return prod.view(nr, S, nc, S).sum((1, 3))
 
 
-def _affine_grads(use: _StructuredUse) -> dict[str, torch.Tensor]:
-    """Per-sample gradients of a norm layer's weight and bias, shape ``(n, numel)``."""
+def _per_sample_sum(t: torch.Tensor, axis, n: int, keep: tuple[int, ...]) -> torch.Tensor:
+    """``(n, Π keep)``: ``t`` summed within each sample over all axes but ``keep``."""
+    d, k = axis
+    rest = [i for i in range(t.ndim) if i not in keep]
+    t = t.permute(rest + list(keep))
+    d = rest.index(d)
+    t = t.unflatten(d, (n, k)).movedim(d, 0)
+    return t.reshape(n, -1, math.prod(t.shape[t.ndim - len(keep) :])).sum(1)
+
+
+def _affine_grads(use: _StructuredUse, n: int) -> dict[str, torch.Tensor]:
+    """Per-sample gradients of a norm layer's weight and bias, shape ``(n, numel)``.
+
+    ``x`` and ``g`` are in the layer's own layout (batch axis ``use.axis``).
+    """
     x, g = use.input, use.grad
-    n = x.shape[0]
     o = use.opts
     if use.kind == "batch_norm":
         shape = (1, -1) + (1,) * (x.ndim - 2)
         xhat = (x - o["running_mean"].view(shape)) * torch.rsqrt(o["running_var"].view(shape) + o["eps"])
-        dims = tuple(range(2, x.ndim))
+        keep = (1,)
     elif use.kind == "layer_norm":
         xhat = F.layer_norm(x, o["normalized_shape"], None, None, o["eps"])
-        dims = tuple(range(1, x.ndim - len(o["normalized_shape"])))
+        keep = tuple(range(x.ndim - len(tuple(o["normalized_shape"])), x.ndim))
     else:
         xhat = F.group_norm(x, o["num_groups"], None, None, o["eps"])
-        dims = tuple(range(2, x.ndim))
+        keep = (1,)
     out = {}
     if use.weight is not None:
-        gw = g * xhat
-        out[use.weight] = (gw.sum(dims) if dims else gw).reshape(n, -1)
+        out[use.weight] = _per_sample_sum(g * xhat, use.axis, n, keep)
     if use.bias is not None:
-        out[use.bias] = (g.sum(dims) if dims else g).reshape(n, -1)
+        out[use.bias] = _per_sample_sum(g, use.axis, n, keep)
     return out
 
 
-def _generic_grads(use: _GenericUse, plan: _Plan, params, chunk_bytes: int):
-    """Per-sample gradients of the generic roots of one operation by masked VJPs."""
+def _generic_grads(use: _GenericUse, plan: _Plan, params, n: int, chunk_bytes: int):
+    """Per-sample gradients of the generic roots of one operation by masked VJPs.
+
+    The output's batch axis ``(d, k)`` holds ``n·k`` entries, sample-major; the
+    cotangent of sample ``i`` is the output gradient on its ``k`` entries, zero
+    elsewhere (the self-check on the probe verifies that layout).
+    """
     roots = sorted(use.roots & plan.generic_roots)
-    if not roots:
+    if not roots or use.grad is None:  # no grad: the output does not reach f
         return {}
-    leaves = {n: params[n].detach().requires_grad_(True) for n in roots}
+    leaves = {n_: params[n_].detach().requires_grad_(True) for n_ in roots}
     r_args, r_kwargs = tree_map(lambda t: _rebuild(t, leaves, plan.names, {}), (use.args, use.kwargs))
     out = use.func(*r_args, **r_kwargs)
     if use.index is not None:
         out = out[use.index]
     g = use.grad
-    n = g.shape[0]
+    d, k = use.axis
+    g_split = g.unflatten(d, (n, k)).movedim(d, 0)  # (n, ...)
     per_sample = {name: [] for name in roots}
     chunk = max(1, min(n, chunk_bytes // max(1, g.numel() * g.element_size())))
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         cot = g.new_zeros((stop - start,) + tuple(g.shape))
+        cot_split = cot.unflatten(d + 1, (n, k)).movedim(d + 1, 1)  # (m, n, ...) view
         idx = torch.arange(stop - start, device=g.device)
-        cot[idx, idx + start] = g[start:stop]
+        cot_split[idx, idx + start] = g_split[start:stop]
         grads = torch.autograd.grad(
             out, [leaves[r] for r in roots], cot, is_grads_batched=True,
             retain_graph=True, allow_unused=True,
@@ -192,8 +210,24 @@ def _generic_grads(use: _GenericUse, plan: _Plan, params, chunk_bytes: int):
     return {name: torch.cat(v) for name, v in per_sample.items()}
 
 
+def _is_oom(err: BaseException) -> bool:
+    """An allocation failure (CUDA or CPU allocator), as opposed to any other error."""
+    if isinstance(err, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text or "DefaultCPUAllocator" in text
+    )
+
+
 def _fallback_grads(model, plan: _Plan, x: torch.Tensor, params, buffers) -> torch.Tensor:
-    """Per-sample gradients of the fallback parameters, ``(n, Σ numel)``."""
+    """Per-sample gradients of the fallback parameters, ``(n, Σ numel)``.
+
+    ``vmap(grad)`` over samples; a model vmap cannot batch (an operation without a
+    batching rule, data-dependent control flow: a ``RuntimeError`` on the first
+    try, remembered in the plan) gets one autograd pass per sample. An allocation
+    failure is never taken for a missing batching rule.
+    """
     from torch.func import functional_call, grad, vmap
 
     names = list(plan.fallback)
@@ -205,22 +239,28 @@ def _fallback_grads(model, plan: _Plan, x: torch.Tensor, params, buffers) -> tor
         return out.reshape(())
 
     pieces = []
-    try:
+    if plan.fallback_vmap is not False:
         per_sample = vmap(grad(f_single), in_dims=(None, 0))
-        for start in range(0, x.shape[0], 16):
-            g = per_sample(trainable, x[start : start + 16])
-            pieces.append(torch.cat([g[n].reshape(g[n].shape[0], -1) for n in names], dim=1))
-    except Exception:  # an operation without a vmap rule: per-sample loop
-        pieces = []
-        leaves = {n: t.clone().requires_grad_(True) for n, t in trainable.items()}
-        for i in range(x.shape[0]):
-            out = functional_call(model, {**fixed, **leaves, **buffers}, (x[i : i + 1],))
-            gs = torch.autograd.grad(out.sum(), [leaves[n] for n in names], allow_unused=True)
-            row = [
-                (gr if gr is not None else torch.zeros_like(leaves[n])).reshape(1, -1)
-                for n, gr in zip(names, gs)
-            ]
-            pieces.append(torch.cat(row, dim=1))
+        try:
+            for start in range(0, x.shape[0], 16):
+                g = per_sample(trainable, x[start : start + 16])
+                pieces.append(torch.cat([g[n].reshape(g[n].shape[0], -1) for n in names], dim=1))
+            plan.fallback_vmap = True
+            return torch.cat(pieces).detach()
+        except RuntimeError as err:
+            if plan.fallback_vmap or _is_oom(err):
+                raise
+            plan.fallback_vmap = False  # no batching rule: per-sample loop from now on
+    pieces = []
+    leaves = {n: t.clone().requires_grad_(True) for n, t in trainable.items()}
+    for i in range(x.shape[0]):
+        out = functional_call(model, {**fixed, **leaves, **buffers}, (x[i : i + 1],))
+        gs = torch.autograd.grad(out.sum(), [leaves[n] for n in names], allow_unused=True)
+        row = [
+            (gr if gr is not None else torch.zeros_like(leaves[n])).reshape(1, -1)
+            for n, gr in zip(names, gs)
+        ]
+        pieces.append(torch.cat(row, dim=1))
     return torch.cat(pieces).detach()
 
 
@@ -236,7 +276,26 @@ class _Pieces:
         return self.formed.shape[0]
 
 
+def _pass_batches(n: int, batch: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the passes: ``batch`` samples each, none of one sample when
+    ``n ≥ 2`` (PyTorch's backward can differ at batch 1, where a tensor's memory
+    format is ambiguous; e.g. timm's LeViT stem, against finite differences)."""
+    bounds = [(s, min(n, s + batch)) for s in range(0, n, batch)]
+    if n >= 2 and bounds[-1][1] - bounds[-1][0] == 1:
+        if len(bounds) == 1:
+            return bounds
+        (a, b), (_, c) = bounds[-2], bounds[-1]
+        bounds[-2:] = [(a, b - 1), (b - 1, c)] if b - 1 - a >= 2 else [(a, c)]
+    return bounds
+
+
 def _gradient_pieces(model, plan: _Plan, x: torch.Tensor, batch: int, device, dtype, progress, budget):
+    """Per-sample pieces of the samples ``x``, passes of ``batch`` samples.
+
+    Every pass must reproduce the plan's uses (count, order, shapes: checked by the
+    capture) and every raw buffer row is written exactly once (asserted), so no
+    uninitialised memory reaches the contraction.
+    """
     params = dict(model.named_parameters())
     buffers = dict(model.named_buffers())
     n = x.shape[0]
@@ -252,17 +311,26 @@ def _gradient_pieces(model, plan: _Plan, x: torch.Tensor, batch: int, device, dt
         for i, site in enumerate(plan.sites)
         if site.store == "raw"
     }
+    filled = {i: [0] * len(plan.sites[i].calls) for i in raw}
+    planned = tuple(sum(sig.kind == kind for sig in plan.expected) for kind in ("structured", "generic"))
     site_of = {(s.kind, s.weight, s.bias): i for i, s in enumerate(plan.sites)}
     constant = frozenset(plan.fallback) | frozenset(plan.zero)
     chunk_bytes = int(max(2**20, min(64 * 2**20, budget / 8)))  # masked cotangents
-    for start in range(0, n, batch):
-        stop = min(n, start + batch)
+    for start, stop in _pass_batches(n, batch):
+        m = stop - start
         xb = x[start:stop].to(device=device, dtype=dtype).detach().clone().requires_grad_(True)
-        cap = _Capture(plan.names, stop - start, constant)
+        cap = _Capture(plan.names, m, constant, expected=plan.expected, watch=plan.watch)
         # parameters handled elsewhere must look like constants to the capture
         with _requires_grad(params, constant, False), cap:
             out = model(xb)
-        torch.autograd.grad(_scalar_output(out, stop - start).sum(), xb)
+        cap.finish()
+        got = (len(cap.structured), len(cap.generic))
+        if got != planned:
+            raise RuntimeError(
+                f"eNTK: planned sites did not receive every recorded call on samples {start}:{stop}: "
+                f"{got} (structured, generic) uses where the plan has {planned}; the kernel would be wrong"
+            )
+        torch.autograd.grad(_scalar_output(out, m).sum(), xb)
         rows = slice(start, stop)
         call_index: dict[int, int] = {}
         for use in cap.structured:
@@ -272,7 +340,9 @@ def _gradient_pieces(model, plan: _Plan, x: torch.Tensor, batch: int, device, dt
                     "the eNTK pieces would be wrong"
                 )
             if use.kind not in _MATMUL_KINDS:
-                for name, g in _affine_grads(use).items():
+                if use.grad is None:  # its output does not reach f: zero gradient
+                    continue
+                for name, g in _affine_grads(use, m).items():
                     off, size = plan.formed[name]
                     formed[rows, off : off + size] += g
                 continue
@@ -282,17 +352,23 @@ def _gradient_pieces(model, plan: _Plan, x: torch.Tensor, batch: int, device, dt
             site = plan.sites[i]
             k = call_index.get(i, 0)
             call_index[i] = k + 1
+            if k >= len(site.calls):
+                raise RuntimeError(f"eNTK: layer {use.weight} called more often than planned")
             if site.store == "raw":
                 raw[i][k][0][rows] = use.input
-                raw[i][k][1][rows] = use.grad
-            else:
+                if use.grad is None:
+                    raw[i][k][1][rows] = 0.0
+                else:
+                    raw[i][k][1][rows] = use.grad
+                filled[i][k] += m
+            elif use.grad is not None:
                 J = _form(_single_call(site, k), [(use.input, use.grad)])
                 formed[rows, site.offset : site.offset + site.n_params] += J
                 del J
         for use in cap.generic:
             if not use.separable:
-                continue
-            for name, g in _generic_grads(use, plan, params, chunk_bytes).items():
+                raise RuntimeError("internal: a use that cannot be split by sample reached the main pass")
+            for name, g in _generic_grads(use, plan, params, m, chunk_bytes).items():
                 off, size = plan.formed[name]
                 formed[rows, off : off + size] += g
         if plan.fallback:
@@ -301,7 +377,13 @@ def _gradient_pieces(model, plan: _Plan, x: torch.Tensor, batch: int, device, dt
             formed[rows, off : off + G.shape[1]] = G
         del cap, out
         if progress is not None:
-            progress.update(plan.pass_flops_per_sample * (stop - start))
+            progress.update(plan.pass_flops_per_sample * m)
+    unfed = [(plan.sites[i].weight, k) for i, calls in filled.items() for k, c in enumerate(calls) if c != n]
+    if unfed:
+        raise RuntimeError(
+            f"eNTK: planned sites did not receive every recorded call for all {n} samples: "
+            f"(layer, call) {unfed[:5]}; the kernel would contain uninitialised memory"
+        )
     return _Pieces(formed, raw)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from rmtlens.kernels.ntk.capture import _MATMUL_KINDS, _Capture, _StructuredUse
+from rmtlens.kernels.ntk.capture import _MATMUL_KINDS, _Capture, _Signature, _StructuredUse
 
 _ELEMENTWISE_WEIGHT = 4.0  # an elementwise flop costs about as much as this many GEMM flops
 
@@ -106,7 +106,22 @@ class _Plan:
     pass_flops_per_sample: float
     itemsize: int
     coverage: dict = field(default_factory=dict)
-    probe_grads: dict = field(default_factory=dict)  # Σ over the probe batch, from autograd
+    expected: list = field(default_factory=list)  # signatures every batch must reproduce
+    watch: frozenset = frozenset()  # ids of parameters no use touched on the probe
+    fallback_vmap: bool | None = None  # whole-network fallback through vmap (None: untried)
+    probe_size: int = 0  # samples of the probe the plan was verified on
+
+    def paths(self) -> dict[str, str]:
+        """Per parameter name, how its per-sample gradient is obtained: ``structured`` /
+        ``explicit`` (matmul sites), ``affine`` (norm closed form), ``generic``
+        (single-op VJP), ``fallback`` (whole network) or ``unused``."""
+        out = {n: s.method for s in self.sites for n in (s.weight, s.bias) if n}
+        for name in self.formed:
+            out.setdefault(name, "affine")
+        out.update({n: "generic" for n in self.generic_roots})
+        out.update({n: "fallback" for n in self.fallback})
+        out.update({n: "unused" for n in self.zero})
+        return out
 
     @property
     def raw_sites(self) -> list[_MatmulSite]:
@@ -172,8 +187,21 @@ def _classify(cap: _Capture, params: dict[str, nn.Parameter], forced=frozenset()
     return keys, generic, fallback, unseen
 
 
-def _probe(model, x_probe: torch.Tensor, names, params) -> tuple[_Capture, dict]:
-    """One captured forward/backward on a tiny batch; also measures memory and flops."""
+def _reference_capture(model, x1: torch.Tensor, names) -> tuple[list[_Signature], set[int]]:
+    """A recording capture of one sample: the signatures of its uses and every tensor dim seen."""
+    x = x1.detach().clone().requires_grad_(True)
+    cap = _Capture(names, 1)
+    with cap:
+        out = model(x)
+    _scalar_output(out, 1)
+    dims = set(cap.dims)
+    for t in list(model.parameters()) + list(model.buffers()):
+        dims.update(t.shape)
+    return cap.signatures, dims
+
+
+def _probe(model, x_probe: torch.Tensor, names, params, reference) -> tuple[_Capture, dict]:
+    """One captured forward on the probe batch; also measures memory and flops."""
     from torch.utils.flop_counter import FlopCounterMode
 
     x = x_probe.detach().clone().requires_grad_(True)
@@ -186,29 +214,24 @@ def _probe(model, x_probe: torch.Tensor, names, params) -> tuple[_Capture, dict]
             saved[ptr] = t.untyped_storage().nbytes()
         return t
 
-    cap = _Capture(names, x.shape[0])
+    cap = _Capture(names, x.shape[0], reference=reference)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         with cap:
             out = model(x)
-    f = _scalar_output(out, x.shape[0])
+    _scalar_output(out, x.shape[0])
+    if len(cap.signatures) != len(reference):
+        raise RuntimeError(
+            f"eNTK: the model makes {len(cap.signatures)} parameterised operations on a batch of "
+            f"{x.shape[0]} but {len(reference)} on one sample; its parameter uses depend on the batch"
+        )
     for u in cap.structured:
         u.opts["_wshape"] = tuple(params[u.weight].shape) if u.weight else None
-    names_list = list(params)
-    grads = torch.autograd.grad(
-        f.sum(), [x] + [params[n] for n in names_list], allow_unused=True
-    )
-    used = {n for n, g in zip(names_list, grads[1:]) if g is not None}
-    batch_grads = {n: g for n, g in zip(names_list, grads[1:]) if g is not None}
+    del out
     counter = FlopCounterMode(display=False)
     with counter:
         xf = x_probe.detach().clone().requires_grad_(True)
         _scalar_output(model(xf), xf.shape[0]).sum().backward(inputs=[xf])
-    stats = dict(
-        saved_bytes=sum(saved.values()),
-        flops=float(counter.get_total_flops()),
-        used=used,
-        batch_grads=batch_grads,
-    )
+    stats = dict(saved_bytes=sum(saved.values()), flops=float(counter.get_total_flops()))
     return cap, stats
 
 
@@ -222,16 +245,20 @@ def _scalar_output(out, batch: int) -> torch.Tensor:
     return out.reshape(batch)
 
 
-def _make_plan(model, x_probe, n_rows: int, n_cols: int, dtype, forced=frozenset()) -> _Plan:
+def _make_plan(
+    model, x_probe, reference, used, n_rows: int, n_cols: int, dtype, forced=frozenset()
+) -> _Plan:
     """Probe the model and decide, per parameter, how its kernel part is computed.
 
-    ``forced`` names parameters sent to the per-sample fallback whatever their uses.
+    ``reference``: signatures of a batch-1 capture (batch axes are found against
+    them); ``used``: parameters with a gradient on the probe; ``forced`` names
+    parameters sent to the per-sample fallback whatever their uses.
     """
     params = dict(model.named_parameters())
     names = {id(p): n for n, p in params.items()}
-    cap, stats = _probe(model, x_probe, names, params)
+    cap, stats = _probe(model, x_probe, names, params, reference)
     keys, generic, fallback, unseen = _classify(cap, params, forced)
-    fallback |= {n for n in unseen if n in stats["used"]}
+    fallback |= {n for n in unseen if n in used}
     zero = tuple(n for n in unseen if n not in fallback)
     itemsize = torch.empty((), dtype=dtype).element_size()
 
@@ -281,6 +308,8 @@ def _make_plan(model, x_probe, n_rows: int, n_cols: int, dtype, forced=frozenset
         fallback=sum(params[n].numel() for n in fallback),
         unused=sum(params[n].numel() for n in zero),
     )
+    constant = fallback | set(zero)
+    expected = [sig for sig in cap.signatures if sig.roots - constant]
     return _Plan(
         names=names,
         n_params=p_total,
@@ -294,7 +323,8 @@ def _make_plan(model, x_probe, n_rows: int, n_cols: int, dtype, forced=frozenset
         pass_flops_per_sample=stats["flops"] / batch,
         itemsize=itemsize,
         coverage=coverage,
-        probe_grads=stats["batch_grads"],
+        expected=expected,
+        watch=frozenset(id(params[n]) for n in zero),
     )
 
 
