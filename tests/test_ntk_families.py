@@ -234,6 +234,18 @@ def test_sample_mixing_model_is_refused():
         entk(SampleMixing().eval(), torch.randn(N, 4, dtype=torch.float64))
 
 
+def test_cached_parameter_tensor_gets_a_clear_error():
+    factory, size = FAMILIES["levit (attention biases, BatchNorm on tokens)"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        backbone = factory().eval()  # attention-bias cache left on
+    with torch.no_grad():
+        p = backbone(torch.zeros(2, 3, size, size)).shape[1]
+    model = scalar_network(backbone, p, head_seed=2)
+    with pytest.raises(RuntimeError, match="attention_bias_cache"):
+        entk(model, torch.randn(4, 3, size, size))
+
+
 def test_probe_size_avoids_model_dims():
     assert verify._probe_size({1, 2, 3, 4, 5, 8}) == 7
     assert verify._probe_size({3}) == 5

@@ -25,10 +25,15 @@ Algorithm
    position embeddings, weights that are transformed before use) get theirs from
    a masked-cotangent VJP of that single operation; anything else (parameters
    the interception does not see, or uses it cannot separate by sample) falls
-   back to ``torch.func`` per-sample gradients of the whole network. Every
-   parameter is counted exactly once (asserted), and a self-check on a probe
-   batch compares the summed per-sample gradients with autograd's gradient;
-   parameters that fail it (uses the interception cannot see) go to the fallback.
+   back to ``torch.func`` per-sample gradients of the whole network. A use's
+   batch axis is the axis that grows with the batch against a one-sample capture
+   (sample-major ``B·k`` entries: window attention, tokens folded into the batch,
+   sequence-first layouts). Every parameter is counted exactly once (asserted),
+   and a self-check on a probe of ``p`` distinct samples (``p`` a prime that is no
+   tensor dimension of the model) compares every parameter's per-sample gradients
+   with plain autograd's, sample by sample; parameters that fail it (uses the
+   interception cannot see or split) go to the fallback, checked again. Each
+   main-pass batch must reproduce the probe's uses, or the call fails.
 4. **Memory.** Stored per-sample pieces are the compact raw ``a`` and ``g``
    where those are smaller than the per-sample gradient, so all N samples
    usually stay resident and every gradient is computed once. Contractions run

@@ -54,7 +54,17 @@ def _per_sample_reference(model, x_probe: torch.Tensor) -> dict[str, torch.Tenso
     for i in range(p):
         pair = x_probe[[i, (i + 1) % p]]
         out = _scalar_output(model(pair), 2)[0]
-        grads = torch.autograd.grad(out, [params[n] for n in names], allow_unused=True)
+        try:
+            grads = torch.autograd.grad(out, [params[n] for n in names], allow_unused=True)
+        except RuntimeError as err:
+            if "backward through the graph a second time" not in str(err):
+                raise
+            raise RuntimeError(
+                "eNTK: the model reuses a tensor computed from its parameters in an earlier "
+                "forward pass (an eval-mode cache, e.g. timm LeViT's attention_bias_cache), so "
+                "no gradient reaches those parameters after the first pass; disable the cache "
+                "(recompute the tensor on every call) to define the eNTK"
+            ) from err
         for n, g in zip(names, grads):
             rows[n].append(None if g is None else g.detach().reshape(-1))
     ref = {}
