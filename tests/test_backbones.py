@@ -43,6 +43,25 @@ def test_unknown_model_is_named():
         check_model_name("resnet_nope")
 
 
+@pytest.mark.parametrize("typo, meant", [("resnet19", "resnet18"), ("convnext_attto", "convnext_atto"),
+                                         ("vit_small_patch16", "vit_small_patch16_224"), ("RESNET18", "resnet18")])
+def test_unknown_model_lists_the_closest_names(typo, meant):
+    import difflib
+
+    import timm
+
+    names = timm.list_models()
+    assert typo not in names and meant in names
+    with pytest.raises(ValueError) as info:
+        check_model_name(typo)
+    suggested = str(info.value).split("Closest timm names: ", 1)[1].split(".", 1)[0].split(", ")
+    assert meant in suggested[:3], suggested
+    assert all(name in names for name in suggested) and len(suggested) <= 8
+    # the best suggestion is at least as close as every other timm name (difflib ratio)
+    ratio = lambda name: difflib.SequenceMatcher(None, typo.lower(), name).ratio()  # noqa: E731
+    assert ratio(suggested[0]) >= max(ratio(n) for n in names) - 1e-12
+
+
 def test_preprocess_scales_resizes_and_normalises():
     img = np.full((2, 8, 8, 3), 255, dtype=np.uint8)
     img[1] = 0

@@ -30,6 +30,7 @@ CASES = [
     (("datasets", "digits", "source"), "mnist", "source"),
     (("backbones", "tresnet", "weights"), ["imagenet"], "weights"),
     (("backbones", "tresnet", "model"), "resnet_does_not_exist", "backbones.tresnet.model"),
+    (("backbones", "tvit", "model"), "resnet19", "Closest timm names: resnet18"),
     (("sample_sizes", "max"), 10_000, "sample_sizes.max"),
     (("ridge", "num"), 0, "num"),
     (("ridge", "min"), 100.0, "ridge.min"),

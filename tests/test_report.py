@@ -34,28 +34,48 @@ def test_every_report_item_loads_in_chromium(report, chromium, tmp_path):
         assert len(figures) >= 20 and len(tables) >= 7
         for key, item in results.items():
             assert len(item["caption"]) > 80, f"{key} has no real caption"
+        # labels make the report's tables filterable: what each entry covers
+        for key, item in results.items():
+            labels = item["labels"]
+            assert {"dataset", "backbone", "weights"} <= set(labels), (key, labels)
+            assert "kernel" in labels or key.endswith(("pretraining.png", "pretraining.svg")), (key, labels)
+            assert list(labels)[0] in ("figure", "table"), (key, labels)
+        # categories that mix kinds are split into subcategories
+        assert {"E1 ridge paths", "E2 estimators", "E6 double descent", "E8 linearisation"} <= set(
+            categories["Summary tables"])
+        assert set(categories["Extensions"]) == {"E6 double descent", "E7 learning dynamics", "E8 linearisation"}
         shown = 0
         for category, groups in categories.items():
-            page.goto(report.as_uri())
-            page.get_by_text(category, exact=True).first.click()
-            for key in (k for items in groups.values() for k in items):
-                item = results[key]
-                if item["labels"].get("format") == "svg":
-                    page.get_by_text("svg", exact=True).first.click()
-                elif item["labels"].get("format") == "png":
-                    page.get_by_text("png", exact=True).first.click()
-                label = item["labels"].get("figure") or item["labels"].get("table")
-                page.locator("tr", has_text=label).first.locator("a[iconname=eye]").click()
-                if key.endswith(".csv"):
-                    page.wait_for_function("document.querySelectorAll('table tbody tr').length > 1")
-                    continue
-                mime = "png" if key.endswith(".png") else "svg"
-                page.wait_for_function(
-                    f"Array.from(document.images).some(i => i.src.startsWith('data:image/{mime}') "
-                    "&& i.complete && i.naturalWidth > 300)"
-                )
-                shown += 1
+            for subcategory, keys in groups.items():
+                page.goto(report.as_uri())
+                page.get_by_text(category, exact=True).first.click()
+                if len(groups) > 1:
+                    page.get_by_text(subcategory, exact=True).first.click()
+                shown += show_entries(page, results, keys)
         page.screenshot(path=str(tmp_path / "last.png"))
         browser.close()
     assert shown == len(figures)
     assert errors == []
+
+
+def show_entries(page, results, keys) -> int:
+    """Open every entry of the shown (sub)category; returns the number of figures shown."""
+    shown = 0
+    for key in keys:
+        item = results[key]
+        if item["labels"].get("format") == "svg":
+            page.get_by_text("svg", exact=True).first.click()
+        elif item["labels"].get("format") == "png":
+            page.get_by_text("png", exact=True).first.click()
+        label = item["labels"].get("figure") or item["labels"].get("table")
+        page.locator("tr", has_text=label).first.locator("a[iconname=eye]").click()
+        if key.endswith(".csv"):
+            page.wait_for_function("document.querySelectorAll('table tbody tr').length > 1")
+            continue
+        mime = "png" if key.endswith(".png") else "svg"
+        page.wait_for_function(
+            f"Array.from(document.images).some(i => i.src.startsWith('data:image/{mime}') "
+            "&& i.complete && i.naturalWidth > 300)"
+        )
+        shown += 1
+    return shown

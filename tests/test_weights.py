@@ -1,6 +1,8 @@
 """Published-weights and trained-weights loading, checked against the source model's outputs."""
 
 import logging
+import re
+from pathlib import Path
 
 import pytest
 import timm
@@ -16,6 +18,7 @@ from rmtlens.inputs import (
     hub_source,
     load_pretrained_backbone,
     load_trained_backbone,
+    pretrained_download,
     save_backbone_state,
 )
 
@@ -121,6 +124,49 @@ def test_weights_absent_offline_name_both_options(tmp_path, monkeypatch):
     message = str(info.value)
     assert "could not get the published weights" in message and PRETRAINED_FILE_FIELD in message
     assert str(tmp_path / "hub") in message
+
+
+def follow_the_message(message: str) -> Path:
+    """The path the error message says to put the weights file at."""
+    match = re.search(r"put it at (\S+) \(where it is found without network\)", message)
+    assert match, message
+    return Path(match.group(1))
+
+
+def test_missing_weights_name_the_download_and_where_to_put_it(source, images, tmp_path):
+    hub = tmp_path / "hub"
+    with pytest.raises(WeightsError) as info:
+        load_pretrained_backbone(MODEL, SIZE, 0, cache_dir=hub, allow_download=False)
+    message = str(info.value)
+    url = "https://huggingface.co/timm/test_resnet.r160_in1k/resolve/main/model.safetensors"
+    assert url in message and PRETRAINED_FILE_FIELD in message
+    assert pretrained_download(MODEL, hub)["url"] == url
+    target = follow_the_message(message)
+    assert target.is_relative_to(hub) and target.name == "model.safetensors"
+    target.parent.mkdir(parents=True)
+    write_weights(source, target)  # what a download elsewhere, copied here, would be
+    model = load_pretrained_backbone(MODEL, SIZE, 0, cache_dir=hub, allow_download=False)
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), pooled_features(source, images), rtol=0, atol=0)
+
+
+def test_weights_published_by_url_only_name_the_url_file(source, images, tmp_path, monkeypatch):
+    import rmtlens.inputs.weights as weights
+
+    url = "https://example.org/releases/test_resnet-0123abcd.pth?download=1"
+    monkeypatch.setattr(weights, "hub_source", lambda name: (None, None, (), url))
+    hub = tmp_path / "hub"
+    with pytest.raises(WeightsError) as info:
+        load_pretrained_backbone(MODEL, SIZE, 0, cache_dir=hub, allow_download=False)
+    message = str(info.value)
+    assert url in message
+    target = follow_the_message(message)
+    assert target == hub / "test_resnet-0123abcd.pth"
+    hub.mkdir()
+    write_weights(source, target)
+    model = load_pretrained_backbone(MODEL, SIZE, 0, cache_dir=hub, allow_download=False)
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), pooled_features(source, images), rtol=0, atol=0)
 
 
 def test_file_of_another_architecture_is_refused(tmp_path):

@@ -15,8 +15,15 @@ PARTIAL_DIR = ".partial"
 os.environ.setdefault(PARTIAL_DIR_ENV, PARTIAL_DIR)
 
 
-onstart:
+def remove_partial_leftovers():
+    """Delete temporary files of killed jobs. Snakemake runs only the main Snakefile's
+    onstart handler: a workflow that uses this one as a module calls this function from
+    its own (``onstart: rmtlens.remove_partial_leftovers()``, README)."""
     remove_partials(PARTIAL_DIR)
+
+
+onstart:
+    remove_partial_leftovers()
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -110,13 +117,14 @@ def check_config(cfg):
         )
     if not workflow.is_main_process:
         return  # a cluster job re-reads the Snakefile; the main process already checked
-    import timm  # imported here: only a configuration check needs it
+    # imports timm: only this check needs it
+    from rmtlens.inputs import check_model_name
 
     for name, bb in cfg["backbones"].items():
-        if not timm.is_model(bb["model"]):
-            config_error(
-                f"backbones.{name}.model", f"unknown timm model {bb['model']!r}"
-            )
+        try:
+            check_model_name(bb["model"])
+        except ValueError as err:
+            config_error(f"backbones.{name}.model", str(err))
 
 
 check_config(config)
@@ -291,6 +299,57 @@ def ridge_path_files(wildcards=None):
 
 def dataset_labels():
     return {name: ds.get("label", name) for name, ds in config["datasets"].items()}
+
+
+def joined(values):
+    """Distinct values in first-seen order, as one comma-separated label."""
+    return ", ".join(dict.fromkeys(str(v) for v in values))
+
+
+def scope_labels(study=None):
+    """What a report entry covers, as filterable labels: the dataset(s), backbone(s),
+    weights and kernel(s). By default every kernel unit of the configuration (the
+    summary figures and tables aggregate them all); a study names its own scope."""
+    if study == "double_descent":
+        dd = config["double_descent"]
+        backbone, _, weights = dd["linear"]["embedding"].partition("/")
+        return dict(
+            dataset=dd["dataset"],
+            backbone=backbone,
+            weights=weights,
+            kernel=f"random features on {dd['inputs']}, linear on embeddings",
+        )
+    if study == "linearisation":
+        lin = config["linearisation"]
+        return dict(
+            dataset=lin["dataset"],
+            backbone=f"small CNN (width {lin['width']}, depth {lin['depth']})",
+            weights="init, SGD-trained",
+            kernel="entk",
+        )
+    if study == "pretraining":
+        names = trained_backbones()
+        tasks = [config["backbones"][b]["pretrain"]["task"] for b in names]
+        return dict(
+            dataset=joined(config["source_tasks"][t]["dataset"] for t in tasks),
+            backbone=joined(names),
+            weights="trained",
+        )
+    units = kernel_units()
+    return {
+        k: joined(u[k] for u in units)
+        for k in ("dataset", "backbone", "weights", "kernel")
+    }
+
+
+def report_labels(name, fmt=None, kind="figure", study=None):
+    """Labels of a report() entry: what it is (``kind``: figure or table), its scope
+    (:func:`scope_labels`) and, for figures, the file format (the report shows it as a
+    png/svg toggle)."""
+    labels = {kind: name, **scope_labels(study)}
+    if fmt is not None:
+        labels["format"] = fmt
+    return labels
 
 
 FIGURES = [

@@ -11,19 +11,24 @@ rule double_descent:
             "results/tables/double_descent_summary.csv",
             caption="../report/table_double_descent.rst",
             category="Summary tables",
-            labels={"table": "double descent"},
+            subcategory="E6 double descent",
+            labels=report_labels(
+                "double descent", kind="table", study="double_descent"
+            ),
         ),
         png=report(
             "results/figures/double_descent.png",
             caption="../report/double_descent.rst",
             category="Extensions",
-            labels={"figure": "double descent", "format": "png"},
+            subcategory="E6 double descent",
+            labels=report_labels("double descent", "png", study="double_descent"),
         ),
         svg=report(
             "results/figures/double_descent.svg",
             caption="../report/double_descent.rst",
             category="Extensions",
-            labels={"figure": "double descent", "format": "svg"},
+            subcategory="E6 double descent",
+            labels=report_labels("double descent", "svg", study="double_descent"),
         ),
     log:
         "logs/double_descent.log",
@@ -78,19 +83,22 @@ rule learning_dynamics_summary:
             "results/tables/learning_dynamics_summary.csv",
             caption="../report/table_learning_dynamics.rst",
             category="Summary tables",
-            labels={"table": "learning dynamics"},
+            subcategory="E7 learning dynamics",
+            labels=report_labels("learning dynamics", kind="table"),
         ),
         png=report(
             "results/figures/learning_dynamics.png",
             caption="../report/learning_dynamics.rst",
             category="Extensions",
-            labels={"figure": "learning dynamics", "format": "png"},
+            subcategory="E7 learning dynamics",
+            labels=report_labels("learning dynamics", "png"),
         ),
         svg=report(
             "results/figures/learning_dynamics.svg",
             caption="../report/learning_dynamics.rst",
             category="Extensions",
-            labels={"figure": "learning dynamics", "format": "svg"},
+            subcategory="E7 learning dynamics",
+            labels=report_labels("learning dynamics", "svg"),
         ),
     log:
         "logs/learning_dynamics_summary.log",
@@ -112,7 +120,10 @@ rule linearisation:
             "results/tables/linearisation_accuracy.csv",
             caption="../report/table_linearisation.rst",
             category="Summary tables",
-            labels={"table": "networks versus linearisations"},
+            subcategory="E8 linearisation",
+            labels=report_labels(
+                "networks versus linearisations", kind="table", study="linearisation"
+            ),
         ),
         alignment="results/tables/linearisation_alignment.csv",
         claims="results/tables/linearisation_claims.csv",
@@ -120,13 +131,19 @@ rule linearisation:
             "results/figures/linearisation.png",
             caption="../report/linearisation.rst",
             category="Extensions",
-            labels={"figure": "networks versus linearisations", "format": "png"},
+            subcategory="E8 linearisation",
+            labels=report_labels(
+                "networks versus linearisations", "png", study="linearisation"
+            ),
         ),
         svg=report(
             "results/figures/linearisation.svg",
             caption="../report/linearisation.rst",
             category="Extensions",
-            labels={"figure": "networks versus linearisations", "format": "svg"},
+            subcategory="E8 linearisation",
+            labels=report_labels(
+                "networks versus linearisations", "svg", study="linearisation"
+            ),
         ),
     log:
         "logs/linearisation.log",

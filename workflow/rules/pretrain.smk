@@ -50,13 +50,13 @@ rule pretraining_figure:
             "results/figures/pretraining.png",
             caption="../report/pretraining.rst",
             category="Pretraining",
-            labels={"figure": "training curves", "format": "png"},
+            labels=report_labels("training curves", "png", study="pretraining"),
         ),
         svg=report(
             "results/figures/pretraining.svg",
             caption="../report/pretraining.rst",
             category="Pretraining",
-            labels={"figure": "training curves", "format": "svg"},
+            labels=report_labels("training curves", "svg", study="pretraining"),
         ),
     log:
         "logs/pretraining_figure.log",

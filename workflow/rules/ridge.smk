@@ -31,13 +31,15 @@ rule aggregate:
             "results/tables/gcv_accuracy.csv",
             caption="../report/table_gcv_accuracy.rst",
             category="Summary tables",
-            labels={"table": "GCV accuracy"},
+            subcategory="E1 ridge paths",
+            labels=report_labels("GCV accuracy", kind="table"),
         ),
         best=report(
             "results/tables/best_risk.csv",
             caption="../report/table_best_risk.rst",
             category="Summary tables",
-            labels={"table": "best risk per kernel"},
+            subcategory="E1 ridge paths",
+            labels=report_labels("best risk per kernel", kind="table"),
         ),
     log:
         "logs/aggregate.log",

@@ -21,14 +21,34 @@ def pick_device(prefer_cuda: bool = True) -> torch.device:
     return torch.device("cpu")
 
 
+def closest_model_names(model_name: str, n: int = 8) -> list[str]:
+    """The timm architecture names closest to ``model_name`` (its tag and case ignored;
+    difflib ratio ≥ 0.6, best first), then names that contain its first word, up to
+    ``n`` in all."""
+    import difflib
+
+    import timm
+
+    names = timm.list_models()  # lower case, as timm spells them
+    arch = model_name.split(".", 1)[0].lower()
+    close = difflib.get_close_matches(arch, names, n=n, cutoff=0.6)
+    word = arch.split("_")[0]
+    if word:
+        close += [m for m in names if word in m and m not in close][: max(0, n - len(close))]
+    return close[:n]
+
+
 def check_model_name(model_name: str) -> None:
-    """Raise ``ValueError`` naming ``model_name`` if timm does not know it."""
+    """Raise ``ValueError`` naming ``model_name`` and the closest names timm knows, if
+    timm does not know it."""
     import timm
 
     if not timm.is_model(model_name):
-        close = timm.list_models(f"*{model_name.split('_')[0]}*")[:8]
-        hint = f" Similar names: {', '.join(close)}." if close else ""
-        raise ValueError(f"unknown timm model {model_name!r}.{hint}")
+        close = closest_model_names(model_name)
+        hint = f" Closest timm names: {', '.join(close)}." if close else ""
+        raise ValueError(
+            f"unknown timm model {model_name!r}.{hint} All names: python -c \"import timm; print(timm.list_models())\"."
+        )
 
 
 def create_backbone(
@@ -109,9 +129,9 @@ def preprocess(
 
 def feature_dim(model: torch.nn.Module, image_size: int) -> int:
     """Dimension of the pooled features, read off one forward pass."""
-    device = next(model.parameters()).device
+    reference = next(model.parameters())
     with torch.no_grad():
-        out = model(torch.zeros(1, 3, image_size, image_size, device=device))
+        out = model(torch.zeros(1, 3, image_size, image_size, device=reference.device, dtype=reference.dtype))
     if out.ndim != 2:
         raise ValueError(
             f"backbone returns features of shape {tuple(out.shape)}; expected (batch, p). "

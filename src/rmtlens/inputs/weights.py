@@ -60,6 +60,53 @@ def hub_source(model_name: str) -> tuple[str | None, str | None, tuple[str, ...]
     return repo_id, revision, filenames, cfg.url or None
 
 
+def pretrained_download(model_name: str, cache_dir: str | os.PathLike) -> dict[str, str] | None:
+    """The file timm downloads for the published weights of ``model_name``, and where a
+    copy put there by hand is found without network.
+
+    Returns ``None`` when timm publishes no weights for the model, else a dict:
+    ``url`` (what timm fetches first: the hub's ``resolve`` URL of the first file name
+    timm tries, or the legacy download URL for models published only by URL),
+    ``filename`` (that file's name), ``source`` (``hub id`` or ``url``) and
+    ``cache_file`` (the path under ``cache_dir`` where :func:`cached_pretrained_file`
+    finds it: the Hugging Face cache layout
+    ``models--<org>--<name>/snapshots/<revision>/<filename>``, revision ``main``
+    unless the hub id pins one, or ``<cache_dir>/<url file name>`` for URL models).
+    """
+    repo_id, revision, filenames, url = hub_source(model_name)
+    if repo_id:
+        rev = revision or "main"
+        filename = filenames[0]
+        folder = "models--" + repo_id.replace("/", "--")
+        return {
+            "url": f"https://huggingface.co/{repo_id}/resolve/{rev}/{filename}",
+            "filename": filename,
+            "source": f"Hugging Face hub id {repo_id}" + (f" at revision {revision}" if revision else ""),
+            "cache_file": str(Path(cache_dir) / folder / "snapshots" / rev / filename),
+        }
+    if url:
+        filename = os.path.basename(url.split("?")[0])
+        return {"url": url, "filename": filename, "source": f"url {url}", "cache_file": str(Path(cache_dir) / filename)}
+    return None
+
+
+def pretrained_instructions(model_name: str, cache_dir: str | os.PathLike) -> str:
+    """Where the published weights of ``model_name`` come from and both ways to provide
+    them offline, as one sentence for error messages."""
+    where = pretrained_download(model_name, cache_dir)
+    if where is None:
+        return (
+            f"timm publishes no weights for model {model_name!r}; name a local weights file in the "
+            f"backbone's `{PRETRAINED_FILE_FIELD}` config field, or use weights `init` or `trained`."
+        )
+    return (
+        f"timm downloads {where['url']} ({where['source']}) into the cache {cache_dir} (needs network once). "
+        f"Without network, download that file elsewhere and either put it at {where['cache_file']} "
+        f"(where it is found without network), or name it (or any .safetensors / .pth of the same "
+        f"weights) in the backbone's `{PRETRAINED_FILE_FIELD}` config field."
+    )
+
+
 def cached_pretrained_file(model_name: str, cache_dir: str | os.PathLike) -> Path | None:
     """The published weights of ``model_name`` if already in ``cache_dir``, else ``None``.
 
@@ -152,12 +199,7 @@ def load_pretrained_backbone(
         or naming the file and its missing keys when it does not fit the model.
     """
     repo_id, _, filenames, url = hub_source(model_name)
-    where = f"the Hugging Face hub ({repo_id})" if repo_id else url or "the hub"
-    options = (
-        f"Either let timm download them from {where} into the cache {cache_dir} (needs network once), "
-        f"or name a local weights file (.safetensors or .pth) in the backbone's `{PRETRAINED_FILE_FIELD}` "
-        "config field."
-    )
+    options = pretrained_instructions(model_name, cache_dir)
     if pretrained_file is not None:
         path = Path(pretrained_file)
         if not path.is_file():
@@ -167,17 +209,14 @@ def load_pretrained_backbone(
             )
         return _from_file(model_name, image_size, seed, model_kwargs, path)
     if not repo_id and not url:
-        raise WeightsError(
-            f"timm publishes no weights for model {model_name!r}; name a local weights file in the "
-            f"backbone's `{PRETRAINED_FILE_FIELD}` config field, or use weights `init` or `trained`."
-        )
+        raise WeightsError(options)
     cached = cached_pretrained_file(model_name, cache_dir)
     if cached is not None:
         return _from_file(model_name, image_size, seed, model_kwargs, cached)
     if not allow_download:
         raise WeightsError(
-            f"published weights of timm model {model_name!r} ({', '.join(filenames)}) are not in the cache "
-            f"{cache_dir} and downloading is disabled. {options}"
+            f"published weights of timm model {model_name!r} are not in the cache {cache_dir} "
+            f"and downloading is disabled. {options}"
         )
     from huggingface_hub.errors import HfHubHTTPError
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
+    "backbone_entk": "backbone",
+    "backbone_feature_kernel": "backbone",
     "ScalarNetwork": "ntk",
     "entk": "ntk",
     "entk_flops": "ntk",
