@@ -27,12 +27,12 @@ rule factor:
         embeddings="results/embeddings/{dataset}/{backbone}/{weights}.npy",
     output:
         "results/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.npz",
-    wildcard_constraints:
-        kernel="features",
     log:
         "logs/factor/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.log",
     benchmark:
         "benchmarks/factor/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.tsv"
+    wildcard_constraints:
+        kernel="features",
     conda:
         "../../envs/rmtlens.yaml"
     resources:
@@ -53,12 +53,12 @@ rule feature_pool_spectrum:
         dataset="results/datasets/{dataset}.npz",
     output:
         "results/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz",
-    wildcard_constraints:
-        kernel="features",
     log:
         "logs/pool_spectrum/{dataset}/{backbone}/{weights}/{kernel}.log",
     benchmark:
         "benchmarks/pool_spectrum/{dataset}/{backbone}/{weights}/{kernel}.tsv"
+    wildcard_constraints:
+        kernel="features",
     conda:
         "../../envs/rmtlens.yaml"
     resources:
