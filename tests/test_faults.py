@@ -111,7 +111,7 @@ def finished_copy(finished_run, tmp_path):
 )
 def test_corrupt_kernel_file_stops_with_a_clear_error_and_changes_no_table(finished_copy, corrupt, message):
     before = table_bytes(finished_copy)
-    path = finished_copy / "results/kernels/digits/tvit/init/features.npy"
+    path = finished_copy / "results/kernels/digits/tresnet/init/entk.npy"
     np.save(path, corrupt(np.load(path)))
     proc = snakemake(finished_copy, "--configfile", str(TEST_CONFIG), "--cores", "2", check=False)
     assert proc.returncode != 0

@@ -17,6 +17,17 @@ from rmtlens.io import load_npz
 pytestmark = pytest.mark.workflow
 
 
+def kernel_matrix(workdir, dataset, backbone, weights, kernel):
+    """The (N_pool + m, N_pool) kernel of a unit: the eNTK file, or for ``features``
+    (low-rank path, no kernel file) ``Φ Φ_poolᵀ / p`` formed densely from the embeddings."""
+    if kernel != "features":
+        return np.load(workdir / f"results/kernels/{dataset}/{backbone}/{weights}/{kernel}.npy")
+    assert not (workdir / f"results/kernels/{dataset}/{backbone}/{weights}/features.npy").exists()
+    phi = np.load(workdir / f"results/embeddings/{dataset}/{backbone}/{weights}.npy").astype(np.float64)
+    n_pool = PreparedDataset.from_arrays(load_npz(workdir / f"results/datasets/{dataset}.npz")).n_pool
+    return phi @ phi[:n_pool].T / phi.shape[1]
+
+
 def brute_force_row(K_all, n_pool, idx, Y, lam):
     """Test risk, error, train risk and GCV by direct solves (no eigendecomposition)."""
     n = len(idx)
@@ -51,7 +62,7 @@ def test_table_rows_match_independent_recomputation(finished_run):
     Y = np.eye(C)[data.labels] - 1.0 / C
     rows = table[table["lambda_rel"] > 0].sample(12, random_state=0)
     for _, row in rows.iterrows():
-        K_all = np.load(finished_run / f"results/kernels/digits/{row.backbone}/{row.weights}/{row.kernel}.npy")
+        K_all = kernel_matrix(finished_run, "digits", row.backbone, row.weights, row.kernel)
         scale = np.trace(K_all[:n_pool]) / n_pool
         idx = np.random.default_rng(int(row.seed)).permutation(n_pool)[: int(row.n)]
         ref = brute_force_row(K_all, n_pool, idx, Y, row.lambda_rel * scale)
@@ -59,15 +70,17 @@ def test_table_rows_match_independent_recomputation(finished_run):
             assert row[key] == pytest.approx(value, rel=1e-7, abs=1e-12), (key, row.to_dict())
 
 
-def test_kernel_equals_recomputed_embeddings(finished_run):
+def test_feature_kernel_inputs_equal_recomputed_embeddings(finished_run):
+    """Feature kernels take the low-rank path: the cached embeddings are their only input, and
+    no dense feature-kernel file is written."""
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     data = PreparedDataset.from_arrays(load_npz(finished_run / "results/datasets/digits.npz"))
+    assert not list(finished_run.glob("results/kernels/*/*/*/features.npy"))
     for name, bb in cfg["backbones"].items():
         model = create_backbone(bb["model"], bb["image_size"], bb["seed"], bb.get("model_kwargs"))
         phi = embed_images(model, data.images, bb["image_size"], batch_size=32).astype(np.float64)
-        K = np.load(finished_run / f"results/kernels/digits/{name}/init/features.npy")
-        ref = phi @ phi[: data.n_pool].T / phi.shape[1]
-        np.testing.assert_allclose(K, ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())
+        stored = np.load(finished_run / f"results/embeddings/digits/{name}/init.npy")
+        np.testing.assert_allclose(stored, phi, rtol=1e-4, atol=1e-6 * np.abs(phi).max())
 
 
 def test_accuracy_table_matches_ridge_table(finished_run):
@@ -106,7 +119,7 @@ def test_changing_the_ridge_grid_reuses_kernels_and_eigendecompositions(finished
     new_grid.write_text(yaml.safe_dump(cfg))
     jobs = dry_run_jobs(workdir, "--configfile", str(new_grid))
     assert jobs.get("ridge_path", 0) > 0 and jobs.get("aggregate") == 1
-    for heavy in ["prepare_dataset", "embed", "kernel", "eigh", "pool_spectrum"]:
+    for heavy in ["prepare_dataset", "embed", "kernel", "eigh", "factor", "pool_spectrum", "feature_pool_spectrum"]:
         assert heavy not in jobs, jobs
 
 
@@ -128,7 +141,7 @@ def test_cifar10_subset_end_to_end(cifar10_archive, tmp_path):
     data = PreparedDataset.from_arrays(load_npz(tmp_path / "results/datasets/cifar10.npz"))
     assert data.images.shape == (150, 32, 32, 3) and data.classes[0] == "airplane"
     table = pd.read_parquet(tmp_path / "results/tables/ridge.parquet")
-    K_all = np.load(tmp_path / "results/kernels/cifar10/tresnet/init/features.npy")
+    K_all = kernel_matrix(tmp_path, "cifar10", "tresnet", "init", "features")
     Y = np.eye(10)[data.labels] - 0.1
     row = table[(table.n == 100) & (table.lambda_rel > 0)].iloc[3]
     scale = np.trace(K_all[:100]) / 100
@@ -190,7 +203,7 @@ def test_theory_predictions_match_an_independent_computation(finished_run):
     joined = pd.read_parquet(finished_run / "results/tables/theory.parquet")
     data = PreparedDataset.from_arrays(load_npz(finished_run / "results/datasets/digits.npz"))
     N = data.n_pool
-    K_pool = np.load(finished_run / "results/kernels/digits/tvit/init/features.npy")[:N]
+    K_pool = kernel_matrix(finished_run, "digits", "tvit", "init", "features")[:N]
     D, V = np.linalg.eigh(K_pool)
     Y = np.eye(10)[data.labels[:N]] - 0.1
     mu = np.clip(D, 0, None) / N
@@ -211,7 +224,7 @@ def test_representation_and_scaling_tables_agree_with_direct_computations(finish
     rep = pd.read_csv(finished_run / "results/tables/representations.csv").set_index(["backbone", "weights", "kernel"])
     data = PreparedDataset.from_arrays(load_npz(finished_run / "results/datasets/digits.npz"))
     N = data.n_pool
-    D = np.linalg.eigvalsh(np.load(finished_run / "results/kernels/digits/tresnet/trained/features.npy")[:N])
+    D = np.linalg.eigvalsh(kernel_matrix(finished_run, "digits", "tresnet", "trained", "features")[:N])
     D = np.where(D > 1e-10 * D.max(), D, 0)
     assert rep.loc[("tresnet", "trained", "features"), "effective_rank"] == pytest.approx(D.sum() ** 2 / np.sum(D**2), rel=1e-9)
 
@@ -274,11 +287,12 @@ def test_adding_a_backbone_schedules_only_its_jobs_and_the_summaries(finished_ru
     config_file.write_text(yaml.safe_dump(cfg))
     jobs = dry_run_jobs(workdir, "--configfile", str(config_file))
     n_sizes = len(pd.read_parquet(finished_run / "results/tables/ridge.parquet").n.unique())
-    per_unit = {"embed": 1, "kernel": 1, "pool_spectrum": 1, "theory": 1, "learning_dynamics": 1,
-                "eigh": n_sizes * len(cfg["seeds"]), "ridge_path": n_sizes * len(cfg["seeds"])}
+    per_unit = {"embed": 1, "feature_pool_spectrum": 1, "theory": 1, "learning_dynamics": 1,
+                "factor": n_sizes * len(cfg["seeds"]), "ridge_path": n_sizes * len(cfg["seeds"])}
     for rule, count in per_unit.items():
         assert jobs.get(rule) == count, (rule, jobs)
-    for untouched in ["prepare_dataset", "prepare_source_task", "pretrain", "pretraining_figure", "double_descent"]:
+    for untouched in ["prepare_dataset", "prepare_source_task", "pretrain", "pretraining_figure", "double_descent",
+                      "kernel", "eigh", "pool_spectrum"]:
         assert untouched not in jobs, jobs
     assert {"aggregate", "estimators", "scaling", "figures"} <= set(jobs)
 
@@ -320,7 +334,8 @@ def test_paper_preset_builds_the_full_dag(tmp_path):
              for d, ds in cfg["datasets"].items()}
     assert jobs["entk_tile"] == sum(tiles[d] for d, b, w, k in units if k == "entk")
     assert jobs["entk_assemble"] == sum(k == "entk" for *_, k in units)
-    assert jobs["eigh"] == jobs["ridge_path"] == sum(sizes[d] * len(cfg["seeds"]) for d, *_ in units)
+    assert jobs.get("eigh", 0) + jobs.get("factor", 0) == jobs["ridge_path"] == sum(sizes[d] * len(cfg["seeds"]) for d, *_ in units)
+    assert jobs.get("factor", 0) == sum(sizes[d] * len(cfg["seeds"]) for d, b, w, k in units if k == "features")
     assert jobs["prepare_dataset"] == 2 and "pretrain" not in jobs
 
 

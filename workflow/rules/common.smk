@@ -413,3 +413,21 @@ def final_outputs():
         "results/tables/local_law.csv",
         *[f"results/figures/{f}.{ext}" for f in FIGURES for ext in ("png", "svg")],
     ]
+
+
+# Feature kernels on the low-rank path (lowrank.smk) read embeddings, not a kernel file.
+def kernel_source(wildcards):
+    """A ridge/flow job's kernel input: the embeddings for `features`, else the kernel file."""
+    unit = f"{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}"
+    if wildcards.kernel == "features":
+        return {"embeddings": f"results/embeddings/{unit}.npy"}
+    return {"kernel": f"results/kernels/{unit}/{wildcards.kernel}.npy"}
+
+
+def spectral_mem_mb(wildcards, n):
+    """Memory (MB) of a job holding an n-point factorisation: n x n dense, n x p (p ≤ 1024
+    assumed for embeddings) on the low-rank path, plus the embeddings themselves."""
+    if wildcards.kernel == "features":
+        ds = config["datasets"][wildcards.dataset]
+        return 2000 + 8 * 1024 * (4 * n + ds["n_pool"] + ds["n_test"]) // 10**6
+    return 2000 + 48 * n**2 // 10**6

@@ -50,7 +50,7 @@ rule double_descent:
 
 rule learning_dynamics:
     input:
-        kernel="results/kernels/{dataset}/{backbone}/{weights}/{kernel}.npy",
+        unpack(kernel_source),
         eigh=lambda wc: f"results/eigh/{wc.dataset}/{wc.backbone}/{wc.weights}/{wc.kernel}/n{sample_sizes(wc.dataset)[-1]}_s{config['seeds'][0]}.npz",
         dataset="results/datasets/{dataset}.npz",
     output:
@@ -62,7 +62,7 @@ rule learning_dynamics:
     conda:
         "../../envs/rmtlens.yaml"
     resources:
-        mem_mb=lambda wc: 2000 + 48 * sample_sizes(wc.dataset)[-1] ** 2 // 10**6,
+        mem_mb=lambda wc: spectral_mem_mb(wc, sample_sizes(wc.dataset)[-1]),
         runtime=lambda wc, attempt: minutes_for(
             sample_sizes(wc.dataset)[-1], 60, 2, attempt
         ),

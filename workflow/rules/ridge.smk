@@ -1,6 +1,6 @@
 rule ridge_path:
     input:
-        kernel="results/kernels/{dataset}/{backbone}/{weights}/{kernel}.npy",
+        unpack(kernel_source),
         eigh="results/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.npz",
         dataset="results/datasets/{dataset}.npz",
     output:
@@ -12,7 +12,7 @@ rule ridge_path:
     conda:
         "../../envs/rmtlens.yaml"
     resources:
-        mem_mb=lambda wc: 2000 + 48 * int(wc.n) ** 2 // 10**6,
+        mem_mb=lambda wc: spectral_mem_mb(wc, int(wc.n)),
         runtime=lambda wc, attempt: minutes_for(int(wc.n), 60, 2, attempt),
     params:
         lambdas_rel=relative_ridges(),

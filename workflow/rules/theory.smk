@@ -31,6 +31,12 @@ rule estimators:
         ),
     output:
         joined="results/tables/theory.parquet",
+        de_bias=report(
+            "results/tables/de_bias.csv",
+            caption="../report/table_de_bias.rst",
+            category="Summary tables",
+            labels={"table": "DE bias by n/N_pool"},
+        ),
         estimators=report(
             "results/tables/estimators.csv",
             caption="../report/table_estimators.rst",
@@ -58,6 +64,7 @@ rule estimators:
         "../../envs/rmtlens.yaml"
     params:
         n_min=config["analysis"]["n_min"],
+        n_pool={d: ds["n_pool"] for d, ds in config["datasets"].items()},
     script:
         "../scripts/estimators.py"
 

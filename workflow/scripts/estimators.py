@@ -4,6 +4,7 @@ import pandas as pd
 from rmtlens.io import load_table, save_figure, save_table
 from rmtlens.report import (
     THEORY_ESTIMATORS,
+    de_bias_by_pool_fraction,
     estimator_accuracy,
     estimators_versus_risk,
     join_predictions,
@@ -17,6 +18,9 @@ accuracy = estimator_accuracy(joined, snakemake.params.n_min, THEORY_ESTIMATORS)
 log.info("relative error against the test risk (n >= %d)\n%s", snakemake.params.n_min, accuracy.to_string(index=False))
 save_table(snakemake.output.joined, joined)
 save_table(snakemake.output.estimators, accuracy)
+de_bias = de_bias_by_pool_fraction(joined, snakemake.params.n_pool, snakemake.params.n_min)
+log.info("omniscient DE against the test risk by n/N_pool\n%s", de_bias.to_string(index=False))
+save_table(snakemake.output.de_bias, de_bias)
 fig = estimators_versus_risk(joined, THEORY_ESTIMATORS, snakemake.params.n_min)
 save_figure(fig, snakemake.output.png, snakemake.output.svg)
 plt.close(fig)

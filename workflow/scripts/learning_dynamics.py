@@ -1,15 +1,16 @@
 import pandas as pd
 
 from rmtlens.io import save_table
-from rmtlens.studies import gradient_flow_path, time_grid
-from rmtlens.workflow import job_logger, load_ridge_problem
+from rmtlens.studies import time_grid
+from rmtlens.workflow import job_logger, load_any_ridge_problem, solve_gradient_flow
 
 wc, p = snakemake.wildcards, snakemake.params
 log = job_logger(snakemake.log[0], f"learning_dynamics/{wc.backbone}/{wc.weights}/{wc.kernel}")
-prob = load_ridge_problem(snakemake.input.dataset, snakemake.input.eigh, snakemake.input.kernel, p.targets)
+prob = load_any_ridge_problem(snakemake.input, p.targets)
+log.info("%s path: %d eigen-directions for n = %d", "low-rank" if prob.low_rank else "dense", len(prob.eigvals),
+         len(prob.index))
 times = time_grid(prob.scale, p.ridge["min"], p.ridge["max"], p.spec["num_times"], p.spec["learning_rate"])
-table, summary = gradient_flow_path(prob.eigvals, prob.eigvecs, prob.y_train, prob.k_test, prob.y_test, times,
-                                    p.spec["learning_rate"], p.ridge["rcond"])
+table, summary = solve_gradient_flow(prob, times, p.spec["learning_rate"], p.ridge["rcond"])
 log.info("n = %d: %s", len(prob.index), {k: round(v, 4) for k, v in summary.items()})
 frame = pd.DataFrame(table).assign(dataset=wc.dataset, backbone=wc.backbone, weights=wc.weights, kernel=wc.kernel,
                                    n=len(prob.index), kernel_scale=prob.scale,

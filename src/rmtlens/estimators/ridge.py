@@ -17,7 +17,32 @@ of ``r``: the indicator of the null space when the kernel is rank-deficient,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+
+@dataclass(frozen=True)
+class NullSpace:
+    """The orthogonal complement of a thin range basis ``U`` (n, r), r < n, of a training
+    kernel: ``dim = n − r``, ``energy = ||P Y||²_F``, ``residual = P Y`` (n, C) and
+    ``leverage = diag P`` (n,), with ``P = I − U Uᵀ``. All O(n r C) to form."""
+
+    dim: int
+    energy: float
+    residual: np.ndarray
+    leverage: np.ndarray
+
+
+def null_space(U: np.ndarray, Y: np.ndarray, Yt: np.ndarray) -> NullSpace | None:
+    """:class:`NullSpace` of the thin basis ``U`` (n, r) for targets ``Y`` (n, C) with
+    ``Yt = Uᵀ Y``; ``None`` when ``U`` is square (no complement)."""
+    n, r = U.shape
+    if r >= n:
+        return None
+    resid = Y - U @ Yt
+    leverage = np.clip(1.0 - np.einsum("ik,ik->i", U, U), 0.0, None)
+    return NullSpace(n - r, float(np.einsum("ic,ic->", resid, resid)), resid, leverage)
 
 
 def check_ridge_inputs(eigvals, eigvecs, y_train, k_test, y_test, lambdas):
@@ -143,33 +168,54 @@ def ridge_path_in_eigenbasis(
     lam: np.ndarray,
     block_size: int = 2**24,
     loo: bool = True,
+    null: NullSpace | None = None,
 ) -> dict[str, np.ndarray]:
     """:func:`ridge_path` from inputs already checked and rotated, for callers that
     hold them: ``d`` (n,) clipped eigenvalues, ``U`` (n, n), ``Yt = Uᵀ Y`` (n, C),
     ``A = K* U`` (m, n), ``Ys`` (m, C), ``lam`` (L,). ``loo=False`` skips LOO (its
-    ``n² L C`` work) and leaves it out of the result."""
-    n, C = Yt.shape
+    ``n² L C`` work) and leaves it out of the result.
+
+    Low-rank kernels: ``U`` may be a thin (n, r) basis of the range, with ``d``, ``Yt``
+    and ``A`` on its r directions, when ``null`` describes the orthogonal complement
+    (:func:`null_space`). Every complement direction has eigenvalue 0, so it enters
+    as one direction of multiplicity ``null.dim``; ``K*`` must vanish on it (true
+    for feature kernels ``K* = Φ* Φᵀ/p``), so it adds nothing to the predictions."""
+    n, C = U.shape[0], Yt.shape[1]
     q = np.einsum("ic,ic->i", Yt, Yt)  # ||Ỹ_i||²
-    r_act, r_dir, inv = residual_weights(d, n, lam)
+    if null is None:
+        r_act, r_dir, inv = residual_weights(d, n, lam)
+    else:  # weights of one representative null direction, then the range
+        r_act, r_dir, inv = residual_weights(np.append(d, 0.0), n, lam)
+        r0_act, r0_dir = r_act[-1], r_dir[-1]
+        r_act, r_dir, inv = r_act[:-1], r_dir[:-1], inv[:-1]
+    train, gcv_num = (r_act**2).T @ q, (r_dir**2).T @ q
+    trace_r, dof = np.sum(r_dir, axis=0), np.sum(1.0 - r_act, axis=0)
+    if null is not None:
+        train, gcv_num = train + r0_act**2 * null.energy, gcv_num + r0_dir**2 * null.energy
+        trace_r, dof = trace_r + null.dim * r0_dir, dof + null.dim * (1.0 - r0_act)
     out = {
         "lambda": lam.copy(),
-        "train_risk": (r_act**2).T @ q / n,
-        "gcv": ((r_dir**2).T @ q / n) / np.mean(r_dir, axis=0) ** 2,
-        "dof": np.sum(1.0 - r_act, axis=0),
+        "train_risk": train / n,
+        "gcv": (gcv_num / n) / (trace_r / n) ** 2,
+        "dof": dof,
         "test_risk": np.empty(lam.size),
         "test_error": np.empty(lam.size),
     }
     if loo:
         out["loo"] = np.empty(lam.size)
         one_minus_sii = (U * U) @ r_dir  # (n, L): diagonal of (I − S), up to the λ=0 scale
+        if null is not None:
+            one_minus_sii += null.leverage[:, None] * r0_dir[None, :]
     step = max(1, block_size // max(1, n * C))
     for start in range(0, lam.size, step):
         sl = slice(start, min(start + step, lam.size))
         L = sl.stop - sl.start
-        coef = (inv[:, sl, None] * Yt[:, None, :]).reshape(n, L * C)
+        coef = (inv[:, sl, None] * Yt[:, None, :]).reshape(-1, L * C)
         pred = (A @ coef).reshape(-1, L, C)
         if loo:
-            resid = (U @ (r_dir[:, sl, None] * Yt[:, None, :]).reshape(n, L * C)).reshape(n, L, C)
+            resid = (U @ (r_dir[:, sl, None] * Yt[:, None, :]).reshape(-1, L * C)).reshape(n, L, C)
+            if null is not None:
+                resid += r0_dir[sl][None, :, None] * null.residual[:, None, :]
         for j in range(L):
             err = pred[:, j, :] - Ys
             out["test_risk"][start + j] = np.mean(np.einsum("ic,ic->i", err, err))

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
+    "DE_FRACTION_EDGES": "tables",
+    "de_bias_by_pool_fraction": "tables",
     "double_descent_curves": "plots",
     "estimators_versus_risk": "plots",
     "learning_dynamics_curves": "plots",

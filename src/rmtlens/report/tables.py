@@ -131,3 +131,46 @@ def double_descent_summary(table: pd.DataFrame, exclude: tuple[float, float] = (
             max_rel_error_off_peak=float(err.max()) if len(err) else np.nan,
         ))
     return pd.DataFrame(rows)
+
+
+DE_FRACTION_EDGES = (0.0, 0.1, 0.25, 0.5, 1.0)
+
+
+def de_bias_by_pool_fraction(
+    table: pd.DataFrame, n_pool: Mapping[str, int], n_min: int, edges=DE_FRACTION_EDGES, small_ridge: float = 1e-3
+) -> pd.DataFrame:
+    """Relative error of the omniscient DE against the test risk by ``n/N_pool`` bucket.
+
+    The omniscient DE treats the pool as the population (SPEC §3), which it is not once
+    ``n`` is a sizeable fraction of ``N_pool``. Per kernel and bucket ``(lo, hi]`` of
+    ``n/N_pool`` (rows with ``n ≥ n_min``): median and 90th percentile of
+    ``|DE − R|/R`` over all ridges, the median signed error ``(DE − R)/R``, and the
+    median signed error over ridges ``λ_rel < small_ridge`` (where the bias lives).
+    """
+    missing = [c for c in [*KERNEL_KEYS, "n", "lambda_rel", "test_risk", "omniscient_test_risk"] if c not in table]
+    if missing:
+        raise ValueError(f"joined table lacks columns {missing}")
+    unknown = sorted(set(table["dataset"]) - set(n_pool))
+    if unknown:
+        raise ValueError(f"no N_pool given for datasets {unknown}")
+    rows = table[table["n"] >= n_min].copy()
+    rows["n_over_pool"] = rows["n"] / rows["dataset"].map(n_pool)
+    rows["bucket"] = pd.cut(rows["n_over_pool"], list(edges))
+    rows["signed"] = (rows["omniscient_test_risk"] - rows["test_risk"]) / rows["test_risk"]
+    out = []
+    for (*keys, bucket), group in rows.groupby([*KERNEL_KEYS, "bucket"], sort=True, observed=True):
+        small = group[group["lambda_rel"] < small_ridge]["signed"]
+        out.append(
+            dict(
+                zip(KERNEL_KEYS, keys),
+                n_over_pool_lo=float(bucket.left),
+                n_over_pool_hi=float(bucket.right),
+                n_values=" ".join(str(int(v)) for v in sorted(group["n"].unique())),
+                median_rel_error=float(np.median(np.abs(group["signed"]))),
+                p90_rel_error=float(np.quantile(np.abs(group["signed"]), 0.9)),
+                median_signed_error=float(np.median(group["signed"])),
+                median_signed_error_small_ridge=float(np.median(small)) if len(small) else np.nan,
+                rows=int(len(group)),
+            )
+        )
+    return pd.DataFrame(out)

@@ -31,9 +31,11 @@ from __future__ import annotations
 import numpy as np
 
 from rmtlens.estimators.ridge import (
+    NullSpace,
     check_ridge_inputs,
     classification_error,
     clip_spectrum,
+    null_space,
     ridge_path_in_eigenbasis,
 )
 
@@ -144,18 +146,44 @@ def gradient_flow_path(
     """
     d, U, Y, Ks, Ys, _ = check_ridge_inputs(eigvals, eigvecs, y_train, k_test, y_test, [0.0])
     t = _check_times(times, learning_rate)
-    n = d.shape[0]
     d = clip_spectrum(d, rcond)
-    Yt = U.T @ Y
-    A = Ks @ U
+    return gradient_flow_in_eigenbasis(d, U, U.T @ Y, Ks @ U, Ys, t, learning_rate)
+
+
+def gradient_flow_in_eigenbasis(
+    d: np.ndarray,
+    U: np.ndarray,
+    Yt: np.ndarray,
+    A: np.ndarray,
+    Ys: np.ndarray,
+    t: np.ndarray,
+    learning_rate: float = 1.0,
+    null: NullSpace | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """:func:`gradient_flow_path` from checked, rotated inputs: ``d`` clipped eigenvalues,
+    ``U`` (n, r), ``Yt = Uᵀ Y``, ``A = K* U``, ``Ys``, times ``t``. A thin basis
+    (``r < n``) needs ``null``, its complement (see
+    :func:`rmtlens.estimators.ridge.ridge_path_in_eigenbasis`): eigenvalue 0 there, so
+    residual 1, fit 0, and the GCV direction weight of ``d_min = 0``."""
+    n = U.shape[0]
     q = np.einsum("ic,ic->i", Yt, Yt)
-    fit, residual, direction = gradient_flow_filters(d, n, t, learning_rate)
+    if null is None:
+        fit, residual, direction = gradient_flow_filters(d, n, t, learning_rate)
+    else:
+        fit, residual, direction = gradient_flow_filters(np.append(d, 0.0), n, t, learning_rate)
+        res0, dir0 = residual[-1], direction[-1]
+        fit, residual, direction = fit[:-1], residual[:-1], direction[:-1]
+    train, gcv_num = (residual**2).T @ q, (direction**2).T @ q
+    trace_dir, dof = np.sum(direction, axis=0), np.sum(1.0 - residual, axis=0)
+    if null is not None:
+        train, gcv_num = train + res0**2 * null.energy, gcv_num + dir0**2 * null.energy
+        trace_dir, dof = trace_dir + null.dim * dir0, dof + null.dim * (1.0 - res0)
 
     table = {
         "time": t.copy(),
-        "train_risk": (residual**2).T @ q / n,
-        "gcv": n * ((direction**2).T @ q) / np.sum(direction, axis=0) ** 2,
-        "dof": np.sum(1.0 - residual, axis=0),
+        "train_risk": train / n,
+        "gcv": n * gcv_num / trace_dir**2,
+        "dof": dof,
         "test_risk": np.empty(t.size),
         "test_error": np.empty(t.size),
     }
@@ -166,7 +194,7 @@ def gradient_flow_path(
         table["test_error"][j] = classification_error(pred, Ys)
 
     lambdas = 1.0 / (learning_rate * t)
-    ridge = ridge_path_in_eigenbasis(d, U, Yt, A, Ys, np.append(lambdas, 0.0), loo=False)
+    ridge = ridge_path_in_eigenbasis(d, U, Yt, A, Ys, np.append(lambdas, 0.0), loo=False, null=null)
     table["ridge_lambda"] = lambdas
     for key in ("test_risk", "test_error", "train_risk", "gcv"):
         table["ridge_" + key] = ridge[key][:-1]
@@ -201,3 +229,33 @@ def time_grid(scale: float, lam_rel_min: float, lam_rel_max: float, num: int, le
         )
     lambdas = np.geomspace(lam_rel_max, lam_rel_min, num) * scale
     return np.append(1.0 / (learning_rate * lambdas), np.inf)
+
+
+def gradient_flow_path_low_rank(
+    eigvals: np.ndarray,
+    basis: np.ndarray,
+    y_train: np.ndarray,
+    test_basis: np.ndarray,
+    y_test: np.ndarray,
+    times: np.ndarray,
+    learning_rate: float = 1.0,
+    rcond: float = 1e-10,
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """:func:`gradient_flow_path` from a thin eigendecomposition of a feature kernel:
+    ``eigvals`` (r,), ``basis`` (n, r), ``test_basis = K* U`` (m, r); the null space of
+    the basis' complement is handled analytically (SPEC §2.1)."""
+    d = np.asarray(eigvals, dtype=np.float64)
+    U = np.asarray(basis, dtype=np.float64)
+    Y = np.asarray(y_train, dtype=np.float64)
+    Y = Y[:, None] if Y.ndim == 1 else Y
+    Ys = np.asarray(y_test, dtype=np.float64)
+    Ys = Ys[:, None] if Ys.ndim == 1 else Ys
+    A = np.asarray(test_basis, dtype=np.float64)
+    if U.ndim != 2 or d.shape != (U.shape[1],) or Y.shape[0] != U.shape[0] or A.shape[1:] != (d.size,):
+        raise ValueError(f"eigvals {d.shape}, basis {U.shape}, y_train {Y.shape}, test_basis {A.shape} disagree")
+    if Ys.shape != (A.shape[0], Y.shape[1]):
+        raise ValueError(f"y_test must have shape {(A.shape[0], Y.shape[1])}, got {Ys.shape}")
+    t = _check_times(times, learning_rate)
+    d = clip_spectrum(d, rcond)
+    Yt = U.T @ Y
+    return gradient_flow_in_eigenbasis(d, U, Yt, A, Ys, t, learning_rate, null_space(U, Y, Yt))

@@ -10,7 +10,11 @@ import importlib
 
 _EXPORTS = {
     "RidgeProblem": "jobs",
+    "load_any_ridge_problem": "jobs",
+    "load_feature_ridge_problem": "jobs",
     "load_ridge_problem": "jobs",
+    "solve_gradient_flow": "jobs",
+    "solve_ridge_path": "jobs",
     "Progress": "runlog",
     "job_logger": "runlog",
     "set_torch_threads": "runlog",

@@ -11,21 +11,26 @@ from dataclasses import dataclass
 import numpy as np
 
 from rmtlens.estimators.grids import kernel_scale
+from rmtlens.estimators.lowrank import feature_test_basis, ridge_path_low_rank
+from rmtlens.estimators.ridge import ridge_path
 from rmtlens.estimators.spectra import kernel_test_block
 from rmtlens.inputs.datasets import PreparedDataset
 from rmtlens.inputs.targets import make_targets
 from rmtlens.io import load_npy, load_npz
+from rmtlens.studies.dynamics import gradient_flow_path, gradient_flow_path_low_rank
 
 
 @dataclass(frozen=True)
 class RidgeProblem:
     """One training subsample of a kernel, ready for the spectral ridge/flow paths.
 
-    eigvals, eigvecs : (n,), (n, n) eigendecomposition of the training block.
+    eigvals, eigvecs : (n,), (n, n) eigendecomposition of the training block; for a
+        feature kernel on the low-rank path (r,), (n, r) with r = min(n, p).
     index : (n,) pool indices of the training points.
     y_train, y_test : (n, C), (m, C) targets.
-    k_test : (m, n) test-versus-train kernel.
+    k_test : (m, n) test-versus-train kernel; ``None`` on the low-rank path.
     scale : the kernel's ``tr(K_pool)/N_pool`` (relative ridges are multiples of it).
+    test_basis : (m, r) ``K* U`` on the low-rank path (``None`` on the dense path).
     """
 
     eigvals: np.ndarray
@@ -33,8 +38,13 @@ class RidgeProblem:
     index: np.ndarray
     y_train: np.ndarray
     y_test: np.ndarray
-    k_test: np.ndarray
+    k_test: np.ndarray | None
     scale: float
+    test_basis: np.ndarray | None = None
+
+    @property
+    def low_rank(self) -> bool:
+        return self.test_basis is not None
 
 
 def load_ridge_problem(dataset_path, eigh_path, kernel_path, targets: dict) -> RidgeProblem:
@@ -47,3 +57,48 @@ def load_ridge_problem(dataset_path, eigh_path, kernel_path, targets: dict) -> R
     scale = kernel_scale(kernel[np.arange(n_pool), np.arange(n_pool)])
     k_test = kernel_test_block(kernel, n_pool, index)
     return RidgeProblem(eig["eigvals"], eig["eigvecs"], index, Y[index], Y[n_pool:], k_test, scale)
+
+
+def load_feature_ridge_problem(dataset_path, factor_path, embeddings_path, targets: dict) -> RidgeProblem:
+    """A feature kernel's subsample, from a ``factor`` output and the cached embeddings
+    (memory-mapped): ``K* U = Φ* (Φ_nᵀ U)/p`` and ``tr(K_pool)/N_pool = mean ||φ_i||²/p``;
+    no kernel block is formed."""
+    data = PreparedDataset.from_arrays(load_npz(dataset_path))
+    fac = load_npz(factor_path)
+    emb = load_npy(embeddings_path)
+    n_pool, index = data.n_pool, fac["index"]
+    if emb.ndim != 2 or emb.shape[0] != len(data.labels):
+        raise ValueError(f"embeddings {embeddings_path} have shape {emb.shape}, the dataset has {len(data.labels)} images")
+    Y = make_targets(data.labels, len(data.classes), targets["kind"], targets["positive_classes"])
+    pool = np.asarray(emb[:n_pool], dtype=np.float64)
+    scale = kernel_scale(np.einsum("ij,ij->i", pool, pool) / emb.shape[1])
+    phi_train = pool[index]
+    del pool
+    test_basis = feature_test_basis(np.asarray(emb[n_pool:], dtype=np.float64), phi_train, fac["eigvecs"])
+    return RidgeProblem(fac["eigvals"], fac["eigvecs"], index, Y[index], Y[n_pool:], None, scale, test_basis)
+
+
+def load_any_ridge_problem(inputs, targets: dict) -> RidgeProblem:
+    """:func:`load_ridge_problem` when the job's inputs name a ``kernel`` file, else
+    :func:`load_feature_ridge_problem` (inputs ``embeddings``); ``eigh`` is the
+    factorisation either way."""
+    if getattr(inputs, "kernel", None) is not None:
+        return load_ridge_problem(inputs.dataset, inputs.eigh, inputs.kernel, targets)
+    return load_feature_ridge_problem(inputs.dataset, inputs.eigh, inputs.embeddings, targets)
+
+
+def solve_ridge_path(prob: RidgeProblem, lambdas, rcond: float) -> dict[str, np.ndarray]:
+    """The ridge path of a problem on its own path (dense or low-rank)."""
+    if prob.low_rank:
+        return ridge_path_low_rank(prob.eigvals, prob.eigvecs, prob.y_train, prob.test_basis, prob.y_test,
+                                   lambdas, rcond=rcond)
+    return ridge_path(prob.eigvals, prob.eigvecs, prob.y_train, prob.k_test, prob.y_test, lambdas, rcond=rcond)
+
+
+def solve_gradient_flow(prob: RidgeProblem, times, learning_rate: float, rcond: float):
+    """The gradient-flow path of a problem on its own path (dense or low-rank)."""
+    if prob.low_rank:
+        return gradient_flow_path_low_rank(prob.eigvals, prob.eigvecs, prob.y_train, prob.test_basis, prob.y_test,
+                                           times, learning_rate, rcond)
+    return gradient_flow_path(prob.eigvals, prob.eigvecs, prob.y_train, prob.k_test, prob.y_test, times,
+                              learning_rate, rcond)

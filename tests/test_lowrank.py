@@ -1,0 +1,167 @@
+"""The low-rank spectral path of feature kernels against the dense path on the same embeddings.
+
+The dense reference forms ``K = Φ Φᵀ/p`` explicitly and goes through the existing
+``eigh`` + ``ridge_path`` / ``gradient_flow_path`` / ``pool_spectrum`` + ``predict_grid``
+code; the low-rank path never forms an n x n block when ``p < n``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from rmtlens.estimators import (
+    eigh_descending,
+    feature_factor,
+    feature_pool_spectrum,
+    feature_test_basis,
+    pool_spectrum,
+    predict_grid,
+    ridge_path,
+    ridge_path_low_rank,
+)
+from rmtlens.kernels import feature_kernel
+from rmtlens.studies import gradient_flow_path, gradient_flow_path_low_rank, time_grid
+
+# λ = 0 (ridgeless), a log grid, and λ → ∞ (1e12 times the kernel scale)
+LAMBDAS = np.concatenate([[0.0], np.geomspace(1e-6, 1e3, 15), [1e12]])
+CASES = {
+    "p<n": (200, 50, None),
+    "p=n": (100, 100, None),
+    "p>n": (80, 150, None),
+    "rank-deficient": (200, 60, 20),  # rank 20 < p < n
+    "rank-deficient p>n": (40, 90, 25),
+}
+
+
+def embeddings(n, p, rank, m=70, seed=0):
+    rng = np.random.default_rng(seed)
+    phi = rng.standard_normal((n + m, p)) * np.linspace(2.0, 0.2, p)  # anisotropic spectrum
+    if rank is not None:
+        phi = rng.standard_normal((n + m, rank)) @ rng.standard_normal((rank, p))
+    return phi
+
+
+def assert_columns_close(got, ref, rtol=1e-9, atol=None):
+    atol = atol or {}
+    assert set(got) == set(ref)
+    for key in ref:
+        g, r = np.asarray(got[key], dtype=float), np.asarray(ref[key], dtype=float)
+        assert np.array_equal(np.isfinite(g), np.isfinite(r)), key
+        fin = np.isfinite(r)
+        np.testing.assert_allclose(g[fin], r[fin], rtol=rtol, atol=atol.get(key, 0.0), err_msg=key)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_ridge_table_columns_agree_with_the_dense_path(case):
+    n, p, rank = CASES[case]
+    phi = embeddings(n, p, rank)
+    rng = np.random.default_rng(1)
+    Y, Ys = rng.standard_normal((n, 3)), rng.standard_normal((70, 3))
+    K = feature_kernel(phi, n)
+    d, U = eigh_descending(K[:n])
+    scale = np.trace(K[:n]) / n
+    dense = ridge_path(d, U, Y, K[n:], Ys, LAMBDAS * scale)
+    dl, Ul, method = feature_factor(phi[:n])
+    assert method == ("svd" if p < n else "dense") and Ul.shape == (n, min(n, p))
+    low = ridge_path_low_rank(dl, Ul, Y, feature_test_basis(phi[n:], phi[:n], Ul), Ys, LAMBDAS * scale)
+    assert_columns_close(low, dense)
+    # the ridgeless row interpolates when the kernel has rank ≥ n, and not when it is rank-deficient
+    assert (dense["train_risk"][0] < 1e-12) == (min(p, rank or p) >= n)
+    # λ → ∞: no fit, train risk → mean squared target norm
+    assert low["train_risk"][-1] == pytest.approx(np.mean(np.sum(Y**2, axis=1)), rel=1e-9)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_gradient_flow_table_agrees_with_the_dense_path(case):
+    n, p, rank = CASES[case]
+    phi = embeddings(n, p, rank, seed=2)
+    rng = np.random.default_rng(3)
+    Y, Ys = rng.standard_normal((n, 2)), rng.standard_normal((70, 2))
+    K = feature_kernel(phi, n)
+    d, U = eigh_descending(K[:n])
+    times = time_grid(np.trace(K[:n]) / n, 1e-6, 1e2, 12)
+    table, summary = gradient_flow_path(d, U, Y, K[n:], Ys, times)
+    dl, Ul, _ = feature_factor(phi[:n])
+    table_l, summary_l = gradient_flow_path_low_rank(dl, Ul, Y, feature_test_basis(phi[n:], phi[:n], Ul), Ys, times)
+    assert np.array_equal(table_l.pop("is_t_star"), table.pop("is_t_star"))
+    assert_columns_close(table_l, table)
+    assert_columns_close(summary_l, summary)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_theory_table_agrees_with_the_dense_pool_spectrum(case):
+    N, p, rank = CASES[case]
+    phi = embeddings(N, p, rank, m=0, seed=4)
+    labels = np.random.default_rng(5).integers(0, 4, N)
+    K_pool = feature_kernel(phi, N)
+    D, P = pool_spectrum(K_pool, labels, 4)
+    Dl, Pl, method = feature_pool_spectrum(phi, labels, 4)
+    assert method == ("gram" if p + 4 <= N else "dense") and Dl.shape == (N,) and Pl.shape == (N, 4)
+    sizes, target = [10, 37, N // 2, N], np.eye(4) - 0.25
+    grid, fit = predict_grid(D, P, target, sizes, LAMBDAS, 2, 20)
+    grid_l, fit_l = predict_grid(Dl, Pl, target, sizes, LAMBDAS, 2, 20)
+    # γ = 1 − (1 − γ) is formed by a subtraction: its accuracy is absolute (1e-15 near γ = 0)
+    assert_columns_close(grid_l, grid, atol={"gamma": 1e-12})
+    assert_columns_close(fit_l, fit)
+
+
+def test_null_space_is_handled_without_the_complement_basis():
+    """Ridgeless GCV and LOO on a rank-r feature kernel equal their closed forms:
+    the residual is the projection on the null space (independent of any basis of it)."""
+    n, p = 150, 30
+    phi = embeddings(n, p, None, m=10, seed=6)
+    Y = np.random.default_rng(7).standard_normal((n, 2))
+    Q, _ = np.linalg.qr(phi[:n])
+    P_null = np.eye(n) - Q @ Q.T
+    resid = P_null @ Y
+    dl, Ul, _ = feature_factor(phi[:n])
+    out = ridge_path_low_rank(dl, Ul, Y, feature_test_basis(phi[n:], phi[:n], Ul), np.zeros((10, 2)), [0.0])
+    assert out["gcv"][0] == pytest.approx(np.sum(resid**2) / n / ((n - p) / n) ** 2, rel=1e-10)
+    loo = np.mean(np.sum(resid**2, axis=1) / np.diag(P_null) ** 2)
+    assert out["loo"][0] == pytest.approx(loo, rel=1e-8)
+    assert out["dof"][0] == pytest.approx(p, rel=1e-12)
+
+
+def test_low_rank_inputs_are_checked():
+    phi = embeddings(50, 10, None, m=5)
+    d, U, _ = feature_factor(phi[:50])
+    A = feature_test_basis(phi[50:], phi[:50], U)
+    with pytest.raises(ValueError, match="y_train"):
+        ridge_path_low_rank(d, U, np.zeros((49, 1)), A, np.zeros((5, 1)), [1.0])
+    with pytest.raises(ValueError, match="test_basis"):
+        ridge_path_low_rank(d, U, np.zeros((50, 1)), A[:, :3], np.zeros((5, 1)), [1.0])
+    with pytest.raises(ValueError, match="NaN"):
+        feature_factor(np.full((5, 3), np.nan))
+
+
+def test_low_rank_path_allocates_no_n_by_n_array():
+    """Peak memory (tracemalloc, numpy's allocations) of factor + ridge path + pool spectrum at
+    n = N_pool = 6000, p = 64 stays far below one n x n float64 array (288 MB)."""
+    script = textwrap.dedent(
+        """
+        import tracemalloc
+        import numpy as np
+        from rmtlens.estimators import feature_factor, feature_pool_spectrum, feature_test_basis, ridge_path_low_rank
+        rng = np.random.default_rng(0)
+        n, p, m = 6000, 64, 500
+        phi = rng.standard_normal((n + m, p))
+        labels = rng.integers(0, 10, n)
+        Y = np.eye(10)[labels] - 0.1
+        tracemalloc.start()
+        d, U, method = feature_factor(phi[:n])
+        A = feature_test_basis(phi[n:], phi[:n], U)
+        out = ridge_path_low_rank(d, U, Y, A, np.zeros((m, 10)), np.geomspace(1e-6, 1e2, 41))
+        D, P, pool_method = feature_pool_spectrum(phi[:n], labels, 10)
+        print(method, pool_method, tracemalloc.get_traced_memory()[1])
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    method, pool_method, peak = proc.stdout.split()
+    assert (method, pool_method) == ("svd", "gram")
+    assert int(peak) < 0.5 * 6000**2 * 8, f"peak {int(peak) / 1e6:.0f} MB"

@@ -1,0 +1,56 @@
+# Feature kernels on the low-rank path (SPEC §2.1): the factorisation of each
+# training subsample and the pool spectrum come from the cached embeddings, never
+# from an N x N kernel file, so no `features.npy` is written. The eNTK keeps the
+# dense rules (eigh, pool_spectrum). Each job picks the thin (p < n) or the square
+# factorisation itself and logs which; a new ridge grid reruns neither.
+
+
+rule factor:
+    input:
+        embeddings="results/embeddings/{dataset}/{backbone}/{weights}.npy",
+    output:
+        "results/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.npz",
+    log:
+        "logs/factor/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.log",
+    benchmark:
+        "benchmarks/factor/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.tsv"
+    wildcard_constraints:
+        kernel="features",
+    conda:
+        "../../envs/rmtlens.yaml"
+    resources:
+        mem_mb=lambda wc: spectral_mem_mb(wc, int(wc.n)),
+        runtime=lambda wc, attempt: minutes_for(int(wc.n), 5, 1, attempt),
+    params:
+        n_pool=n_pool,
+    script:
+        "../scripts/factor.py"
+
+
+ruleorder: factor > eigh
+
+
+rule feature_pool_spectrum:
+    input:
+        embeddings="results/embeddings/{dataset}/{backbone}/{weights}.npy",
+        dataset="results/datasets/{dataset}.npz",
+    output:
+        "results/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz",
+    log:
+        "logs/pool_spectrum/{dataset}/{backbone}/{weights}/{kernel}.log",
+    benchmark:
+        "benchmarks/pool_spectrum/{dataset}/{backbone}/{weights}/{kernel}.tsv"
+    wildcard_constraints:
+        kernel="features",
+    conda:
+        "../../envs/rmtlens.yaml"
+    resources:
+        mem_mb=lambda wc: spectral_mem_mb(wc, n_pool(wc)),
+        runtime=lambda wc, attempt: minutes_for(n_pool(wc), 5, 1, attempt),
+    params:
+        rcond=config["ridge"]["rcond"],
+    script:
+        "../scripts/feature_pool_spectrum.py"
+
+
+ruleorder: feature_pool_spectrum > pool_spectrum
