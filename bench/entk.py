@@ -249,6 +249,64 @@ def run_nt(net, x, runs, model_name):
         info = json.loads(str(out["result"]))
         return info, {k[2:]: out[k] for k in out.files if k.startswith("K:")}
 
+
+def profile(ntk, net, x, args, peak):
+    """Where the time of one entk run goes: phases, operator split, per-term contraction."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    try:
+        from rmtlens.kernels.ntk import contraction as C
+    except ImportError:
+        C = None
+    terms = []
+    if C is not None and hasattr(C, "_explicit_whole"):
+        orig_e, orig_s = C._explicit_whole, C._structured_whole
+
+        def timed_e(fill, width, unit, pr, pc, sym, K, budget, ws):
+            t = time.perf_counter()
+            ok = orig_e(fill, width, unit, pr, pc, sym, K, budget, ws)
+            site = getattr(fill, "site", None)
+            n = pr.n
+            lb = (n * (n + 1) if sym else 2.0 * n * pc.n) * width  # rank-k product flops
+            form = 2.0 * site.positions * width * (n if sym else n + pc.n) if site is not None else 0.0
+            name = site.weight if site is not None else "formed (stem, norms, other)"
+            terms.append((name, "explicit", time.perf_counter() - t, lb, form, ok))
+            return ok
+
+        def timed_s(site, i, pr, pc, sym, K, budget, ws):
+            t = time.perf_counter()
+            ok = orig_s(site, i, pr, pc, sym, K, budget, ws)
+            n, S = pr.n, site.positions
+            lb = (n * S) * (n * S + (1 if sym else 0)) * (site.d_a + site.d_g) * (1 if sym else 2)
+            terms.append((site.weight, "structured", time.perf_counter() - t, lb, 0.0, ok))
+            return ok
+
+        C._explicit_whole, C._structured_whole = timed_e, timed_s
+    timings: dict = {}
+    t0 = time.perf_counter()
+    K = ntk._entk(net, x, None, args.memory_gb, torch.float32, None, False, False, timings)
+    total = time.perf_counter() - t0
+    print(f"# entk N={args.n}: total {total:.2f} s = gradient pass {timings['gradient_pass']:.2f} s "
+          f"({100 * timings['gradient_pass'] / total:.0f}%) + contraction {timings['contraction']:.2f} s "
+          f"({100 * timings['contraction'] / total:.0f}%) + other (plan, self-check, schedule, Python) "
+          f"{total - timings['gradient_pass'] - timings['contraction']:.2f} s")
+    if terms:
+        print(f"# per-term contraction (lower bound = rank-k product flops at the best measured peak "
+              f"{peak:.0f} GFLOP/s; formation flops apart)")
+        print(f"{'term':40s} {'method':10s} {'s':>6s} {'GFLOP':>8s} {'form GF':>8s} {'bound s':>7s} {'x bound':>7s}")
+        for name, kind, t, lb, form, ok in terms:
+            if not ok:
+                continue
+            bound = (lb + form) / peak / 1e9
+            print(f"{name:40s} {kind:10s} {t:6.3f} {lb / 1e9:8.1f} {form / 1e9:8.1f} {bound:7.3f} {t / bound:7.2f}")
+        done = sum(term[2] for term in terms if term[5])
+        print(f"# whole-pool terms: {done:.2f} s of the contraction's {timings['contraction']:.2f} s")
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        ntk._entk(net, x, None, args.memory_gb, torch.float32, None, False, False, {})
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=36))
+    return 0
+
 # --------------------------------------------------------------------------------------
 
 
@@ -265,6 +323,9 @@ def main(argv=None):
                     help="gradient-buffer budget of the baselines at the target N")
     ap.add_argument("--n-check", type=int, default=128, help="N of the float32-vs-float64 check")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--profile", action="store_true",
+                    help="profile the entk run instead (torch.profiler op split, per-term times); "
+                         "no peers or baselines")
     ap.add_argument("--peers", default="none",
                     help="comma list of nt-jc, nt-nvp, nt-sd, nngeometry, ntk-vp, or 'none'")
     ap.add_argument("--peer-n", default="",
@@ -316,6 +377,8 @@ def main(argv=None):
         net(x[:2])
     ntk.entk(net, x[:4], dtype=torch.float32, memory_gb=args.memory_gb)
 
+    if args.profile:
+        return profile(ntk, net, x, args, peak32)
     rows = []
     timings: dict = {}
     with PeakRSS() as mem:

@@ -239,6 +239,7 @@ def _fill_explicit(site, i):
             _form(site, sub, out[s0:s1], ws, rows)
         return out
 
+    fill.site = site  # for profiling
     return fill
 
 
