@@ -33,6 +33,8 @@ import time
 import numpy as np
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/peers
+
 GIB = 2**30
 
 
@@ -174,6 +176,137 @@ def baseline_vmap_jacrev(model, x, memory_gb, n_target, batch=16):
     return K.numpy(), t_grad, t_mm, info
 
 
+
+# --------------------------------------------------------------------------------------
+# peers: other libraries computing the same kernel
+
+PEER_TOLERANCE = 1e-4  # max|ΔK|/max|K| between two float32 computations of the kernel
+NT_IMPLS = {"nt-jc": "JACOBIAN_CONTRACTION", "nt-nvp": "NTK_VECTOR_PRODUCTS", "nt-sd": "STRUCTURED_DERIVATIVES"}
+
+
+def blas_report() -> str:
+    """Which BLAS kernels run numpy's and PyTorch's products (threadpoolctl)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "threadpoolctl not installed"
+    parts = []
+    for info in threadpool_info():
+        arch = info.get("architecture") or "-"
+        parts.append(f"{info['internal_api']}:{os.path.basename(info['filepath'])}:{arch}:{info['num_threads']}t")
+    env = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_WAIT_POLICY")}
+    return f"{'; '.join(parts)}; env {env}"
+
+
+def numpy_peak(dtype=np.float32, size: int = 4096, seconds: float = 1.5) -> float:
+    """Best GFLOP/s of numpy's matmul (its own OpenBLAS)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size)).astype(dtype)
+    b = rng.standard_normal((size, size)).astype(dtype)
+    a @ b
+    best = 0.0
+    stop = time.perf_counter() + seconds
+    while time.perf_counter() < stop:
+        t = time.perf_counter()
+        a @ b
+        best = max(best, 2.0 * size**3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def run_nt(net, x, runs, model_name):
+    """neural-tangents in its own environment; returns (info, {impl: K}) or (reason, None)."""
+    import json
+    import subprocess
+    import tempfile
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        env_py = subprocess.run(
+            ["bash", os.path.join(here, "peers", "nt_env.sh")], capture_output=True, text=True, timeout=1800
+        )
+    except subprocess.TimeoutExpired:
+        return "creating its environment took over 30 min", None
+    if env_py.returncode != 0:
+        return f"environment not available: {env_py.stderr.strip().splitlines()[-1:]}", None
+    python = env_py.stdout.strip().splitlines()[-1]
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
+        n_max = max(n for _, n, _ in runs)
+        with torch.no_grad():
+            f_torch = net(x[:64]).double().numpy()
+        arrays = {"p:" + k: v.detach().numpy() for k, v in net.named_parameters()}
+        arrays.update({"s:" + k: v.detach().numpy() for k, v in net.named_buffers() if "running" in k})
+        spec = dict(model=model_name, runs=runs)
+        np.savez(src, spec=json.dumps(spec), x=x[:n_max].numpy(), f_torch=f_torch, **arrays)
+        env = dict(os.environ)
+        env.pop("PYTHONPATH", None)
+        proc = subprocess.run([python, os.path.join(here, "peers", "nt_run.py"), src, dst], env=env,
+                              capture_output=True, text=True)
+        sys.stderr.write(proc.stderr[-4000:])
+        if proc.returncode != 0:
+            return f"nt_run.py failed (rc {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}", None
+        out = np.load(dst)
+        info = json.loads(str(out["result"]))
+        return info, {k[2:]: out[k] for k in out.files if k.startswith("K:")}
+
+
+def profile(ntk, net, x, args, peak):
+    """Where the time of one entk run goes: phases, operator split, per-term contraction."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    try:
+        from rmtlens.kernels.ntk import contraction as C
+    except ImportError:
+        C = None
+    terms = []
+    if C is not None and hasattr(C, "_explicit_whole"):
+        orig_e, orig_s = C._explicit_whole, C._structured_whole
+
+        def timed_e(fill, width, unit, pr, pc, sym, K, budget, ws):
+            t = time.perf_counter()
+            ok = orig_e(fill, width, unit, pr, pc, sym, K, budget, ws)
+            site = getattr(fill, "site", None)
+            n = pr.n
+            lb = (n * (n + 1) if sym else 2.0 * n * pc.n) * width  # rank-k product flops
+            form = 2.0 * site.positions * width * (n if sym else n + pc.n) if site is not None else 0.0
+            name = site.weight if site is not None else "formed (stem, norms, other)"
+            terms.append((name, "explicit", time.perf_counter() - t, lb, form, ok))
+            return ok
+
+        def timed_s(site, i, pr, pc, sym, K, budget, ws):
+            t = time.perf_counter()
+            ok = orig_s(site, i, pr, pc, sym, K, budget, ws)
+            n, S = pr.n, site.positions
+            lb = (n * S) * (n * S + (1 if sym else 0)) * (site.d_a + site.d_g) * (1 if sym else 2)
+            terms.append((site.weight, "structured", time.perf_counter() - t, lb, 0.0, ok))
+            return ok
+
+        C._explicit_whole, C._structured_whole = timed_e, timed_s
+    timings: dict = {}
+    t0 = time.perf_counter()
+    K = ntk._entk(net, x, None, args.memory_gb, torch.float32, None, False, False, timings)
+    total = time.perf_counter() - t0
+    print(f"# entk N={args.n}: total {total:.2f} s = gradient pass {timings['gradient_pass']:.2f} s "
+          f"({100 * timings['gradient_pass'] / total:.0f}%) + contraction {timings['contraction']:.2f} s "
+          f"({100 * timings['contraction'] / total:.0f}%) + other (plan, self-check, schedule, Python) "
+          f"{total - timings['gradient_pass'] - timings['contraction']:.2f} s")
+    if terms:
+        print(f"# per-term contraction (lower bound = rank-k product flops at the best measured peak "
+              f"{peak:.0f} GFLOP/s; formation flops apart)")
+        print(f"{'term':40s} {'method':10s} {'s':>6s} {'GFLOP':>8s} {'form GF':>8s} {'bound s':>7s} {'x bound':>7s}")
+        for name, kind, t, lb, form, ok in terms:
+            if not ok:
+                continue
+            bound = (lb + form) / peak / 1e9
+            print(f"{name:40s} {kind:10s} {t:6.3f} {lb / 1e9:8.1f} {form / 1e9:8.1f} {bound:7.3f} {t / bound:7.2f}")
+        done = sum(term[2] for term in terms if term[5])
+        print(f"# whole-pool terms: {done:.2f} s of the contraction's {timings['contraction']:.2f} s")
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        ntk._entk(net, x, None, args.memory_gb, torch.float32, None, False, False, {})
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=36))
+    return 0
+
 # --------------------------------------------------------------------------------------
 
 
@@ -190,6 +323,16 @@ def main(argv=None):
                     help="gradient-buffer budget of the baselines at the target N")
     ap.add_argument("--n-check", type=int, default=128, help="N of the float32-vs-float64 check")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--profile", action="store_true",
+                    help="profile the entk run instead (torch.profiler op split, per-term times); "
+                         "no peers or baselines")
+    ap.add_argument("--peers", default="none",
+                    help="comma list of nt-jc, nt-nvp, nt-sd, nngeometry, ntk-vp, or 'none'")
+    ap.add_argument("--peer-n", default="",
+                    help="N per peer, e.g. 'nt-jc=256,nngeometry=256' (default: --n); smaller N is "
+                         "extrapolated as time·(N/n)² and marked")
+    ap.add_argument("--peer-batch", default="nt-jc=32,nngeometry=64,ntk-vp=64",
+                    help="sample batch of the peers that take one (nt-jc, nngeometry, ntk-vp)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -201,9 +344,10 @@ def main(argv=None):
     )
     from rmtlens.inputs.datasets import digits_images
     from rmtlens.kernels.ntk import engine as ntk
+    from rmtlens.kernels.ntk.network import scalar_network
 
     backbone = create_backbone(args.model, args.image_size, args.seed)
-    net = ntk.scalar_network(backbone, feature_dim(backbone, args.image_size), args.seed)
+    net = scalar_network(backbone, feature_dim(backbone, args.image_size), args.seed)
     images, _, _ = digits_images(args.image_size)
     reps = math.ceil(args.n / len(images))
     images = np.concatenate([images] * reps)[: args.n]
@@ -216,13 +360,25 @@ def main(argv=None):
 
     peak32 = matmul_peak(torch.float32)
     peak64 = matmul_peak(torch.float64)
-    print(f"# matmul peak (4096^3, best of repeats): float32 {peak32:.1f} GFLOP/s, float64 {peak64:.1f} GFLOP/s")
+    np_peak = numpy_peak()
+    try:
+        from rmtlens.kernels.ntk.contraction import _blas
+
+        route = _blas(torch.device("cpu"), torch.float32)
+    except ImportError:  # an engine before BLAS routing
+        route = "torch"
+    print(f"# matmul peak (4096^3, best of repeats): torch float32 {peak32:.1f} GFLOP/s, float64 {peak64:.1f} "
+          f"GFLOP/s; numpy float32 {np_peak:.1f} GFLOP/s")
+    print(f"# BLAS: {blas_report()}; entk products through {route}")
+    peak32 = max(peak32, np_peak)
 
     # warm-up: first calls of conv kernels allocate caches that are no part of any method
     with torch.no_grad():
         net(x[:2])
     ntk.entk(net, x[:4], dtype=torch.float32, memory_gb=args.memory_gb)
 
+    if args.profile:
+        return profile(ntk, net, x, args, peak32)
     rows = []
     timings: dict = {}
     with PeakRSS() as mem:
@@ -279,6 +435,51 @@ def main(argv=None):
                          t_at_n=t_at_n, peak_at_n=peak_at_n))
         print(f"# baseline {label}: {info}; max rel. difference to entk float32 = {err:.1e}")
 
+    peers = [] if args.peers.strip() == "none" else [p.strip() for p in args.peers.split(",")]
+    peer_n = dict(kv.split("=") for kv in args.peer_n.split(",") if kv)
+    peer_batch = {k: int(v) for k, v in (kv.split("=") for kv in args.peer_batch.split(",") if kv)}
+    unknown = set(peers) - set(NT_IMPLS) - {"nngeometry", "ntk-vp"}
+    if unknown:
+        raise SystemExit(f"--peers: unknown {sorted(unknown)}")
+
+    def add_peer(label, n, t, peak, Kp, extra=""):
+        err = np.abs(Kp - K[:n, :n]).max() / np.abs(K[:n, :n]).max()
+        t_at_n = t * (args.n / n) ** 2
+        ok = bool(err <= PEER_TOLERANCE)
+        rows.append(dict(method=label, n=n, t=t, t_grad=float("nan"), t_mm=float("nan"), peak=peak,
+                         t_at_n=t_at_n if ok else float("nan"), peak_at_n=peak, err=err,
+                         note=(extra + (" extrap." if n < args.n else "")) if ok else "DIFFERS: no ratio"))
+        print(f"# peer {label}: N={n}, {t:.2f} s, peak +{peak:.2f} GiB, max rel. difference to entk {err:.1e}"
+              f"{'' if ok else ' > tolerance: ratio refused'} {extra}")
+
+    nt_runs = [[NT_IMPLS[p], int(peer_n.get(p, args.n)), peer_batch.get(p, 0)] for p in peers if p in NT_IMPLS]
+    if nt_runs:
+        info, kernels = run_nt(net, x.float(), nt_runs, args.model)
+        if kernels is None:
+            print(f"# peer neural-tangents skipped: {info}")
+        else:
+            print(f"# neural-tangents {info['nt']} (jax {info['jax']}): JAX port reproduces the network's "
+                  f"outputs to max rel. {info['port_max_rel_diff']:.1e}")
+            for name, r in info["runs"].items():
+                add_peer(f"nt {name.lower()}", r["n"], r["run_s"], r["peak_gib"], kernels[name],
+                         f"jit {r['compile_s']:.1f}s")
+    from peers.torch_peers import nngeometry_gram, ntk_vector_products
+
+    for name, fn in (("nngeometry", nngeometry_gram), ("ntk-vp", ntk_vector_products)):
+        if name not in peers:
+            continue
+        n = int(peer_n.get(name, args.n))
+        try:
+            with PeakRSS() as mem:
+                t0 = time.perf_counter()
+                Kp = fn(net, x[:n].float(), peer_batch.get(name, 64))
+                t = time.perf_counter() - t0
+        except Exception as exc:  # a peer that cannot run this model: say why
+            print(f"# peer {name} failed: {type(exc).__name__}: {str(exc)[:200]}")
+            continue
+        label = {"nngeometry": "nngeometry GramMatrix", "ntk-vp": "torch.func NTK-vp"}[name]
+        add_peer(label, n, t, mem.gib, Kp)
+
     print()
     header = (f"{'method':28s} {'N run':>6s} {'time(s)':>8s} {'grads(s)':>8s} {'J·Jᵀ(s)':>8s} "
               f"{'peak GiB':>8s} | {'time@N':>8s} {'µs/entry':>8s} {'peak@N':>7s} {'vs entk':>8s}")
@@ -288,8 +489,10 @@ def main(argv=None):
         ratio = r["t_at_n"] / t_ours
         print(f"{r['method']:28s} {r['n']:6d} {r['t']:8.2f} {r['t_grad']:8.2f} {r['t_mm']:8.2f} "
               f"{r['peak']:8.2f} | {r['t_at_n']:8.1f} {1e6 * r['t_at_n'] / args.n**2:8.2f} "
-              f"{r['peak_at_n']:7.2f} {ratio:7.1f}x")
+              f"{r['peak_at_n']:7.2f} {ratio:7.1f}x  {r.get('note', '')}")
     print(f"\n# load average at end: {os.getloadavg()[0]:.2f}")
+    print("peers run at n < N: time@N = time·(N/n)² (extrap.), peak as measured at n; a peer whose "
+          f"kernel differs from entk's by more than {PEER_TOLERANCE:g} (max|ΔK|/max|K|) gets no ratio.")
     print(f"time@N for baselines run at N < {args.n}: t_grad·(N/n) + t_contract·(N/n)²; peak@N adds "
           "their float32 gradient buffer at N (4·N·chunk bytes). µs/entry = time@N / N². "
           "Peak = growth of peak RSS during the method.")

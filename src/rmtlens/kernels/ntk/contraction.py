@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import os
+from contextlib import nullcontext
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from rmtlens.kernels.ntk.pieces import (
@@ -18,15 +21,226 @@ from rmtlens.kernels.ntk.plan import _Plan
 
 
 class _Operand:
-    """One contraction term: how to get a block's piece and how to pair two pieces."""
+    """One contraction term: how to get a block's piece and how to pair two pieces.
 
-    def __init__(self, piece: Callable, pair: Callable, piece_bytes: float, temp_bytes: float, pair_bytes, flops):
+    ``whole`` (optional) contracts the term over all samples at once,
+    ``whole(pr, pc, symmetric, K, budget, ws) -> bool``; it returns False, having
+    done nothing, when its transients do not fit ``budget`` (then the sample-block
+    path runs).
+    """
+
+    def __init__(self, piece: Callable, pair: Callable, piece_bytes: float, temp_bytes: float, pair_bytes, flops,
+                 whole: Callable | None = None):
+        self.whole = whole
         self.piece = piece  # (pieces, start, stop, workspace, role) -> block piece
         self.pair = pair  # (piece_r, piece_c, workspace) -> (r, c) block in compute dtype
         self.piece_bytes = piece_bytes  # per sample, kept while a piece is alive
         self.temp_bytes = temp_bytes  # per sample, only while a piece is being made
         self.pair_bytes = pair_bytes  # (r, c) -> transient bytes of one pair
         self.flops = flops  # (r, c) -> flops of one pair
+
+
+# --------------------------------------------------------------------------------------
+# products J Jᵀ and Aᵀ A: which BLAS, and symmetric rank-k halving
+
+_AVX512_CORES = ("skylakex", "cooperlake", "sapphirerapids")
+_BLAS_CHOICE: dict[str, str] = {}
+
+
+def _numpy_blas_core() -> str | None:
+    """Kernel family of numpy's OpenBLAS (threadpoolctl), or None when unknown."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    for info in threadpool_info():
+        if info.get("internal_api") == "openblas" and "numpy" in str(info.get("filepath", "")).lower():
+            return str(info.get("architecture") or "").lower() or None
+    return None
+
+
+def _numpy_blas_verified(dtype: torch.dtype) -> bool:
+    """numpy's product of a fixed random matrix with its transpose agrees with float64.
+
+    Guards against BLAS builds that compute wrong results on this CPU (the reason
+    some machines pin ``OPENBLAS_CORETYPE``).
+    """
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(96, 700, generator=g, dtype=torch.float64)
+    ref = a @ a.T
+    b = a.to(dtype).numpy()
+    c = a[:40].to(dtype).numpy()
+    got_syrk = torch.from_numpy(b @ b.T).double()
+    got_gemm = torch.from_numpy(c @ b.T).double()
+    tol = 1e-4 if dtype == torch.float32 else 1e-11
+    scale = float(ref.abs().max())
+    return bool(
+        float((got_syrk - ref).abs().max()) <= tol * scale
+        and float((got_gemm - ref[:40]).abs().max()) <= tol * scale
+    )
+
+
+def _blas(device: torch.device, dtype: torch.dtype) -> str:
+    """``"numpy"`` or ``"torch"``: which library runs the large CPU products.
+
+    ``RMTLENS_ENTK_BLAS`` = ``torch`` | ``numpy`` | ``auto`` (default). ``auto``
+    takes numpy only when its OpenBLAS runs an AVX-512 kernel (on CPUs where
+    PyTorch's MKL takes its AVX2 path, about twice as fast) and passes a numerical
+    check; the choice depends on the environment only, never on timings, so the
+    same environment gives bit-identical kernels. Results agree to rounding either way.
+    """
+    if device.type != "cpu":
+        return "torch"
+    key = f"{dtype}"
+    if key not in _BLAS_CHOICE:
+        want = os.environ.get("RMTLENS_ENTK_BLAS", "auto").strip().lower()
+        if want not in ("auto", "torch", "numpy"):
+            raise ValueError(f"RMTLENS_ENTK_BLAS must be auto, torch or numpy, got {want!r}")
+        choice = "torch"
+        if want == "numpy" or (want == "auto" and (_numpy_blas_core() or "") in _AVX512_CORES):
+            if _numpy_blas_verified(dtype):
+                choice = "numpy"
+            elif want == "numpy":
+                raise RuntimeError("RMTLENS_ENTK_BLAS=numpy: numpy's BLAS fails the numerical check on this machine")
+        _BLAS_CHOICE[key] = choice
+    return _BLAS_CHOICE[key]
+
+
+def _blas_threads(choice: str):
+    """numpy's BLAS limited to PyTorch's thread count while the products run."""
+    if choice != "numpy":
+        return nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return nullcontext()
+    return threadpool_limits(limits=torch.get_num_threads(), user_api="blas")
+
+
+_STRIP = 128  # row strip of the PyTorch symmetric product (a multiple of every S used)
+
+
+def _self_product(J: torch.Tensor, out: torch.Tensor, blas: str, transposed: bool = False, align: int = 1) -> None:
+    """``out = J Jᵀ`` (or ``Jᵀ J``), on and above the diagonal at least.
+
+    numpy's matmul runs a symmetric rank-k update (syrk, half the flops) for a
+    matrix times its own transpose and fills both triangles; the PyTorch path
+    computes row strips ``J[i:i+t] J[i:]ᵀ`` (``(1 + t/n)/2`` of the flops), leaving
+    the strict lower triangle of ``out`` outside the diagonal strips untouched;
+    ``t`` is a multiple of ``align`` so that aligned diagonal blocks are complete.
+    """
+    if blas == "numpy":
+        a = J.numpy()
+        np.matmul(a.T, a, out=out.numpy()) if transposed else np.matmul(a, a.T, out=out.numpy())
+        return
+    M = J.T if transposed else J
+    n = M.shape[0]
+    t = align * max(1, round(_STRIP / align))
+    for i0 in range(0, n, t):
+        i1 = min(n, i0 + t)
+        torch.mm(M[i0:i1], M[i0:].T, out=out[i0:i1, i0:])
+
+
+def _cross_product(Jr: torch.Tensor, Jc: torch.Tensor, out: torch.Tensor, blas: str) -> None:
+    """``out = Jr Jcᵀ``."""
+    if blas == "numpy":
+        np.matmul(Jr.numpy(), Jc.numpy().T, out=out.numpy())
+    else:
+        torch.mm(Jr, Jc.T, out=out)
+
+
+# --------------------------------------------------------------------------------------
+# whole-pool contraction: every sample at once, parameters in chunks
+
+
+def _explicit_whole(fill, width: int, unit: int, pr, pc, symmetric: bool, K, budget: float, ws):
+    """``K += J_r J_cᵀ`` of an explicit term, formed for all samples a column chunk at a time.
+
+    ``fill(pieces, s0, s1, c0, c1, out)`` writes columns ``c0:c1`` of samples
+    ``s0:s1`` of the per-sample gradient into ``out``; chunks are multiples of
+    ``unit`` columns. Each sample's gradient is formed once, and the symmetric case
+    runs a rank-k update on the whole pool, so no sample block is paired twice.
+    Returns False (nothing done) when not even one unit fits ``budget``.
+    """
+    n_r, n_c = pr.n, pc.n
+    ref = pr.formed
+    itemsize = ref.element_size()
+    out_bytes = n_r * n_c * itemsize
+    rows_held = n_r if symmetric else n_r + n_c
+    avail = budget - out_bytes - 32 * 2**20  # patches of the formation and slack
+    units = int(min(avail / 2, 256 * 2**20) // (rows_held * unit * itemsize))
+    if units < 1:
+        return False
+    w = min(width, units * unit)
+    ws.reserve(out_bytes + rows_held * w * itemsize + 32 * 2**20, budget)
+    blas = _blas(ref.device, ref.dtype)
+    prod = ws.get("whole_out", (n_r, n_c), ref.dtype, ref.device)
+    if symmetric and blas != "numpy":
+        prod.zero_()  # the strict lower triangle is never written: keep it zero
+    for c0 in range(0, width, w):
+        c1 = min(width, c0 + w)
+        Jr = fill(pr, "whole_r", c0, c1, ws)
+        if symmetric:
+            _self_product(Jr, prod, blas)
+        else:
+            Jc = fill(pc, "whole_c", c0, c1, ws)
+            _cross_product(Jr, Jc, prod, blas)
+        K += prod
+    return True
+
+
+def _structured_whole(site, i, pr, pc, symmetric: bool, K, budget: float, ws):
+    """``K += Σ_{s,t} (a_s·a'_t)(g_s·g'_t)`` of a structured site from whole-pool Gram matrices."""
+    n_r, n_c, S, G = pr.n, pc.n, site.positions, site.groups
+    ref = pr.formed
+    itemsize = ref.element_size()
+    pieces_bytes = (n_r + (0 if symmetric else n_c)) * S * G * (site.d_a + site.d_g) * itemsize
+    need = 2 * (n_r * S) * (n_c * S) * itemsize + pieces_bytes
+    if G != 1 or need > budget:
+        return False
+    ws.reserve(need, budget)
+    blas = _blas(ref.device, ref.dtype)
+    Ar, Gr, _, _ = _gram_piece(site, pr.raw[i], ws, "whole_r")
+    ga = ws.get("whole_ga", (n_r * S, n_c * S), ref.dtype, ref.device)
+    gg = ws.get("whole_gg", (n_r * S, n_c * S), ref.dtype, ref.device)
+    if symmetric:
+        if blas != "numpy":  # the strict lower triangle is never written: keep it zero
+            ga.zero_()
+            gg.zero_()
+        _self_product(Ar[0], ga, blas, transposed=True, align=S)
+        _self_product(Gr[0], gg, blas, transposed=True, align=S)
+    else:
+        Ac, Gc, _, _ = _gram_piece(site, pc.raw[i], ws, "whole_c")
+        _cross_product(Ar[0].T, Ac[0].T, ga, blas)
+        _cross_product(Gr[0].T, Gc[0].T, gg, blas)
+    ga.mul_(gg)
+    K += ga.view(n_r, S, n_c, S).sum((1, 3)) if S > 1 else ga
+    return True
+
+
+def _fill_formed(pieces, key, c0, c1, ws):
+    return pieces.formed[:, c0:c1]
+
+
+def _fill_explicit(site, i):
+    """Columns of an explicit site's gradient for all samples, formed in sample blocks."""
+
+    def fill(pieces, key, c0, c1, ws):
+        n = pieces.n
+        d_a = site.d_a
+        out = ws.get(key, (n, c1 - c0), pieces.formed.dtype, pieces.formed.device)
+        raw = pieces.raw[i]
+        S = site.positions
+        step = max(1, min(n, int(32 * 2**20 // max(1, S * d_a * site.groups * out.element_size()))))
+        for s0 in range(0, n, step):
+            s1 = min(n, s0 + step)
+            sub = [[t[s0:s1] for t in call] for call in raw]
+            rows = None if site.groups != 1 else (c0 // d_a, c1 // d_a)
+            _form(site, sub, out[s0:s1], ws, rows)
+        return out
+
+    fill.site = site  # for profiling
+    return fill
 
 
 def _operands(plan: _Plan, itemsize: int) -> list[_Operand]:
@@ -42,6 +256,9 @@ def _operands(plan: _Plan, itemsize: int) -> list[_Operand]:
                 temp_bytes=0.0,
                 pair_bytes=lambda r, c: r * c * (itemsize + 8),
                 flops=lambda r, c, P=P: 2.0 * r * c * P,
+                whole=lambda pr, pc, sym, K, budget, ws, P=P: _explicit_whole(
+                    _fill_formed, P, 1, pr, pc, sym, K, budget, ws
+                ),
             )
         )
 
@@ -68,6 +285,10 @@ def _operands(plan: _Plan, itemsize: int) -> list[_Operand]:
                     temp_bytes=patches,
                     pair_bytes=lambda r, c: r * c * (itemsize + 8),
                     flops=lambda r, c, s=site: r * c * s.pair_flops("explicit"),
+                    whole=lambda pr, pc, sym, K, budget, ws, i=i, s=site: _explicit_whole(
+                        _fill_explicit(s, i), s.n_params, s.d_a if s.groups == 1 else s.n_params,
+                        pr, pc, sym, K, budget, ws,
+                    ),
                 )
             )
         else:
@@ -79,6 +300,9 @@ def _operands(plan: _Plan, itemsize: int) -> list[_Operand]:
                     temp_bytes=0.0,
                     pair_bytes=lambda r, c, S=S, G=G: 2 * G * r * S * c * S * itemsize + r * c * 8,
                     flops=lambda r, c, s=site: r * c * s.gram_flops(),
+                    whole=lambda pr, pc, sym, K, budget, ws, i=i, s=site: _structured_whole(
+                        s, i, pr, pc, sym, K, budget, ws
+                    ),
                 )
             )
     return ops
@@ -98,44 +322,63 @@ def _blocks(n: int, b: int) -> list[tuple[int, int]]:
     return [(s, min(n, s + b)) for s in range(0, n, b)]
 
 
+def _contract_blocks(op: _Operand, b: int, cache_cols: bool, pr: _Pieces, pc: _Pieces, symmetric: bool, K,
+                     progress) -> None:
+    """One term over sample blocks (pieces recomputed per block pair unless cached)."""
+    n_r, n_c = pr.n, pc.n
+    rows, cols = _blocks(n_r, b), _blocks(n_c, b)
+    cache: dict[int, Any] = {}
+    ws = _Workspace()  # per term: its buffers are sized for it
+    for bi, (r0, r1) in enumerate(rows):
+        p_row = cache.get(bi) if symmetric else None
+        if p_row is None:
+            p_row = op.piece(pr, r0, r1, ws, None if symmetric and cache_cols else "row")
+        for bj, (c0, c1) in enumerate(cols):
+            if symmetric and bj < bi:
+                continue
+            if symmetric and bj == bi:
+                p_col = p_row
+            elif bj in cache:
+                p_col = cache[bj]
+            else:
+                p_col = op.piece(pc, c0, c1, ws, None if cache_cols else "col")
+                if cache_cols:
+                    cache[bj] = p_col
+            K[r0:r1, c0:c1] += op.pair(p_row, p_col, ws)
+            if progress is not None:
+                progress.update(op.flops(r1 - r0, c1 - c0))
+        if symmetric:
+            cache.pop(bi, None)
+
+
 def _contract(
     ops: list[_Operand], pr: _Pieces, pc: _Pieces, symmetric: bool, K: torch.Tensor,
     budget: float, target: int, progress,
 ) -> None:
-    """``K += Σ_terms pair(piece(rows), piece(cols))`` over sample blocks.
+    """``K += Σ_terms pair(piece(rows), piece(cols))``.
 
-    With ``symmetric`` (``pr is pc``) only blocks on and above the diagonal are
-    computed; the lower triangle is mirrored at the end.
+    Terms whose whole-pool transients fit ``budget`` are contracted over all samples
+    at once (``_Operand.whole``); the others over sample blocks. With ``symmetric``
+    (``pr is pc``) only entries on and above the diagonal are computed; the lower
+    triangle is mirrored at the end.
     """
     n_r, n_c = pr.n, pc.n
     sizes = [_block_size(op, n_r, n_c, budget, target) for op in ops]
     b_sym = min((b for b, _ in sizes), default=1)  # one block grid for the mirror
-    for op, (b, cache_cols) in zip(ops, sizes):
-        if symmetric:
-            b = b_sym
-        rows, cols = _blocks(n_r, b), _blocks(n_c, b)
-        cache: dict[int, Any] = {}
-        ws = _Workspace()  # per term: its buffers are sized for it
-        for bi, (r0, r1) in enumerate(rows):
-            p_row = cache.get(bi) if symmetric else None
-            if p_row is None:
-                p_row = op.piece(pr, r0, r1, ws, None if symmetric and cache_cols else "row")
-            for bj, (c0, c1) in enumerate(cols):
-                if symmetric and bj < bi:
-                    continue
-                if symmetric and bj == bi:
-                    p_col = p_row
-                elif bj in cache:
-                    p_col = cache[bj]
-                else:
-                    p_col = op.piece(pc, c0, c1, ws, None if cache_cols else "col")
-                    if cache_cols:
-                        cache[bj] = p_col
-                K[r0:r1, c0:c1] += op.pair(p_row, p_col, ws)
+    blas = _blas(K.device, pr.formed.dtype)
+    with _blas_threads(blas):
+        # whole-pool terms first (each sample's pieces formed once, no block pairs)
+        ws_whole = _Workspace()
+        rest = []
+        for op, size in zip(ops, sizes):
+            if op.whole is not None and op.whole(pr, pc, symmetric, K, budget, ws_whole):
                 if progress is not None:
-                    progress.update(op.flops(r1 - r0, c1 - c0))
-            if symmetric:
-                cache.pop(bi, None)
+                    progress.update(op.flops(n_r, n_c) * (0.5 if symmetric else 1.0))
+            else:
+                rest.append((op, size))
+        del ws_whole
+        for op, (b, cache_cols) in rest:
+            _contract_blocks(op, b_sym if symmetric else b, cache_cols, pr, pc, symmetric, K, progress)
     if symmetric:  # mirror the upper triangle: the result is exactly symmetric
         blocks = _blocks(n_r, b_sym)
         for bi, (r0, r1) in enumerate(blocks):

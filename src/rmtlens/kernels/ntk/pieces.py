@@ -43,6 +43,14 @@ class _Workspace:
             buf = self.buffers[key] = torch.empty(numel, dtype=dtype, device=device)
         return buf[:numel].view(shape)
 
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self.buffers.values())
+
+    def reserve(self, need: float, budget: float) -> None:
+        """Drop the buffers when keeping them and ``need`` more bytes would exceed ``budget``."""
+        if self.nbytes() + need > budget:
+            self.buffers.clear()
+
 
 def _im2col(site: _MatmulSite, call: _Call, a: torch.Tensor, dst: torch.Tensor) -> None:
     """Write the input patches of a conv call into ``dst``, a view shaped ``(n, G, d_a0, S)``."""
@@ -64,22 +72,31 @@ def _im2col(site: _MatmulSite, call: _Call, a: torch.Tensor, dst: torch.Tensor) 
     dst.unflatten(2, (C // G, kh, kw)).unflatten(-1, (Ho, Wo)).copy_(src)
 
 
-def _form(site: _MatmulSite, raw, out: torch.Tensor | None = None, ws: _Workspace | None = None):
+def _form(
+    site: _MatmulSite, raw, out: torch.Tensor | None = None, ws: _Workspace | None = None,
+    rows: tuple[int, int] | None = None,
+):
     """Explicit per-sample gradients ``(n, n_params)`` of a matmul site.
 
     ``J_n = Σ_s g_ns a_nsᵀ`` per group, one batched matmul per call (bias: a
     row of ones appended to the patches). ``out`` must be contiguous if given.
+    ``rows = (o0, o1)`` (ungrouped sites only) forms only the output channels
+    ``o0:o1``: the columns ``o0·d_a : o1·d_a`` of the full gradient, ``(n, (o1-o0)·d_a)``.
     """
     ws = ws or _Workspace()
     a0 = raw[0][0]
     n, G, d_a, d_g = a0.shape[0], site.groups, site.d_a, site.d_g
+    o0, o1 = (0, d_g) if rows is None else rows
+    if rows is not None and G != 1:
+        raise RuntimeError("internal: output-channel chunks of a grouped site")
+    width = o1 - o0
     d_a0 = d_a - (site.bias is not None)
-    J = out if out is not None else torch.empty((n, site.n_params), dtype=a0.dtype, device=a0.device)
-    J3 = J.view(n * G, d_g, d_a)
+    J = out if out is not None else torch.empty((n, G * width * d_a), dtype=a0.dtype, device=a0.device)
+    J3 = J.view(n * G, width, d_a)
     for k, (call, (a, g)) in enumerate(zip(site.calls, raw)):
         S = call.positions
         if site.kind == "linear":
-            g3 = g.reshape(n, S, d_g).transpose(1, 2)
+            g3 = g.reshape(n, S, d_g)[..., o0:o1].transpose(1, 2)
             if site.bias is None:
                 B3 = a.reshape(n, S, d_a)
             else:
@@ -92,7 +109,7 @@ def _form(site: _MatmulSite, raw, out: torch.Tensor | None = None, ws: _Workspac
             if site.bias is not None:
                 X[:, :, d_a0].fill_(1.0)
             B3 = X.view(n * G, d_a, S).transpose(1, 2)
-            g3 = g.reshape(n * G, d_g, S)
+            g3 = g.reshape(n * G, d_g, S)[:, o0:o1]
         if k == 0:
             torch.bmm(g3, B3, out=J3)
         else:

@@ -77,19 +77,29 @@ def _estimate_flops(sched: _Schedule, n_rows: int, n_cols: int, layout: str) -> 
         recompute = math.ceil(n_rows / m) * n_cols - n_cols
     passes = (n_union + recompute) * plan.pass_flops_per_sample
     explicit = structured = form = 0.0
+    itemsize = plan.itemsize
     if layout == "rectangular":
         entries = float(n_rows * n_cols)
     else:  # blocks on and above the diagonal of the leading n_cols x n_cols part
         b = min(sched.block_target, n_cols)
         nb = math.ceil(n_cols / b)
         entries = n_cols * n_cols * (nb * (nb + 1) / 2) / (nb * nb) + (n_rows - n_cols) * n_cols
-    explicit += 2.0 * entries * plan.n_formed
+    # whole-pool terms (contraction._explicit_whole / _structured_whole) when they fit:
+    # symmetric rank-k products, each sample's gradient formed once
+    budget = sched.budget_transient
+    sym_entries = n_cols * (n_cols + 1) / 2 + (n_rows - n_cols) * n_cols
+    whole_entries = float(n_rows * n_cols) if layout == "rectangular" else sym_entries
+    out_fits = 3 * n_rows * n_cols * itemsize + 64 * 2**20 <= budget
+    explicit += 2.0 * (whole_entries if out_fits else entries) * plan.n_formed
     for s in plan.sites:
         if s.method == "explicit":
-            explicit += entries * s.pair_flops("explicit")
-            form += s.form_flops() * (n_union if s.store == "formed" else n_rows + n_cols)
+            explicit += (whole_entries if out_fits else entries) * s.pair_flops("explicit")
+            formed_once = s.store == "formed" or out_fits
+            form += s.form_flops() * (n_union if formed_once else n_rows + n_cols)
         else:
-            structured += entries * s.gram_flops()
+            S = s.positions
+            fits = s.groups == 1 and 2 * n_rows * n_cols * S * S * itemsize <= budget
+            structured += (whole_entries if fits else entries) * s.gram_flops()
     return dict(
         n_params=plan.n_params,
         explicit_jjt=2.0 * n_rows * n_cols * plan.n_params,

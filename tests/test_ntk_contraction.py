@@ -1,0 +1,103 @@
+"""Whole-pool contraction of the eNTK engine: symmetric rank-k products and BLAS routing.
+
+Checked against independent computations: plain matrix products, and ``J Jᵀ`` of
+per-sample gradients from ``torch.func`` (float64) at sizes that need several
+row strips of the PyTorch rank-k path.
+"""
+
+import numpy as np
+import pytest
+import torch
+from torch.func import functional_call, grad, vmap
+
+from rmtlens.inputs import create_backbone, feature_dim
+from rmtlens.kernels import entk, scalar_network
+from rmtlens.kernels.ntk import contraction
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture
+def blas(monkeypatch):
+    """Select the BLAS route for one test (the choice is cached per process)."""
+
+    def select(route):
+        monkeypatch.setenv("RMTLENS_ENTK_BLAS", route)
+        contraction._BLAS_CHOICE.clear()
+
+    yield select
+    contraction._BLAS_CHOICE.clear()
+
+
+@pytest.mark.parametrize("route", ["torch", "numpy"])
+@pytest.mark.parametrize("align", [1, 3, 7])
+def test_self_product_upper_triangle_and_aligned_blocks(route, align, blas):
+    g = torch.Generator().manual_seed(0)
+    n = 7 * 41  # several strips of 128, not a multiple of them
+    J = torch.randn(n, 50, generator=g, dtype=torch.float64)
+    ref = J @ J.T
+    out = torch.zeros(n, n, dtype=torch.float64)
+    contraction._self_product(J, out, route, align=align)
+    upper = torch.triu(torch.ones(n, n, dtype=torch.bool))
+    assert torch.allclose(out[upper], ref[upper], rtol=1e-12, atol=1e-12)
+    # every aligned diagonal block is complete (the structured reduction needs them)
+    for i in range(0, n, align):
+        assert torch.allclose(out[i : i + align, i : i + align], ref[i : i + align, i : i + align], rtol=1e-12)
+    A = J[:10].T.contiguous()  # (50, 10): Aᵀ A, the Gram orientation of structured terms
+    outT = torch.zeros(10, 10, dtype=torch.float64)
+    contraction._self_product(A, outT, route, transposed=True)
+    up = torch.triu(torch.ones(10, 10, dtype=torch.bool))
+    assert torch.allclose(outT[up], (A.T @ A)[up], rtol=1e-12)
+
+
+def test_auto_route_is_torch_unless_numpy_runs_avx512(blas):
+    blas("auto")
+    route = contraction._blas(torch.device("cpu"), torch.float32)
+    core = contraction._numpy_blas_core() or ""
+    assert route == ("numpy" if core in contraction._AVX512_CORES else "torch")
+    blas("fortran")
+    with pytest.raises(ValueError, match="RMTLENS_ENTK_BLAS"):
+        contraction._blas(torch.device("cpu"), torch.float32)
+
+
+def per_sample_kernel(model, x_rows, x_cols):
+    """``J_r J_cᵀ`` from ``vmap(grad)`` per-sample gradients, float64."""
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+
+    def f(p, xi):
+        return functional_call(model, {**p, **buffers}, (xi.unsqueeze(0),)).sum()
+
+    def jac(x):
+        g = vmap(grad(f), in_dims=(None, 0))(params, x)
+        return torch.cat([g[k].reshape(x.shape[0], -1) for k in params], dim=1)
+
+    return (jac(x_rows) @ jac(x_cols).T).numpy()
+
+
+@pytest.mark.parametrize("route", ["torch", "numpy"])
+def test_whole_pool_kernel_with_several_strips(route, blas):
+    """N = 300 > 2 strips: symmetric, rectangular and prefix layouts against vmap(grad)."""
+    blas(route)
+    backbone = create_backbone("test_resnet", 8, 0)
+    model = scalar_network(backbone, feature_dim(backbone, 8), head_seed=1).double()
+    with torch.no_grad():  # non-trivial running statistics
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_var.uniform_(0.5, 1.5, generator=torch.Generator().manual_seed(3))
+    x = torch.randn(300, 3, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    ref = per_sample_kernel(model, x, x)
+    scale = np.abs(ref).max()
+    K = entk(model, x)
+    assert np.array_equal(K, K.T)
+    assert np.abs(K - ref).max() / scale < 1e-10
+    Kr = entk(model, x[:130], x[130:])
+    assert np.abs(Kr - ref[:130, 130:]).max() / scale < 1e-10
+    Kp = entk(model, x, x[:140])
+    assert np.abs(Kp - ref[:, :140]).max() / scale < 1e-10
