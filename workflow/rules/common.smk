@@ -289,6 +289,12 @@ def ridge_path_files(wildcards=None):
     ]
 
 
+def clean_targets():
+    """How clean targets are built (kind, positive classes): ``targets.noise`` left out, so
+    changing the noise study never reruns a ridge path, theory or extension job."""
+    return canonical({k: v for k, v in config["targets"].items() if k != "noise"})
+
+
 def dataset_labels():
     return {name: ds.get("label", name) for name, ds in config["datasets"].items()}
 
@@ -353,4 +359,5 @@ def final_outputs():
         "results/tables/scaling.csv",
         "results/tables/local_law.csv",
         *[f"results/figures/{f}.{ext}" for f in FIGURES for ext in ("png", "svg")],
+        *science_outputs(),
     ]
