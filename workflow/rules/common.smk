@@ -361,3 +361,54 @@ def final_outputs():
         *[f"results/figures/{f}.{ext}" for f in FIGURES for ext in ("png", "svg")],
         *science_outputs(),
     ]
+
+
+# Issue 15 (rules in noise.smk): label noise, ridge selection, learnability.
+def noise_enabled():
+    return config["targets"]["noise"]["enabled"]
+
+
+def science_outputs():
+    out = [
+        "results/tables/ridge_selection.csv",
+        "results/tables/ridge_regret.csv",
+        "results/tables/learnability.csv",
+        *[
+            f"results/figures/{f}.{ext}"
+            for f in ("ridge_selection", "learnability")
+            for ext in ("png", "svg")
+        ],
+    ]
+    if noise_enabled():
+        out += [
+            "results/tables/noise_accuracy.csv",
+            "results/tables/noise_peaks.csv",
+            *[
+                f"results/figures/{f}.{ext}"
+                for f in ("noise", "noise_accuracy")
+                for ext in ("png", "svg")
+            ],
+        ]
+    return out
+
+
+def noise_subsamples(wildcards):
+    n_max = config["targets"]["noise"]["n_max"]
+    if n_max is not None and n_max < min(sample_sizes(wildcards.dataset)):
+        config_error(
+            "targets.noise.n_max",
+            f"{n_max} is below the smallest sample size of dataset {wildcards.dataset}",
+        )
+    return [
+        (n, s)
+        for n in sample_sizes(wildcards.dataset)
+        if n_max is None or n <= n_max
+        for s in config["seeds"]
+    ]
+
+
+def noise_eigh_files(wildcards):
+    return [
+        f"results/eigh/{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}/{wildcards.kernel}/n{n}_s{s}.npz"
+        for n, s in noise_subsamples(wildcards)
+    ]

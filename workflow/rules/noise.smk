@@ -1,45 +1,6 @@
 # Beyond the papers (issue 15): label noise, ridge selection, per-mode learnability.
 
 
-def noise_enabled():
-    return config["targets"]["noise"]["enabled"]
-
-
-def science_outputs():
-    out = [
-        "results/tables/ridge_selection.csv",
-        "results/tables/ridge_regret.csv",
-        "results/tables/learnability.csv",
-        *[
-            f"results/figures/{f}.{ext}"
-            for f in ("ridge_selection", "learnability")
-            for ext in ("png", "svg")
-        ],
-    ]
-    if noise_enabled():
-        out += [
-            "results/tables/noise_accuracy.csv",
-            "results/tables/noise_peaks.csv",
-            *[
-                f"results/figures/{f}.{ext}"
-                for f in ("noise", "noise_accuracy")
-                for ext in ("png", "svg")
-            ],
-        ]
-    return out
-
-
-def noise_subsamples(wildcards):
-    return [(n, s) for n in sample_sizes(wildcards.dataset) for s in config["seeds"]]
-
-
-def noise_eigh_files(wildcards):
-    return [
-        f"results/eigh/{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}/{wildcards.kernel}/n{n}_s{s}.npz"
-        for n, s in noise_subsamples(wildcards)
-    ]
-
-
 rule noise_study:
     input:
         kernel="results/kernels/{dataset}/{backbone}/{weights}/{kernel}.npy",
@@ -55,9 +16,10 @@ rule noise_study:
     conda:
         "../../envs/rmtlens.yaml"
     resources:
-        mem_mb=lambda wc: 2000 + 64 * sample_sizes(wc.dataset)[-1] ** 2 // 10**6,
+        mem_mb=lambda wc: 2000
+        + 64 * max(n for n, _ in noise_subsamples(wc)) ** 2 // 10**6,
         runtime=lambda wc, attempt: minutes_for(
-            sample_sizes(wc.dataset)[-1], 600, 2, attempt
+            max(n for n, _ in noise_subsamples(wc)), 600, 2, attempt
         ),
     params:
         subsamples=noise_subsamples,
