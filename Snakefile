@@ -26,6 +26,7 @@ include: "workflow/rules/ridge.smk"
 include: "workflow/rules/theory.smk"
 include: "workflow/rules/extensions.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/noise.smk"
 
 
 rule all:

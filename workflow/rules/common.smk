@@ -297,6 +297,12 @@ def ridge_path_files(wildcards=None):
     ]
 
 
+def clean_targets():
+    """How clean targets are built (kind, positive classes): ``targets.noise`` left out, so
+    changing the noise study never reruns a ridge path, theory or extension job."""
+    return canonical({k: v for k, v in config["targets"].items() if k != "noise"})
+
+
 def dataset_labels():
     return {name: ds.get("label", name) for name, ds in config["datasets"].items()}
 
@@ -412,6 +418,58 @@ def final_outputs():
         "results/tables/scaling.csv",
         "results/tables/local_law.csv",
         *[f"results/figures/{f}.{ext}" for f in FIGURES for ext in ("png", "svg")],
+        *science_outputs(),
+    ]
+
+
+# Issue 15 (rules in noise.smk): label noise, ridge selection, learnability.
+def noise_enabled():
+    return config["targets"]["noise"]["enabled"]
+
+
+def science_outputs():
+    out = [
+        "results/tables/ridge_selection.csv",
+        "results/tables/ridge_regret.csv",
+        "results/tables/learnability.csv",
+        *[
+            f"results/figures/{f}.{ext}"
+            for f in ("ridge_selection", "learnability")
+            for ext in ("png", "svg")
+        ],
+    ]
+    if noise_enabled():
+        out += [
+            "results/tables/noise_accuracy.csv",
+            "results/tables/noise_peaks.csv",
+            *[
+                f"results/figures/{f}.{ext}"
+                for f in ("noise", "noise_accuracy")
+                for ext in ("png", "svg")
+            ],
+        ]
+    return out
+
+
+def noise_subsamples(wildcards):
+    n_max = config["targets"]["noise"]["n_max"]
+    if n_max is not None and n_max < min(sample_sizes(wildcards.dataset)):
+        config_error(
+            "targets.noise.n_max",
+            f"{n_max} is below the smallest sample size of dataset {wildcards.dataset}",
+        )
+    return [
+        (n, s)
+        for n in sample_sizes(wildcards.dataset)
+        if n_max is None or n <= n_max
+        for s in config["seeds"]
+    ]
+
+
+def noise_eigh_files(wildcards):
+    return [
+        f"results/eigh/{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}/{wildcards.kernel}/n{n}_s{s}.npz"
+        for n, s in noise_subsamples(wildcards)
     ]
 
 

@@ -42,7 +42,7 @@ rule double_descent:
         runtime=60,
     params:
         spec=canonical(config["double_descent"]),
-        targets=canonical(config["targets"]),
+        targets=clean_targets(),
         rcond=config["ridge"]["rcond"],
     script:
         "../scripts/double_descent.py"
@@ -69,7 +69,7 @@ rule learning_dynamics:
     params:
         spec=canonical(config["learning_dynamics"]),
         ridge=canonical(config["ridge"]),
-        targets=canonical(config["targets"]),
+        targets=clean_targets(),
     script:
         "../scripts/learning_dynamics.py"
 

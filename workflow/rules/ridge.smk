@@ -17,7 +17,7 @@ rule ridge_path:
     params:
         lambdas_rel=relative_ridges(),
         rcond=config["ridge"]["rcond"],
-        targets=canonical(config["targets"]),
+        targets=clean_targets(),
     script:
         "../scripts/ridge_path.py"
 
@@ -49,5 +49,6 @@ rule aggregate:
         "../../envs/rmtlens.yaml"
     params:
         n_min=config["analysis"]["n_min"],
+        bootstrap=canonical(config["analysis"]["bootstrap"]),
     script:
         "../scripts/aggregate.py"

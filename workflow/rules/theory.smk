@@ -16,7 +16,7 @@ rule theory:
     params:
         sample_sizes=lambda wc: sample_sizes(wc.dataset),
         lambdas_rel=relative_ridges(),
-        targets=canonical(config["targets"]),
+        targets=clean_targets(),
         window=canonical(config["theory"]["powerlaw_window"]),
         rcond=config["ridge"]["rcond"],
     script:
@@ -65,6 +65,7 @@ rule estimators:
     params:
         n_min=config["analysis"]["n_min"],
         n_pool={d: ds["n_pool"] for d, ds in config["datasets"].items()},
+        bootstrap=canonical(config["analysis"]["bootstrap"]),
     script:
         "../scripts/estimators.py"
 
@@ -106,7 +107,7 @@ rule representations:
         "../../envs/rmtlens.yaml"
     params:
         units=kernel_units(),
-        targets=canonical(config["targets"]),
+        targets=clean_targets(),
         alignment_ks=[10, 100],
         rcond=config["ridge"]["rcond"],
         dataset_labels=dataset_labels(),

@@ -8,6 +8,7 @@ from rmtlens.report import (
     estimator_accuracy,
     estimators_versus_risk,
     join_predictions,
+    with_bootstrap_intervals,
 )
 from rmtlens.workflow import job_logger
 
@@ -15,6 +16,9 @@ log = job_logger(snakemake.log[0], "estimators")
 predictions = pd.concat([load_table(f) for f in snakemake.input.predictions], ignore_index=True)
 joined = join_predictions(load_table(snakemake.input.table), predictions)
 accuracy = estimator_accuracy(joined, snakemake.params.n_min, THEORY_ESTIMATORS)
+boot = snakemake.params.bootstrap
+accuracy = with_bootstrap_intervals(accuracy, joined, snakemake.params.n_min, THEORY_ESTIMATORS,
+                                    boot["replicates"], boot["seed"])
 log.info("relative error against the test risk (n >= %d)\n%s", snakemake.params.n_min, accuracy.to_string(index=False))
 save_table(snakemake.output.joined, joined)
 save_table(snakemake.output.estimators, accuracy)

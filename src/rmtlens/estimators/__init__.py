@@ -48,6 +48,10 @@ _EXPORTS = {
     "power_law_values": "theory",
     "predict_grid": "theory",
     "solve_kappa": "theory",
+    "flip_target_map": "noise",
+    "label_noise_predictions": "noise",
+    "noisy_deterministic_equivalent": "noise",
+    "population_targets": "noise",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -66,6 +66,9 @@ _EXPORTS = {
     "load_pretrained_backbone": "weights",
     "load_trained_backbone": "weights",
     "save_backbone_state": "weights",
+    "flip_labels": "targets",
+    "gaussian_target_noise": "targets",
+    "target_variance": "targets",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -37,3 +37,54 @@ def make_targets(
     if kind == "onehot_centered":
         return onehot - 1.0 / n_classes
     raise ValueError(f"unknown targets kind {kind!r}; expected one of {TARGET_KINDS}")
+
+
+def flip_labels(labels: np.ndarray, n_classes: int, fraction: float, seed) -> tuple[np.ndarray, np.ndarray]:
+    """Replace exactly ``round(fraction · N)`` labels by a uniformly drawn other class.
+
+    Parameters
+    ----------
+    labels : (N,) int class indices of the TRAINING points only (test labels are
+        never passed here, so they cannot change).
+    n_classes : number of classes C (at least 2).
+    fraction : share of labels to flip, in ``[0, 1]``.
+    seed : seed or sequence of ints for ``numpy.random.default_rng``.
+
+    Returns
+    -------
+    (noisy labels (N,), flipped (N,) bool mask). Every flipped label differs from
+    the original; the rest are unchanged.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be a 1-d integer array, got {labels.dtype} {labels.shape}")
+    if n_classes < 2:
+        raise ValueError("label flipping needs at least two classes")
+    if not 0.0 <= float(fraction) <= 1.0:
+        raise ValueError(f"flip fraction must lie in [0, 1], got {fraction!r}")
+    rng = np.random.default_rng(seed)
+    count = int(round(float(fraction) * labels.size))
+    chosen = rng.choice(labels.size, size=count, replace=False)
+    shift = rng.integers(1, n_classes, size=count)  # 1..C-1: never the same class
+    noisy = labels.copy()
+    noisy[chosen] = (labels[chosen] + shift) % n_classes
+    flipped = np.zeros(labels.size, dtype=bool)
+    flipped[chosen] = True
+    return noisy, flipped
+
+
+def gaussian_target_noise(shape, variance: float, seed) -> np.ndarray:
+    """Additive noise ``ε`` of shape ``(N, C)`` with i.i.d. N(0, variance/C) entries,
+    so that ``E||ε_i||² = variance`` (summed over the C outputs)."""
+    n, c = shape
+    if not np.isfinite(variance) or variance < 0:
+        raise ValueError(f"noise variance must be finite and non-negative, got {variance!r}")
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, c)) * np.sqrt(float(variance) / c)
+
+
+def target_variance(targets: np.ndarray) -> float:
+    """Total variance of targets ``(N, C)``: ``(1/N) Σ_i ||y_i − ȳ||²``."""
+    Y = np.asarray(targets, dtype=np.float64)
+    Y = Y[:, None] if Y.ndim == 1 else Y
+    return float(np.mean(np.sum((Y - Y.mean(axis=0)) ** 2, axis=1)))

@@ -29,6 +29,13 @@ _EXPORTS = {
     "join_predictions": "tables",
     "relative_error": "tables",
     "ridge_table": "tables",
+    "seed_bootstrap": "uncertainty",
+    "with_bootstrap_intervals": "uncertainty",
+    "band": "study_plots",
+    "learnability_figure": "study_plots",
+    "noise_accuracy_figure": "study_plots",
+    "noise_curves": "study_plots",
+    "selected_lambda_figure": "study_plots",
 }
 __all__ = sorted(_EXPORTS)
 

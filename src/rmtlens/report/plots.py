@@ -48,6 +48,14 @@ def _n_axis(ax, sizes) -> None:
     ax.set_xlabel("training samples n")
 
 
+def _band(ax, x, low, high, colour, alpha=0.18) -> None:
+    """Shade from ``low`` to ``high`` (min–max over seeds) where both are finite and positive."""
+    x, low, high = (np.asarray(v, dtype=float) for v in (x, low, high))
+    ok = np.isfinite(low) & np.isfinite(high) & (low > 0)
+    if ok.sum() >= 2:
+        ax.fill_between(x[ok], low[ok], high[ok], color=colour, alpha=alpha, lw=0)
+
+
 def _title(keys, dataset_labels: Mapping[str, str]) -> str:
     dataset, backbone, weights, kernel = keys
     return f"{dataset_labels.get(dataset, dataset)}\n{backbone} · {weights} · {kernel}"
@@ -58,7 +66,8 @@ def risk_versus_n(
 ):
     """[W22] Fig. 1 style: test risk versus n for several ridges, GCV dashed, train risk faint.
 
-    Curves are means over seeds; one panel per kernel.
+    Curves are means over seeds with min–max bands over seeds (test risk and GCV);
+    one panel per kernel.
     """
     groups = list(table.groupby(KERNEL_KEYS, sort=True))
     fig, axes = _panels(len(groups))
@@ -66,9 +75,12 @@ def risk_versus_n(
         chosen = nearest_on_grid(group["lambda_rel"].unique(), lambdas_rel)
         colours = plt.cm.viridis(np.linspace(0, 0.9, max(1, len(chosen))))
         for colour, lam in zip(colours, chosen):
-            mean = group[group["lambda_rel"] == lam].groupby("n")[["test_risk", "gcv", "train_risk"]].mean()
+            at = group[group["lambda_rel"] == lam].groupby("n")[["test_risk", "gcv", "train_risk"]]
+            mean, lo, hi = at.mean(), at.min(), at.max()
             ax.plot(mean.index, mean["test_risk"], "o-", color=colour, ms=3, label=f"λ/s = {lam:.0e}")
+            _band(ax, mean.index, lo["test_risk"], hi["test_risk"], colour, 0.2)
             ax.plot(mean.index, mean["gcv"], "--", color=colour, lw=1.2)
+            _band(ax, mean.index, lo["gcv"], hi["gcv"], colour, 0.08)
             ax.plot(mean.index, mean["train_risk"], "-", color=colour, lw=0.8, alpha=0.3)
         _n_axis(ax, group["n"].unique())
         ax.set_yscale("log")
@@ -88,7 +100,8 @@ def risk_versus_n(
 
 
 def risk_versus_lambda(table: pd.DataFrame, dataset_labels: Mapping[str, str] = {}):
-    """Test risk, GCV, LOO and train risk versus λ at each kernel's largest n (seed mean).
+    """Test risk, GCV, LOO and train risk versus λ at each kernel's largest n (seed mean,
+    min–max bands over seeds for test risk, GCV and LOO).
 
     The ridgeless values (λ = 0) are drawn as diamonds at the left edge, at an
     x position labelled "0". The y range follows the positive-λ curves; ridgeless
@@ -100,7 +113,8 @@ def risk_versus_lambda(table: pd.DataFrame, dataset_labels: Mapping[str, str] = 
               "loo": ("C1", ":", "LOO"), "train_risk": ("C2", "-", "train risk")}
     for ax, (keys, group) in zip(axes, groups):
         n_max = group["n"].max()
-        mean = group[group["n"] == n_max].groupby("lambda_rel")[list(styles)].mean()
+        at = group[group["n"] == n_max].groupby("lambda_rel")[list(styles)]
+        mean, low, high = at.mean(), at.min(), at.max()
         positive = mean[mean.index > 0]
         values = positive.to_numpy()
         values = values[np.isfinite(values) & (values > 0)]
@@ -115,6 +129,9 @@ def risk_versus_lambda(table: pd.DataFrame, dataset_labels: Mapping[str, str] = 
         for column, (colour, ls, label) in styles.items():
             ax.plot(positive.index, positive[column], ls, color=colour, label=label,
                     alpha=0.5 if column == "train_risk" else 1.0)
+            if column != "train_risk":
+                _band(ax, positive.index, low.loc[positive.index, column], high.loc[positive.index, column],
+                      colour, 0.15)
             if ridgeless is None or not np.isfinite(ridgeless[column]) or ridgeless[column] <= 0:
                 continue
             value = ridgeless[column]
@@ -232,7 +249,9 @@ def scaling_laws(table: pd.DataFrame, scaling: pd.DataFrame, dataset_labels: Map
     for ax, (keys, group) in zip(axes, groups):
         selected = gcv_selected_lambdas(group)
         measured = risk_at_selected_lambda(group, selected, "test_risk").groupby("n")["test_risk"].agg(["mean", "std"])
-        theory = risk_at_selected_lambda(group, selected, "omniscient_test_risk").groupby("n")["omniscient_test_risk"].mean()
+        theory_at = risk_at_selected_lambda(group, selected, "omniscient_test_risk").groupby("n")["omniscient_test_risk"]
+        theory = theory_at.mean()
+        _band(ax, theory.index, theory_at.min(), theory_at.max(), "C0", 0.15)
         ax.errorbar(measured.index, measured["mean"], yerr=measured["std"], fmt="o", color="k", ms=3,
                     capsize=2, label="measured (GCV-selected λ)")
         ax.plot(theory.index, theory.to_numpy(), "-", color="C0", label="omniscient DE")

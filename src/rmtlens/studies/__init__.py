@@ -59,6 +59,21 @@ _EXPORTS = {
     "scaling_rows": "scaling",
     "scaling_table": "scaling",
     "select_lambda_by_gcv": "scaling",
+    "NOISE_ESTIMATORS": "noise",
+    "join_noise_predictions": "noise",
+    "noise_accuracy": "noise",
+    "noise_levels": "noise",
+    "noise_predictions": "noise",
+    "noise_rows": "noise",
+    "sample_wise_peaks": "noise",
+    "SELECTORS": "selection",
+    "regret_summary": "selection",
+    "ridge_selection_rows": "selection",
+    "ridge_selection_table": "selection",
+    "select_lambda": "selection",
+    "trusted_rows": "selection",
+    "learnabilities": "learnability",
+    "learnability_tables": "learnability",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -18,6 +18,7 @@ _EXPORTS = {
     "Progress": "runlog",
     "job_logger": "runlog",
     "set_torch_threads": "runlog",
+    "noise_study_job": "noise",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -1,0 +1,71 @@
+"""Job-level driver of the label-noise study: one kernel, every (n, seed) of the ridge stage.
+
+Goes through :func:`rmtlens.workflow.jobs.load_ridge_problem` (the ridge path's own
+loader) for every subsample, so whatever that loader does (dense kernels today,
+low-rank eigen-pairs where available) the noise study inherits.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from rmtlens.inputs.datasets import PreparedDataset
+from rmtlens.inputs.targets import make_targets, target_variance
+from rmtlens.io import load_npz
+from rmtlens.studies.noise import join_noise_predictions, noise_levels, noise_predictions, noise_rows
+from rmtlens.workflow.jobs import load_ridge_problem
+
+
+def noise_study_job(
+    dataset_path, kernel_path, spectrum_path, eigh_paths: Sequence, subsamples: Sequence[tuple[int, int]],
+    targets: Mapping, noise: Mapping, lambdas_rel, rcond: float, meta: Mapping, progress=None,
+) -> pd.DataFrame:
+    """All noise-study rows of one kernel, with their deterministic equivalents joined.
+
+    Parameters
+    ----------
+    dataset_path, kernel_path, spectrum_path : the prepared dataset, the kernel file
+        and its ``pool_spectrum`` output.
+    eigh_paths : ``eigh`` outputs, one per entry of ``subsamples`` ((n, seed) pairs).
+    targets : ``config["targets"]`` (``kind``, ``positive_classes``, ``noise``).
+    noise : ``targets.noise`` (``gaussian``, ``flip``, ``seed``).
+    lambdas_rel : the relative ridge grid.
+    meta : kernel keys (dataset, backbone, weights, kernel) put on every row.
+    progress : optional callable, called once per finished subsample (e.g. a ``Progress``).
+    """
+    data = PreparedDataset.from_arrays(load_npz(dataset_path))
+    n_pool, n_classes = data.n_pool, len(data.classes)
+    pool_labels, test_labels = data.labels[:n_pool], data.labels[n_pool:]
+    clean = {"kind": targets["kind"], "positive_classes": targets["positive_classes"]}
+    variance = target_variance(make_targets(pool_labels, n_classes, clean["kind"], clean["positive_classes"]))
+    levels = noise_levels(noise)
+    frames = []
+    if len(eigh_paths) != len(subsamples):
+        raise ValueError(f"{len(eigh_paths)} eigh files for {len(subsamples)} subsamples")
+    for (n, seed), path in zip(subsamples, eigh_paths):
+        problem = load_ridge_problem(dataset_path, path, kernel_path, clean)
+        rows = noise_rows(
+            problem, pool_labels[problem.index], test_labels, n_classes, clean, levels, variance,
+            lambdas_rel, int(noise.get("seed", 0)), int(seed), rcond,
+        )
+        rows.insert(0, "seed", int(seed))
+        rows.insert(0, "n", int(n))
+        frames.append(rows)
+        if progress is not None:
+            progress()
+    table = pd.concat(frames, ignore_index=True)
+    spectrum = load_npz(spectrum_path)
+    counts = np.bincount(pool_labels, minlength=n_classes)
+    sizes = sorted({int(n) for n, _ in subsamples})
+    predictions = noise_predictions(
+        spectrum["eigvals"], spectrum["proj_onehot"], n_classes, clean, counts, levels, variance,
+        sizes, lambdas_rel, rcond,
+    )
+    table = join_noise_predictions(table, predictions)
+    for i, (key, value) in enumerate(meta.items()):
+        table.insert(i, key, value)
+    table["target_variance"] = variance
+    return table

@@ -1,0 +1,168 @@
+# Beyond the papers (issue 15): label noise, ridge selection, per-mode learnability.
+
+
+rule noise_study:
+    input:
+        kernel="results/kernels/{dataset}/{backbone}/{weights}/{kernel}.npy",
+        spectrum="results/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz",
+        dataset="results/datasets/{dataset}.npz",
+        eigh=noise_eigh_files,
+    output:
+        "results/noise/{dataset}/{backbone}/{weights}/{kernel}.parquet",
+    log:
+        "logs/noise_study/{dataset}/{backbone}/{weights}/{kernel}.log",
+    benchmark:
+        "benchmarks/noise_study/{dataset}/{backbone}/{weights}/{kernel}.tsv"
+    conda:
+        "../../envs/rmtlens.yaml"
+    resources:
+        mem_mb=lambda wc: 2000
+        + 64 * max(n for n, _ in noise_subsamples(wc)) ** 2 // 10**6,
+        runtime=lambda wc, attempt: minutes_for(
+            max(n for n, _ in noise_subsamples(wc)), 600, 2, attempt
+        ),
+    params:
+        subsamples=noise_subsamples,
+        targets=clean_targets(),
+        noise=canonical(config["targets"]["noise"]),
+        lambdas_rel=relative_ridges(),
+        rcond=config["ridge"]["rcond"],
+    script:
+        "../scripts/noise_study.py"
+
+
+rule noise_summary:
+    input:
+        unit_files("results/noise/{dataset}/{backbone}/{weights}/{kernel}.parquet"),
+    output:
+        table="results/tables/noise.parquet",
+        accuracy=report(
+            "results/tables/noise_accuracy.csv",
+            caption="../report/table_noise_accuracy.rst",
+            category="Summary tables",
+            labels={"table": "estimator accuracy under label noise"},
+        ),
+        peaks=report(
+            "results/tables/noise_peaks.csv",
+            caption="../report/table_noise_peaks.rst",
+            category="Summary tables",
+            labels={"table": "sample-wise double descent under label noise"},
+        ),
+        png=report(
+            "results/figures/noise.png",
+            caption="../report/noise.rst",
+            category="Label noise",
+            labels={"figure": "excess risk versus n per noise level", "format": "png"},
+        ),
+        svg=report(
+            "results/figures/noise.svg",
+            caption="../report/noise.rst",
+            category="Label noise",
+            labels={"figure": "excess risk versus n per noise level", "format": "svg"},
+        ),
+        accuracy_png=report(
+            "results/figures/noise_accuracy.png",
+            caption="../report/noise_accuracy.rst",
+            category="Label noise",
+            labels={"figure": "estimator accuracy per noise level", "format": "png"},
+        ),
+        accuracy_svg=report(
+            "results/figures/noise_accuracy.svg",
+            caption="../report/noise_accuracy.rst",
+            category="Label noise",
+            labels={"figure": "estimator accuracy per noise level", "format": "svg"},
+        ),
+    log:
+        "logs/noise_summary.log",
+    benchmark:
+        "benchmarks/noise_summary.tsv"
+    conda:
+        "../../envs/rmtlens.yaml"
+    params:
+        n_min=config["analysis"]["n_min"],
+        dataset_labels=dataset_labels(),
+    script:
+        "../scripts/noise_summary.py"
+
+
+rule ridge_selection:
+    input:
+        joined="results/tables/theory.parquet",
+    output:
+        table=report(
+            "results/tables/ridge_selection.csv",
+            caption="../report/table_ridge_selection.rst",
+            category="Summary tables",
+            labels={"table": "ridge selection"},
+        ),
+        regret=report(
+            "results/tables/ridge_regret.csv",
+            caption="../report/table_ridge_regret.rst",
+            category="Summary tables",
+            labels={"table": "ridge-selection regret"},
+        ),
+        png=report(
+            "results/figures/ridge_selection.png",
+            caption="../report/ridge_selection.rst",
+            category="Ridge selection",
+            labels={"figure": "selected ridge versus n", "format": "png"},
+        ),
+        svg=report(
+            "results/figures/ridge_selection.svg",
+            caption="../report/ridge_selection.rst",
+            category="Ridge selection",
+            labels={"figure": "selected ridge versus n", "format": "svg"},
+        ),
+    log:
+        "logs/ridge_selection.log",
+    benchmark:
+        "benchmarks/ridge_selection.tsv"
+    conda:
+        "../../envs/rmtlens.yaml"
+    params:
+        n_min=config["analysis"]["n_min"],
+        dataset_labels=dataset_labels(),
+    script:
+        "../scripts/ridge_selection.py"
+
+
+rule learnability:
+    input:
+        spectra=unit_files(
+            "results/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz"
+        ),
+    output:
+        table=report(
+            "results/tables/learnability.csv",
+            caption="../report/table_learnability.rst",
+            category="Summary tables",
+            labels={"table": "per-mode learnability"},
+        ),
+        modes="results/tables/learnability_modes.parquet",
+        png=report(
+            "results/figures/learnability.png",
+            caption="../report/learnability.rst",
+            category="Representations",
+            labels={"figure": "per-mode learnability", "format": "png"},
+        ),
+        svg=report(
+            "results/figures/learnability.svg",
+            caption="../report/learnability.rst",
+            category="Representations",
+            labels={"figure": "per-mode learnability", "format": "svg"},
+        ),
+    log:
+        "logs/learnability.log",
+    benchmark:
+        "benchmarks/learnability.tsv"
+    conda:
+        "../../envs/rmtlens.yaml"
+    params:
+        units=kernel_units(),
+        sample_sizes={d: sample_sizes(d) for d in config["datasets"]},
+        spec=canonical(config["learnability"]),
+        targets=clean_targets(),
+        rcond=config["ridge"]["rcond"],
+        dataset_labels=dataset_labels(),
+    script:
+        "../scripts/learnability.py"
