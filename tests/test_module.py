@@ -84,6 +84,7 @@ def dead_pid() -> int:
 
 
 def test_module_dag_is_the_direct_dag_renamed(tmp_path):
+    (tmp_path / "direct").mkdir()
     direct = dry_run_jobs(tmp_path / "direct", "--configfile", str(TEST_CONFIG))
     module = job_counts(run_outer(outer_workflow(tmp_path / "outer"), "-n"))
     assert direct and module == {f"rmtlens_{rule}": count for rule, count in direct.items()}

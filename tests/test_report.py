@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from conftest import TEST_CONFIG, snakemake
 
@@ -51,15 +53,16 @@ def test_every_report_item_loads_in_chromium(report, chromium, tmp_path):
                 page.get_by_text(category, exact=True).first.click()
                 if len(groups) > 1:
                     page.get_by_text(subcategory, exact=True).first.click()
-                shown += show_entries(page, results, keys)
+                shown += show_entries(page, results, keys, report.parent.parent)
         page.screenshot(path=str(tmp_path / "last.png"))
         browser.close()
     assert shown == len(figures)
     assert errors == []
 
 
-def show_entries(page, results, keys) -> int:
-    """Open every entry of the shown (sub)category; returns the number of figures shown."""
+def show_entries(page, results, keys, workdir) -> int:
+    """Open every entry of the shown (sub)category; returns the number of figures shown.
+    A table's eye link is a download of the embedded CSV: its bytes must be the file's."""
     shown = 0
     for key in keys:
         item = results[key]
@@ -68,10 +71,13 @@ def show_entries(page, results, keys) -> int:
         elif item["labels"].get("format") == "png":
             page.get_by_text("png", exact=True).first.click()
         label = item["labels"].get("figure") or item["labels"].get("table")
-        page.locator("tr", has_text=label).first.locator("a[iconname=eye]").click()
+        eye = page.locator("tr", has_text=label).first.locator("a[iconname=eye]")
         if key.endswith(".csv"):
-            page.wait_for_function("document.querySelectorAll('table tbody tr').length > 1")
+            href = eye.get_attribute("href")
+            assert href.startswith("data:text/csv") and "base64," in href, (key, href[:80])
+            assert base64.b64decode(href.split("base64,", 1)[1]) == (workdir / key).read_bytes(), key
             continue
+        eye.click()
         mime = "png" if key.endswith(".png") else "svg"
         page.wait_for_function(
             f"Array.from(document.images).some(i => i.src.startsWith('data:image/{mime}') "
