@@ -35,7 +35,8 @@ rule estimators:
             "results/tables/de_bias.csv",
             caption="../report/table_de_bias.rst",
             category="Summary tables",
-            labels={"table": "DE bias by n/N_pool"},
+            subcategory="E2 estimators",
+            labels=report_labels("DE bias by n/N_pool", kind="table"),
         ),
         estimators=report(
             "results/tables/estimators.csv",
@@ -91,12 +92,14 @@ rule representations:
             "results/figures/representations.png",
             caption="../report/representations.rst",
             category="Representations",
+            subcategory="spectra and alignment",
             labels=report_labels("spectra and alignment", "png"),
         ),
         svg=report(
             "results/figures/representations.svg",
             caption="../report/representations.rst",
             category="Representations",
+            subcategory="spectra and alignment",
             labels=report_labels("spectra and alignment", "svg"),
         ),
     log:
