@@ -89,9 +89,12 @@ def test_gaussian_noise_variance_and_target_variance():
     assert target_variance(Y) == pytest.approx(np.trace(np.cov(Y.T, bias=True)), rel=1e-12)
 
 
-def test_noise_rows_match_direct_solves():
+@pytest.mark.parametrize("path", ["dense", "low_rank"])
+def test_noise_rows_match_direct_solves(path):
     """Every level's excess/noisy risk, GCV and train risk against a direct solve with the
-    same noisy targets; test targets untouched; exact flip counts."""
+    same noisy targets; test targets untouched; exact flip counts. ``low_rank``: the
+    feature-kernel route (thin basis of the rank-p range, ``K* U`` given, null space
+    handled analytically), against the same dense solves."""
     from rmtlens.studies.noise import noise_levels, noise_rows
     from rmtlens.workflow.jobs import RidgeProblem
 
@@ -101,8 +104,12 @@ def test_noise_rows_match_direct_solves():
     labels, test_labels = rng.integers(0, C, n), rng.integers(0, C, m)
     T = make_targets(np.arange(C), C, "onehot_centered")
     K, Ks = X @ X.T / p, Xs @ X.T / p
-    d, U = np.linalg.eigh(K)
-    problem = RidgeProblem(d, U, np.arange(n), T[labels], T[test_labels], Ks, 1.0)
+    if path == "dense":
+        d, U = np.linalg.eigh(K)
+        problem = RidgeProblem(d, U, np.arange(n), T[labels], T[test_labels], Ks, 1.0)
+    else:
+        U, sv, _ = np.linalg.svd(X, full_matrices=False)  # (n, p): the range of K, rank p < n
+        problem = RidgeProblem(sv**2 / p, U, np.arange(n), T[labels], T[test_labels], None, 1.0, test_basis=Ks @ U)
     test_before = problem.y_test.copy()
     levels = noise_levels({"gaussian": [0, 0.5], "flip": [0, 0.25]})
     assert levels == [("none", 0.0), ("gaussian", 0.5), ("flip", 0.25)]

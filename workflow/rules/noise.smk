@@ -3,7 +3,7 @@
 
 rule noise_study:
     input:
-        kernel="results/kernels/{dataset}/{backbone}/{weights}/{kernel}.npy",
+        unpack(kernel_source),
         spectrum="results/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz",
         dataset="results/datasets/{dataset}.npz",
         eigh=noise_eigh_files,

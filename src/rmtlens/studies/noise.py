@@ -18,8 +18,8 @@ import pandas as pd
 
 from rmtlens.estimators.grids import KERNEL_KEYS
 from rmtlens.estimators.noise import flip_target_map, label_noise_predictions
-from rmtlens.estimators.ridge import check_ridge_inputs, clip_spectrum, ridge_path_in_eigenbasis
-from rmtlens.inputs.targets import flip_labels, gaussian_target_noise, make_targets, target_variance
+from rmtlens.estimators.ridge import check_ridge_inputs, clip_spectrum, null_space, ridge_path_in_eigenbasis
+from rmtlens.inputs.targets import flip_labels, gaussian_target_noise, make_targets
 
 NOISE_KINDS = ("none", "gaussian", "flip")
 
@@ -64,12 +64,24 @@ def noise_rows(
     (against clean test labels), ``train_risk``, ``gcv``, ``loo``, ``dof``, ``flipped``.
     """
     lam_rel = np.asarray(lambdas_rel, dtype=np.float64)
-    d, U, Y, Ks, Ys, lam = check_ridge_inputs(
-        problem.eigvals, problem.eigvecs, problem.y_train, problem.k_test, problem.y_test, lam_rel * problem.scale
-    )
+    if problem.low_rank:  # thin range basis (n, r) and K* U from the embeddings (SPEC §2.1)
+        d = np.asarray(problem.eigvals, dtype=np.float64)
+        U = np.asarray(problem.eigvecs, dtype=np.float64)
+        Y, Ys = np.atleast_2d(problem.y_train.T).T, np.atleast_2d(problem.y_test.T).T
+        A, lam = np.asarray(problem.test_basis, dtype=np.float64), lam_rel * problem.scale
+    else:
+        d, U, Y, Ks, Ys, lam = check_ridge_inputs(
+            problem.eigvals, problem.eigvecs, problem.y_train, problem.k_test, problem.y_test, lam_rel * problem.scale
+        )
+        A = Ks @ U
     d = clip_spectrum(d, rcond)
-    A = Ks @ U
-    n, C = Y.shape
+
+    def path_for(Y_fit, Y_test, loo=True):
+        Yt = U.T @ Y_fit
+        null = null_space(U, Y_fit, Yt) if problem.low_rank else None
+        return ridge_path_in_eigenbasis(d, U, Yt, A, Y_test, lam, loo=loo, null=null)
+
+    n = U.shape[0]
     T = make_targets(np.arange(n_classes), n_classes, targets["kind"], targets["positive_classes"])
     frames = []
     for index, (kind, level) in enumerate(levels):
@@ -86,12 +98,12 @@ def noise_rows(
             Y_noisy = Y
         else:
             raise ValueError(f"unknown noise kind {kind!r}")
-        path = ridge_path_in_eigenbasis(d, U, U.T @ Y_noisy, A, Ys, lam)
+        path = path_for(Y_noisy, Ys)
         frame = pd.DataFrame(path).rename(columns={"test_risk": "excess_risk"})
         if kind == "flip":
             mean_map, per_class = flip_target_map(T, level)
             # E over test-label flips of ||ŷ − T_noisy||² = ||ŷ − g_c||² + σ²_c
-            shifted = ridge_path_in_eigenbasis(d, U, U.T @ Y_noisy, A, mean_map[test_labels], lam, loo=False)
+            shifted = path_for(Y_noisy, mean_map[test_labels], loo=False)
             frame["noisy_risk"] = shifted["test_risk"] + float(per_class[test_labels].mean())
             frame["noise_var"] = float(per_class[train_labels].mean())
         else:
