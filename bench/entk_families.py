@@ -49,6 +49,7 @@ FAMILIES = [
     ("cait", "cait_xxs24_224", 32, dict(patch_size=8, embed_dim=32, depth=2, num_heads=2, depth_token_only=1)),
     ("mha batch_first", "mha", 16, dict(batch_first=True)),
     ("mha seq-first", "mha", 16, dict(batch_first=False)),
+    ("toy: autograd.Function", "hidden", 16, {}),  # shows the whole-network fallback
 ]
 
 PATHS = [("structured", "S"), ("explicit", "E"), ("affine", "A"), ("generic", "V"), ("fallback", "F"), ("unused", "Z")]
@@ -73,6 +74,40 @@ class MHANet(nn.Module):
         return h.mean(1 if self.batch_first else 0)
 
 
+class HiddenScale(torch.autograd.Function):
+    """Uses a weight where the interception cannot see it (inside a custom Function)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, w):
+        return x * w.sum()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        return g * w.sum(), (g * x).sum() * torch.ones_like(w)
+
+
+class HiddenNet(nn.Module):
+    """A conv stem and a linear layer whose weight is also used inside ``HiddenScale``:
+    the self-check sends that layer to the whole-network fallback."""
+
+    def __init__(self, width: int = 16):
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 4, stride=4)
+        self.lin = nn.Linear(width, width)
+        self.num_features = width
+
+    def forward(self, x):
+        h = self.lin(torch.relu(self.stem(x)).mean((2, 3)))
+        return HiddenScale.apply(h, self.lin.weight)
+
+
 def uncached_attention_biases(module):
     """timm's LeViT caches its attention biases in eval mode (an inference shortcut):
     after the first forward no gradient reaches ``attention_biases``, for autograd,
@@ -89,6 +124,10 @@ def make_backbone(name: str, image_size: int, kwargs: dict, seed: int = 0) -> nn
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return MHANet(**kwargs).eval()
+    if name == "hidden":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return HiddenNet(**kwargs).eval()
     if name == "MlpMixer":  # timm's mixer_*/resmlp_* fix depth and width: the class itself
         from timm.models.mlp_mixer import Affine, MlpMixer, ResBlock
 

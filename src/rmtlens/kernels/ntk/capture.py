@@ -123,7 +123,7 @@ def _bind(func, args, kwargs) -> dict:
 
 def _is_inplace(func) -> bool:
     name = getattr(func, "__name__", "")
-    return (name.endswith("_") and not name.endswith("__")) or name.startswith("__i")
+    return (name.endswith("_") and not name.endswith("__")) or name.startswith("__i") or name == "__setitem__"
 
 
 def _batch_axis(shape, shape_1, batch: int):

@@ -37,82 +37,84 @@ def _probe_inputs(x_rows: torch.Tensor, x_cols, p: int, device, dtype) -> torch.
     return x + PROBE_NOISE * scale * noise
 
 
-def _per_sample_reference(model, x_probe: torch.Tensor) -> dict[str, torch.Tensor | None]:
-    """Per-sample gradients ``(p, numel)`` from one plain autograd pass per sample.
+def _sample_gradients(model, x_probe: torch.Tensor, i: int, names: list[str], params) -> list:
+    """``∇θ f(x_i)`` per parameter (None: no gradient) from one plain autograd pass.
 
     Independent of everything the engine does (no interception, no vmap, no
-    masking): ``∇θ f(x_i)`` by ``torch.autograd.grad`` of ``f(x_i)`` alone. The pass
-    runs on the pair ``(x_i, x_{i+1})`` (eval mode: samples are independent) because
-    PyTorch's backward at batch 1 can be wrong (a 1-sample tensor's memory format is
-    ambiguous; timm's LeViT stem disagrees with finite differences there).
-    None: no gradient for any sample.
+    masking). The pass runs on the pair ``(x_i, x_{i+1})`` (eval mode: samples are
+    independent; first output) because PyTorch's backward at batch 1 can be wrong
+    (a 1-sample tensor's memory format is ambiguous; timm's LeViT stem disagrees
+    with finite differences there).
     """
-    params = dict(model.named_parameters())
-    names = list(params)
-    rows: dict[str, list] = {n: [] for n in names}
     p = x_probe.shape[0]
-    for i in range(p):
-        pair = x_probe[[i, (i + 1) % p]]
-        out = _scalar_output(model(pair), 2)[0]
-        try:
-            grads = torch.autograd.grad(out, [params[n] for n in names], allow_unused=True)
-        except RuntimeError as err:
-            if "backward through the graph a second time" not in str(err):
-                raise
-            raise RuntimeError(
-                "eNTK: the model reuses a tensor computed from its parameters in an earlier "
-                "forward pass (an eval-mode cache, e.g. timm LeViT's attention_bias_cache), so "
-                "no gradient reaches those parameters after the first pass; disable the cache "
-                "(recompute the tensor on every call) to define the eNTK"
-            ) from err
-        for n, g in zip(names, grads):
-            rows[n].append(None if g is None else g.detach().reshape(-1))
-    ref = {}
-    for n in names:
-        if all(g is None for g in rows[n]):
-            ref[n] = None
+    out = _scalar_output(model(x_probe[[i, (i + 1) % p]]), 2)[0]
+    try:
+        return list(torch.autograd.grad(out, [params[n] for n in names], allow_unused=True))
+    except RuntimeError as err:
+        if "backward through the graph a second time" not in str(err):
+            raise
+        raise RuntimeError(
+            "eNTK: the model reuses a tensor computed from its parameters in an earlier "
+            "forward pass (an eval-mode cache, e.g. timm LeViT's attention_bias_cache), so "
+            "no gradient reaches those parameters after the first pass; disable the cache "
+            "(recompute the tensor on every call) to define the eNTK"
+        ) from err
+
+
+def _planned_gradients(plan: _Plan, pieces, i: int) -> dict[str, torch.Tensor]:
+    """Sample ``i``'s gradient of every planned parameter from the pieces, as flat views
+    (a site's weight as its ``(G·d_g, d_a0)`` block)."""
+    got = {name: pieces.formed[i, off : off + size] for name, (off, size) in plan.formed.items()}
+    for k, site in enumerate(plan.sites):
+        if site.store == "formed":
+            J = pieces.formed[i, site.offset : site.offset + site.n_params]
         else:
-            ref[n] = torch.stack([g if g is not None else params[n].new_zeros(params[n].numel()) for g in rows[n]])
-    return ref
+            J = _form(site, [[t[i : i + 1] for t in call] for call in pieces.raw[k]])
+        J = J.view(site.groups * site.d_g, site.d_a)
+        d_a0 = site.d_a - (site.bias is not None)
+        got[site.weight] = J[:, :d_a0]
+        if site.bias is not None:
+            got[site.bias] = J[:, d_a0]
+    return got
 
 
-def _verify_plan(model, plan: _Plan, x_probe, ref: dict, device, dtype) -> set[str]:
+def _verify_plan(model, plan: _Plan, x_probe, device, dtype) -> set[str]:
     """Parameters whose per-sample gradients on the probe differ from autograd's.
 
-    Every parameter's ``(p, numel)`` per-sample gradients, formed from the pieces the
-    main pass would store (passes of about half the probe, so that a batch other
-    than the probe's is exercised), are compared sample by sample with
-    ``_per_sample_reference``. A use the interception cannot see (e.g. inside a
-    custom autograd Function) or one not split by sample as planned fails it.
+    Every parameter's per-sample gradients, formed from the pieces the main pass
+    would store (passes of about half the probe, so that a batch other than the
+    probe's is exercised), are compared sample by sample with ``_sample_gradients``;
+    a parameter fails when ``max_i |got_i − want_i|`` exceeds ``tol`` times its
+    largest gradient entry over the probe (or ``1e-3`` of the model's largest).
+    One sample's gradient is held at a time. A use the interception cannot see
+    (e.g. inside a custom autograd Function) or one not split by sample as planned
+    fails it.
     """
     p = x_probe.shape[0]
     batch = (p + 1) // 2 if p >= 5 else p
     pieces = _gradient_pieces(model, plan, x_probe, batch, device, dtype, None, 2**26)
-    scale = max((float(g.abs().max()) for g in ref.values() if g is not None), default=0.0)
+    params = dict(model.named_parameters())
+    names = list(params)
+    err = dict.fromkeys(names, 0.0)
+    peak = dict.fromkeys(names, 0.0)
+    for i in range(p):
+        got = _planned_gradients(plan, pieces, i)
+        for name, want in zip(names, _sample_gradients(model, x_probe, i, names, params)):
+            mine = got.get(name)  # None: an unused parameter (zero by plan)
+            if want is not None:
+                peak[name] = max(peak[name], float(want.abs().max()) if want.numel() else 0.0)
+            if mine is None and want is None:
+                continue
+            if mine is None:
+                diff = want.abs()
+            elif want is None:
+                diff = mine.abs()
+            else:
+                diff = torch.sub(mine, want.reshape(mine.shape)).abs_()
+            err[name] = max(err[name], float(diff.max()) if diff.numel() else 0.0)
     tol = 1e-9 if dtype == torch.float64 else 1e-4
-    failed: set[str] = set()
-
-    def check(name: str, got: torch.Tensor) -> None:
-        want = ref.get(name)
-        want = torch.zeros_like(got) if want is None else want
-        bound = tol * max(float(want.abs().max()), 1e-3 * scale, 1e-30)
-        if got.shape != want.shape or float((got - want).abs().max()) > bound:
-            failed.add(name)
-
-    for name, (off, size) in plan.formed.items():
-        check(name, pieces.formed[:, off : off + size])
-    for i, site in enumerate(plan.sites):
-        if site.store == "formed":
-            J = pieces.formed[:, site.offset : site.offset + site.n_params]
-        else:
-            J = _form(site, pieces.raw[i])
-        J = J.reshape(p, site.groups * site.d_g, site.d_a)
-        d_a0 = site.d_a - (site.bias is not None)
-        check(site.weight, J[:, :, :d_a0].reshape(p, -1))
-        if site.bias is not None:
-            check(site.bias, J[:, :, d_a0])
-    failed |= {name for name in plan.zero if ref.get(name) is not None}
-    return failed
+    scale = max(peak.values(), default=0.0)
+    return {n for n in names if err[n] > tol * max(peak[n], 1e-3 * scale, 1e-30)}
 
 
 def _verified_plan(model, x_rows, x_cols, n_rows, n_cols, dtype, device) -> _Plan:
@@ -122,12 +124,14 @@ def _verified_plan(model, x_rows, x_cols, n_rows, n_cols, dtype, device) -> _Pla
     x1 = x_rows[:1].to(device=device, dtype=dtype)
     reference, dims = _reference_capture(model, x1, names)
     x_probe = _probe_inputs(x_rows, x_cols, _probe_size(dims), device, dtype)
-    ref = _per_sample_reference(model, x_probe)
-    used = {n for n, g in ref.items() if g is not None}
+    names_list = list(params)
+    grads = _sample_gradients(model, x_probe, 0, names_list, params)
+    used = {n for n, g in zip(names_list, grads) if g is not None}  # structural: any sample
+    del grads
     forced: set[str] = set()
     for _ in range(3):  # parameters failing the self-check go to the exact fallback
         plan = _make_plan(model, x_probe, reference, used, n_rows, n_cols, dtype, frozenset(forced))
-        failed = _verify_plan(model, plan, x_probe, ref, device, dtype)
+        failed = _verify_plan(model, plan, x_probe, device, dtype)
         if not failed:
             break
         forced |= failed
