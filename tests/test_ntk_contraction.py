@@ -2,7 +2,7 @@
 
 Checked against independent computations: plain matrix products, and ``J Jᵀ`` of
 per-sample gradients from ``torch.func`` (float64) at sizes that need several
-row strips of the PyTorch rank-k path.
+diagonal blocks of the PyTorch rank-k path.
 """
 
 import numpy as np
@@ -39,7 +39,7 @@ def blas(monkeypatch):
 @pytest.mark.parametrize("align", [1, 3, 7])
 def test_self_product_upper_triangle_and_aligned_blocks(route, align, blas):
     g = torch.Generator().manual_seed(0)
-    n = 7 * 41  # several strips of 128, not a multiple of them
+    n = 7 * 97  # several leaves of 256, not a multiple of them
     J = torch.randn(n, 50, generator=g, dtype=torch.float64)
     ref = J @ J.T
     out = torch.zeros(n, n, dtype=torch.float64)
@@ -82,8 +82,8 @@ def per_sample_kernel(model, x_rows, x_cols):
 
 
 @pytest.mark.parametrize("route", ["torch", "numpy"])
-def test_whole_pool_kernel_with_several_strips(route, blas):
-    """N = 300 > 2 strips: symmetric, rectangular and prefix layouts against vmap(grad)."""
+def test_whole_pool_kernel_beyond_one_leaf(route, blas):
+    """N = 300 > one leaf of 256: symmetric, rectangular and prefix layouts against vmap(grad)."""
     blas(route)
     backbone = create_backbone("test_resnet", 8, 0)
     model = scalar_network(backbone, feature_dim(backbone, 8), head_seed=1).double()

@@ -68,4 +68,44 @@ def resnet18(params, x, stats):
     return feats @ p["head.weight"].T + p["head.bias"]  # (B, 1)
 
 
-MODELS = {"resnet18": resnet18}
+MODELS = {"resnet18": resnet18}  # timm name -> port
+
+
+def _ln(x, p, name, eps=1e-6):
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) * lax.rsqrt(var + eps) * p[name + ".weight"] + p[name + ".bias"]
+
+
+def _linear(x, p, name):
+    return x @ p[name + ".weight"].T + p[name + ".bias"]
+
+
+def vit(params, x, stats, head_dim=64):
+    """timm ``VisionTransformer`` (class-token pooling, no layer scale) + ``Linear(dim, 1)`` head."""
+    p = params
+    b = "backbone."
+    w = p[b + "patch_embed.proj.weight"]
+    k = w.shape[-1]
+    h = _conv(x, w, k, 0) + p[b + "patch_embed.proj.bias"][None, :, None, None]
+    B, D = h.shape[0], h.shape[1]
+    h = h.reshape(B, D, -1).transpose(0, 2, 1)  # (B, tokens, D)
+    cls = jnp.broadcast_to(p[b + "cls_token"], (B, 1, D))
+    h = jnp.concatenate([cls, h], axis=1) + p[b + "pos_embed"]
+    heads = D // head_dim
+    depth = len({k.split(".")[2] for k in p if k.startswith(b + "blocks.")})
+    for i in range(depth):
+        pre = f"{b}blocks.{i}."
+        y = _ln(h, p, pre + "norm1")
+        qkv = _linear(y, p, pre + "attn.qkv").reshape(B, -1, 3, heads, head_dim).transpose(2, 0, 3, 1, 4)
+        q, kk, v = qkv[0], qkv[1], qkv[2]
+        att = jax.nn.softmax((q * head_dim**-0.5) @ kk.transpose(0, 1, 3, 2), axis=-1)
+        y = (att @ v).transpose(0, 2, 1, 3).reshape(B, -1, D)
+        h = h + _linear(y, p, pre + "attn.proj")
+        y = _linear(_ln(h, p, pre + "norm2"), p, pre + "mlp.fc1")
+        h = h + _linear(jax.nn.gelu(y, approximate=False), p, pre + "mlp.fc2")
+    feats = _ln(h, p, b + "norm")[:, 0]
+    return feats @ p["head.weight"].T + p["head.bias"]
+
+
+MODELS["vit_tiny_patch16_224"] = vit

@@ -42,6 +42,12 @@ def _reset_peak():
 
 
 def main(src, dst):
+    data = np.load(src)
+    spec = json.loads(str(data["spec"]))
+    if spec["model"] != "resnet18":
+        # XLA's oneDNN matmul rewrite stops with an illegal instruction on the build
+        # machines' CPU for the transformer's matmuls; the Eigen path is used instead
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
     import jax
     import jax.numpy as jnp
     import neural_tangents as nt
@@ -49,8 +55,6 @@ def main(src, dst):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from jax_models import MODELS
 
-    data = np.load(src)
-    spec = json.loads(str(data["spec"]))
     params = {k[2:]: jnp.asarray(data[k]) for k in data.files if k.startswith("p:")}
     stats = {k[2:]: jnp.asarray(data[k]) for k in data.files if k.startswith("s:")}
     x_all = jnp.asarray(data["x"])
@@ -59,6 +63,7 @@ def main(src, dst):
     def f(p, x):
         return model(p, x, stats)
 
+    print(f"# nt: checking the JAX port of {spec['model']}", file=sys.stderr, flush=True)
     out = jax.jit(f)(params, x_all[:64])
     f_torch = data["f_torch"][:64]
     port_err = float(np.abs(np.asarray(out)[:, 0] - f_torch).max() / np.abs(f_torch).max())
@@ -71,6 +76,7 @@ def main(src, dst):
     }
     for name, n, batch in spec["runs"]:
         x = x_all[:n]
+        print(f"# nt: {name} N={n}", file=sys.stderr, flush=True)
         kfn = jax.jit(nt.empirical_ntk_fn(f, trace_axes=(-1,), vmap_axes=0, implementation=impls[name]))
         if batch and batch < n:  # blocks of batch x batch samples, one compiled function
             xb = x[:batch]

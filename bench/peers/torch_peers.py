@@ -33,6 +33,11 @@ def ntk_vector_products(model, x: torch.Tensor, block: int = 64) -> np.ndarray:
 
     params = {k: v.detach() for k, v in model.named_parameters()}
     buffers = {k: v.detach() for k, v in model.named_buffers()}
+    # timm's fused attention (scaled_dot_product_attention) has no forward-mode rule
+    # under vmap here; the unfused path computes the same function
+    fused = [m for m in model.modules() if getattr(m, "fused_attn", False)]
+    for m in fused:
+        m.fused_attn = False
 
     def f(p, xb):
         return functional_call(model, (p, buffers), (xb,)).reshape(-1)
@@ -54,4 +59,6 @@ def ntk_vector_products(model, x: torch.Tensor, block: int = 64) -> np.ndarray:
             cols = vmap(column)(eye)  # (n_c, n_r)
             K[r0 : r0 + xr.shape[0], c0 : c0 + xc.shape[0]] = cols.T.double().numpy()
             K[c0 : c0 + xc.shape[0], r0 : r0 + xr.shape[0]] = cols.double().numpy()
+    for m in fused:
+        m.fused_attn = True
     return K
