@@ -3,7 +3,7 @@
 
 rule noise_study:
     input:
-        kernel="results/kernels/{dataset}/{backbone}/{weights}/{kernel}.npy",
+        unpack(kernel_source),
         spectrum="results/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz",
         dataset="results/datasets/{dataset}.npz",
         eigh=noise_eigh_files,
@@ -16,8 +16,11 @@ rule noise_study:
     conda:
         "../../envs/rmtlens.yaml"
     resources:
-        mem_mb=lambda wc: 2000
-        + 64 * max(n for n, _ in noise_subsamples(wc)) ** 2 // 10**6,
+        mem_mb=lambda wc: (
+            spectral_mem_mb(wc, max(n for n, _ in noise_subsamples(wc)))
+            if wc.kernel == "features"
+            else 2000 + 64 * max(n for n, _ in noise_subsamples(wc)) ** 2 // 10**6
+        ),
         runtime=lambda wc, attempt: minutes_for(
             max(n for n, _ in noise_subsamples(wc)), 600, 2, attempt
         ),

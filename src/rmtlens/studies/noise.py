@@ -18,7 +18,7 @@ import pandas as pd
 
 from rmtlens.estimators.grids import KERNEL_KEYS
 from rmtlens.estimators.noise import flip_target_map, label_noise_predictions
-from rmtlens.estimators.ridge import check_ridge_inputs, clip_spectrum, ridge_path_in_eigenbasis
+from rmtlens.estimators.ridge import check_ridge_inputs, clip_spectrum, null_space, ridge_path_in_eigenbasis
 from rmtlens.inputs.targets import flip_labels, gaussian_target_noise, make_targets, target_variance
 
 NOISE_KINDS = ("none", "gaussian", "flip")
@@ -64,11 +64,17 @@ def noise_rows(
     (against clean test labels), ``train_risk``, ``gcv``, ``loo``, ``dof``, ``flipped``.
     """
     lam_rel = np.asarray(lambdas_rel, dtype=np.float64)
-    d, U, Y, Ks, Ys, lam = check_ridge_inputs(
-        problem.eigvals, problem.eigvecs, problem.y_train, problem.k_test, problem.y_test, lam_rel * problem.scale
-    )
+    if getattr(problem, "test_basis", None) is not None:  # low-rank feature kernel (SPEC §2.1)
+        d, U, A = (np.asarray(a, dtype=np.float64) for a in (problem.eigvals, problem.eigvecs, problem.test_basis))
+        Y, Ys = (np.asarray(a, dtype=np.float64) for a in (problem.y_train, problem.y_test))
+        Y, Ys = (a[:, None] if a.ndim == 1 else a for a in (Y, Ys))
+        lam = lam_rel * problem.scale
+    else:
+        d, U, Y, Ks, Ys, lam = check_ridge_inputs(
+            problem.eigvals, problem.eigvecs, problem.y_train, problem.k_test, problem.y_test, lam_rel * problem.scale
+        )
+        A = Ks @ U
     d = clip_spectrum(d, rcond)
-    A = Ks @ U
     n, C = Y.shape
     T = make_targets(np.arange(n_classes), n_classes, targets["kind"], targets["positive_classes"])
     frames = []
@@ -86,12 +92,14 @@ def noise_rows(
             Y_noisy = Y
         else:
             raise ValueError(f"unknown noise kind {kind!r}")
-        path = ridge_path_in_eigenbasis(d, U, U.T @ Y_noisy, A, Ys, lam)
+        Yt = U.T @ Y_noisy
+        null = null_space(U, Y_noisy, Yt)  # None unless U is a thin basis
+        path = ridge_path_in_eigenbasis(d, U, Yt, A, Ys, lam, null=null)
         frame = pd.DataFrame(path).rename(columns={"test_risk": "excess_risk"})
         if kind == "flip":
             mean_map, per_class = flip_target_map(T, level)
             # E over test-label flips of ||ŷ − T_noisy||² = ||ŷ − g_c||² + σ²_c
-            shifted = ridge_path_in_eigenbasis(d, U, U.T @ Y_noisy, A, mean_map[test_labels], lam, loo=False)
+            shifted = ridge_path_in_eigenbasis(d, U, Yt, A, mean_map[test_labels], lam, loo=False, null=null)
             frame["noisy_risk"] = shifted["test_risk"] + float(per_class[test_labels].mean())
             frame["noise_var"] = float(per_class[train_labels].mean())
         else:

@@ -16,19 +16,22 @@ from rmtlens.inputs.datasets import PreparedDataset
 from rmtlens.inputs.targets import make_targets, target_variance
 from rmtlens.io import load_npz
 from rmtlens.studies.noise import join_noise_predictions, noise_levels, noise_predictions, noise_rows
-from rmtlens.workflow.jobs import load_ridge_problem
+from rmtlens.workflow.jobs import load_feature_ridge_problem, load_ridge_problem
 
 
 def noise_study_job(
     dataset_path, kernel_path, spectrum_path, eigh_paths: Sequence, subsamples: Sequence[tuple[int, int]],
     targets: Mapping, noise: Mapping, lambdas_rel, rcond: float, meta: Mapping, progress=None,
+    embeddings_path=None,
 ) -> pd.DataFrame:
     """All noise-study rows of one kernel, with their deterministic equivalents joined.
 
     Parameters
     ----------
     dataset_path, kernel_path, spectrum_path : the prepared dataset, the kernel file
-        and its ``pool_spectrum`` output.
+        and its ``pool_spectrum`` output. A feature kernel on the low-rank path has no
+        kernel file: ``kernel_path`` is then ``None`` and ``embeddings_path`` names the
+        embeddings (:func:`rmtlens.workflow.jobs.load_feature_ridge_problem`).
     eigh_paths : ``eigh`` outputs, one per entry of ``subsamples`` ((n, seed) pairs).
     targets : ``config["targets"]`` (``kind``, ``positive_classes``, ``noise``).
     noise : ``targets.noise`` (``gaussian``, ``flip``, ``seed``).
@@ -46,7 +49,10 @@ def noise_study_job(
     if len(eigh_paths) != len(subsamples):
         raise ValueError(f"{len(eigh_paths)} eigh files for {len(subsamples)} subsamples")
     for (n, seed), path in zip(subsamples, eigh_paths):
-        problem = load_ridge_problem(dataset_path, path, kernel_path, clean)
+        if kernel_path is None:
+            problem = load_feature_ridge_problem(dataset_path, path, embeddings_path, clean)
+        else:
+            problem = load_ridge_problem(dataset_path, path, kernel_path, clean)
         rows = noise_rows(
             problem, pool_labels[problem.index], test_labels, n_classes, clean, levels, variance,
             lambdas_rel, int(noise.get("seed", 0)), int(seed), rcond,
