@@ -165,3 +165,33 @@ def test_low_rank_path_allocates_no_n_by_n_array():
     method, pool_method, peak = proc.stdout.split()
     assert (method, pool_method) == ("svd", "gram")
     assert int(peak) < 0.5 * 6000**2 * 8, f"peak {int(peak) / 1e6:.0f} MB"
+
+
+def test_noise_rows_of_the_low_rank_path_equal_the_dense_path():
+    """The label-noise study (issue 15) on a feature kernel with p < n: the thin
+    factorisation and the dense eigendecomposition give the same rows."""
+    from rmtlens.inputs.targets import make_targets, target_variance
+    from rmtlens.studies.noise import noise_levels, noise_rows
+    from rmtlens.workflow.jobs import RidgeProblem
+
+    n, p, m, C = 120, 30, 40, 4
+    phi = embeddings(n, p, None, m=m, seed=8)
+    rng = np.random.default_rng(9)
+    labels, test_labels = rng.integers(0, C, n), rng.integers(0, C, m)
+    T = make_targets(np.arange(C), C, "onehot_centered")
+    K = feature_kernel(phi, n)
+    d, U = eigh_descending(K[:n])
+    dense = RidgeProblem(d, U, np.arange(n), T[labels], T[test_labels], K[n:], 1.0)
+    dl, Ul, _ = feature_factor(phi[:n])
+    low = RidgeProblem(dl, Ul, np.arange(n), T[labels], T[test_labels], None, 1.0,
+                       feature_test_basis(phi[n:], phi[:n], Ul))
+    spec = {"kind": "onehot_centered", "positive_classes": []}
+    levels = noise_levels({"gaussian": [0, 0.5], "flip": [0, 0.25]})
+    args = (labels, test_labels, C, spec, levels, target_variance(T[labels]), LAMBDAS[:-1])
+    got, ref = noise_rows(low, *args, noise_seed=3, seed=1), noise_rows(dense, *args, noise_seed=3, seed=1)
+    assert list(got.columns) == list(ref.columns) and len(got) == len(ref)
+    for column in ref.columns:
+        if ref[column].dtype.kind == "f":
+            np.testing.assert_allclose(got[column], ref[column], rtol=1e-9, err_msg=column)
+        else:
+            assert got[column].tolist() == ref[column].tolist(), column

@@ -97,12 +97,12 @@ def test_module_run_reproduces_the_direct_run(finished_run, tmp_path):
     # the direct run's outputs and records are the module's: nothing is left to do
     assert job_counts(run_outer(outer, "-n")) == {}
 
-    # remove a backbone's embedding and kernel and one subsample's eigh and ridge path,
-    # plant a killed job's leftover, and let the module make them again
+    # remove a backbone's embedding and one subsample's factorisation and ridge path (feature
+    # kernels have no kernel file: SPEC §2.1), plant a killed job's leftover, and let the
+    # module make them again
     unit = "digits/tvit/init"
     redone = [
         f"results/embeddings/{unit}.npy",
-        f"results/kernels/{unit}/features.npy",
         f"results/eigh/{unit}/features/n16_s0.npz",
         f"results/ridge/{unit}/features/n16_s0.parquet",
     ]
@@ -111,9 +111,9 @@ def test_module_run_reproduces_the_direct_run(finished_run, tmp_path):
     leftover = outer / ".partial" / f".features.pid{dead_pid()}.x1y2.partial.npy"
     leftover.parent.mkdir(exist_ok=True)
     leftover.write_bytes(b"half a kernel")
-    proc = run_outer(outer, "--cores", "2", *redone[1::2])
+    proc = run_outer(outer, "--cores", "2", *redone[1:])
     counts = job_counts(proc)
-    assert counts == {"rmtlens_embed": 1, "rmtlens_kernel": 1, "rmtlens_eigh": 1, "rmtlens_ridge_path": 1}, counts
+    assert counts == {"rmtlens_embed": 1, "rmtlens_factor": 1, "rmtlens_ridge_path": 1}, counts
     assert not leftover.exists(), "the module's cleanup of killed jobs' leftovers did not run"
 
     for rel in redone:

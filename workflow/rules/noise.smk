@@ -16,8 +16,11 @@ rule noise_study:
     conda:
         "../../envs/rmtlens.yaml"
     resources:
-        mem_mb=lambda wc: 2000
-        + 64 * max(n for n, _ in noise_subsamples(wc)) ** 2 // 10**6,
+        mem_mb=lambda wc: (
+            spectral_mem_mb(wc, max(n for n, _ in noise_subsamples(wc)))
+            if wc.kernel == "features"
+            else 2000 + 64 * max(n for n, _ in noise_subsamples(wc)) ** 2 // 10**6
+        ),
         runtime=lambda wc, attempt: minutes_for(
             max(n for n, _ in noise_subsamples(wc)), 600, 2, attempt
         ),

@@ -5,9 +5,9 @@ wc, p = snakemake.wildcards, snakemake.params
 log = job_logger(snakemake.log[0], f"noise_study/{wc.backbone}/{wc.weights}/{wc.kernel}")
 meta = dict(dataset=wc.dataset, backbone=wc.backbone, weights=wc.weights, kernel=wc.kernel)
 table = noise_study_job(
-    snakemake.input.dataset, snakemake.input.get("kernel"), snakemake.input.spectrum, list(snakemake.input.eigh),
-    [tuple(s) for s in p.subsamples], p.targets, p.noise, p.lambdas_rel, p.rcond, meta,
-    progress=Progress(log, len(p.subsamples), "subsamples"), embeddings_path=snakemake.input.get("embeddings"),
+    snakemake.input.dataset, getattr(snakemake.input, "kernel", None), snakemake.input.spectrum,
+    list(snakemake.input.eigh), [tuple(s) for s in p.subsamples], p.targets, p.noise, p.lambdas_rel, p.rcond, meta,
+    progress=Progress(log, len(p.subsamples), "subsamples"), embeddings_path=getattr(snakemake.input, "embeddings", None),
 )
 log.info("%d rows over %d subsamples; noise levels %s", len(table), len(p.subsamples),
          sorted({(k, v) for k, v in zip(table["noise"], table["level"])}))

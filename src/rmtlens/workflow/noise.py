@@ -29,9 +29,9 @@ def noise_study_job(
     Parameters
     ----------
     dataset_path, kernel_path, spectrum_path : the prepared dataset, the kernel file
-        (``None`` for a feature kernel on the low-rank path) and its ``pool_spectrum`` output.
-    embeddings_path : the embeddings of a feature kernel on the low-rank path (SPEC §2.1),
-        read instead of a kernel file, exactly as the ridge-path job does.
+        and its ``pool_spectrum`` output. A feature kernel on the low-rank path has no
+        kernel file: ``kernel_path`` is then ``None`` and ``embeddings_path`` names the
+        embeddings (:func:`rmtlens.workflow.jobs.load_feature_ridge_problem`).
     eigh_paths : ``eigh`` outputs, one per entry of ``subsamples`` ((n, seed) pairs).
     targets : ``config["targets"]`` (``kind``, ``positive_classes``, ``noise``).
     noise : ``targets.noise`` (``gaussian``, ``flip``, ``seed``).
@@ -49,10 +49,10 @@ def noise_study_job(
     if len(eigh_paths) != len(subsamples):
         raise ValueError(f"{len(eigh_paths)} eigh files for {len(subsamples)} subsamples")
     for (n, seed), path in zip(subsamples, eigh_paths):
-        if kernel_path is not None:
-            problem = load_ridge_problem(dataset_path, path, kernel_path, clean)
-        else:
+        if kernel_path is None:
             problem = load_feature_ridge_problem(dataset_path, path, embeddings_path, clean)
+        else:
+            problem = load_ridge_problem(dataset_path, path, kernel_path, clean)
         rows = noise_rows(
             problem, pool_labels[problem.index], test_labels, n_classes, clean, levels, variance,
             lambdas_rel, int(noise.get("seed", 0)), int(seed), rcond,
