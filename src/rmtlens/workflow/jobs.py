@@ -14,7 +14,7 @@ from rmtlens.estimators.grids import kernel_scale
 from rmtlens.estimators.spectra import kernel_test_block
 from rmtlens.inputs.datasets import PreparedDataset
 from rmtlens.inputs.targets import make_targets
-from rmtlens.io import load_npy, load_npz
+from rmtlens.io import load_json, load_npy, load_npz
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,8 @@ class RidgeProblem:
     y_train, y_test : (n, C), (m, C) targets.
     k_test : (m, n) test-versus-train kernel.
     scale : the kernel's ``tr(K_pool)/N_pool`` (relative ridges are multiples of it).
+    relative_error : the kernel's relative error ``ε`` (its ``.accuracy.json``; 0 when
+        no record was given), from which the eigenvalue floor follows (SPEC §2).
     """
 
     eigvals: np.ndarray
@@ -35,10 +37,12 @@ class RidgeProblem:
     y_test: np.ndarray
     k_test: np.ndarray
     scale: float
+    relative_error: float = 0.0
 
 
-def load_ridge_problem(dataset_path, eigh_path, kernel_path, targets: dict) -> RidgeProblem:
-    """Read a prepared dataset, an ``eigh`` output and its kernel (memory-mapped)."""
+def load_ridge_problem(dataset_path, eigh_path, kernel_path, targets: dict, accuracy_path=None) -> RidgeProblem:
+    """Read a prepared dataset, an ``eigh`` output, its kernel (memory-mapped) and,
+    when given, the kernel's accuracy record."""
     data = PreparedDataset.from_arrays(load_npz(dataset_path))
     eig = load_npz(eigh_path)
     kernel = load_npy(kernel_path)
@@ -46,4 +50,14 @@ def load_ridge_problem(dataset_path, eigh_path, kernel_path, targets: dict) -> R
     Y = make_targets(data.labels, len(data.classes), targets["kind"], targets["positive_classes"])
     scale = kernel_scale(kernel[np.arange(n_pool), np.arange(n_pool)])
     k_test = kernel_test_block(kernel, n_pool, index)
-    return RidgeProblem(eig["eigvals"], eig["eigvecs"], index, Y[index], Y[n_pool:], k_test, scale)
+    relative_error = 0.0 if accuracy_path is None else kernel_relative_error(accuracy_path)
+    return RidgeProblem(eig["eigvals"], eig["eigvecs"], index, Y[index], Y[n_pool:], k_test, scale, relative_error)
+
+
+def kernel_relative_error(accuracy_path) -> float:
+    """The relative error ``ε`` of a kernel's ``.accuracy.json`` record (SPEC §2)."""
+    record = load_json(accuracy_path)
+    value = record.get("relative_error") if isinstance(record, dict) else None
+    if not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+        raise ValueError(f"{accuracy_path}: 'relative_error' must be a finite non-negative number, got {value!r}")
+    return float(value)
