@@ -102,3 +102,86 @@ def test_floor_includes_the_eigendecomposition_roundoff():
         accuracy_floor(d, -1.0)
     with pytest.raises(ValueError, match="safety"):
         accuracy_floor(d, 1e-8, safety=0.5)
+
+
+def digits_inputs(count):
+    """The first ``count`` of a seeded permutation of scikit-learn's digits, upsampled to 32 px,
+    with centred one-hot targets (the workflow's default images)."""
+    import torch
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    idx = np.random.default_rng(0).permutation(len(digits.images))[:count]
+    img = np.kron(digits.images[idx], np.ones((4, 4))) / 16.0 - 0.5
+    x = torch.tensor(np.repeat(img[:, None], 3, axis=1), dtype=torch.float32)
+    return x, np.eye(10)[digits.target[idx]] - 0.1
+
+
+@pytest.fixture(scope="module")
+def float32_and_float64_entk():
+    """The eNTK of one small network on 60 pool + 20 test digits, in float32 and float64,
+    and the float32 kernel's accuracy record (probe: the first 32 pool images)."""
+    import torch
+
+    from rmtlens.inputs import create_backbone, feature_dim
+    from rmtlens.kernels import entk, entk_accuracy, scalar_network
+
+    backbone = create_backbone("test_vit", 32, 0)
+    model = scalar_network(backbone, feature_dim(backbone, 32), head_seed=1)
+    x, y = digits_inputs(80)
+    K64 = entk(model, x, x[:60], dtype=torch.float64)
+    K32 = entk(model, x, x[:60], dtype=torch.float32)
+    return K32, K64, entk_accuracy(model, x[:32], torch.float32), y
+
+
+def test_the_probe_measures_the_error_seen_by_the_low_eigen_directions(float32_and_float64_entk):
+    """Recomputed with numpy on the probe, and extrapolated to the whole 60-image pool block
+    within the safety factor; the float32 kernel's negative eigenvalues lie within it."""
+    K32, K64, record, _ = float32_and_float64_entk
+    assert record["dtype"] == "float32" and record["probe_size"] == 32
+    for size, factor in ((32, 1.0 + 1e-6), (60, 10.0)):
+        a, b = K64[:size, :size], K32[:size, :size]
+        d, V = np.linalg.eigh(0.5 * (a + a.T))
+        E = 0.5 * (b - a + (b - a).T)
+        low = V[:, : size // 2]
+        low_error = np.linalg.norm(low.T @ E @ low, 2) / d[-1]
+        assert 0 < low_error <= factor * record["relative_error"]
+        assert -np.linalg.eigvalsh(0.5 * (b + b.T)).min() <= factor * record["relative_error"] * d[-1]
+    assert record["low_subspace_difference"] < record["spectral_difference"]
+    assert record["entrywise_difference"] == pytest.approx(np.abs(K32[:32, :32] - K64[:32, :32]).max()
+                                                           / np.abs(K64[:32, :32]).max(), rel=1e-9)
+
+
+def test_float32_and_float64_ridge_tables_agree_on_every_resolved_row(float32_and_float64_entk):
+    """Both kernels nulled at the float32 kernel's floor: every row flagged resolved (λ = 0 rows
+    included) agrees to 1/safety, the flags are exactly nλ ≥ floor or a gap around it
+    (numpy eigvalsh), and unresolved ridgeless rows are where the two kernels disagree."""
+    K32, K64, record, y = float32_and_float64_entk
+    eps, safety = record["relative_error"], 10.0
+    lambdas_rel = np.concatenate([[0.0], np.geomspace(1e-9, 1.0, 10)])
+    kept_ridgeless = dropped_ridgeless = 0
+    for n in (12, 24, 60):
+        train = np.arange(n)
+        paths, floors = {}, {}
+        for name, K in (("32", K32), ("64", K64)):
+            d, U = np.linalg.eigh(K[:n, :n])
+            floors[name] = accuracy_floor(d, eps, safety)
+            scale = np.mean(np.diag(K[:60]))
+            paths[name] = ridge_path(d, U, y[train], K[60:, :n], y[60:], lambdas_rel * scale, floor=floors[name],
+                                     safety=safety)
+        d = np.linalg.eigvalsh(0.5 * (K32[:n, :n] + K32[:n, :n].T))
+        floor = safety * (eps + n * 2.0**-53) * d.max()
+        assert floors["32"] == pytest.approx(floor, rel=1e-9)
+        gap = not np.any((d > floor / safety) & (d <= floor * safety))
+        flags = (n * paths["32"]["lambda"] >= floor) | gap
+        assert np.array_equal(paths["32"]["resolved"], flags)
+        for key in ("test_risk", "train_risk", "gcv", "loo", "dof"):
+            a, b = paths["32"][key], paths["64"][key]
+            diff = np.abs(a - b) / np.abs(b)
+            assert np.all(diff[flags] <= 1 / safety), (n, key, diff)
+        kept_ridgeless += int(flags[0])
+        dropped_ridgeless += int(not flags[0])
+        if not flags[0]:
+            assert not np.isclose(paths["32"]["gcv"][0], paths["64"]["gcv"][0], rtol=1 / safety) or not np.isclose(
+                paths["32"]["test_risk"][0], paths["64"]["test_risk"][0], rtol=1 / safety)
+    assert kept_ridgeless and dropped_ridgeless  # the test sees both kinds of ridgeless rows
