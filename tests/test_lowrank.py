@@ -165,3 +165,73 @@ def test_low_rank_path_allocates_no_n_by_n_array():
     method, pool_method, peak = proc.stdout.split()
     assert (method, pool_method) == ("svd", "gram")
     assert int(peak) < 0.5 * 6000**2 * 8, f"peak {int(peak) / 1e6:.0f} MB"
+
+
+def _lone_point_embeddings(n=120, p=12, m=15, seed=8):
+    """Rank-deficient features with duplicate rows, one direction spanned by one training
+    point alone, and p < n (the thin path)."""
+    rng = np.random.default_rng(seed)
+    phi = rng.standard_normal((n + m, p)) * np.linspace(1.5, 0.3, p)
+    phi[:10] = phi[10:20]  # duplicated feature vectors
+    phi[:, -1] = 0.0
+    phi[n - 1, -1] = 0.9  # training point n-1 alone spans the last feature
+    phi[:, -2] = phi[:, 0]  # a repeated column: the kernel has rank p - 1 < p < n
+    return phi
+
+
+@pytest.mark.parametrize("case", [*CASES, "lone point"])
+def test_accuracy_floor_gives_the_same_table_on_both_paths(case):
+    """With the feature kernel's own accuracy record (rcond=None) the floor, the null
+    directions, the `resolved` flags and every column agree between the paths, λ = 0 included."""
+    from rmtlens.estimators import accuracy_floor
+    from rmtlens.kernels import feature_kernel_accuracy
+
+    if case == "lone point":
+        phi, n = _lone_point_embeddings(), 120
+    else:
+        n, p, rank = CASES[case]
+        phi = embeddings(n, p, rank, seed=9)
+    rng = np.random.default_rng(10)
+    Y, Ys = rng.standard_normal((n, 2)), rng.standard_normal((len(phi) - n, 2))
+    eps = feature_kernel_accuracy(phi, n)["relative_error"]
+    K = feature_kernel(phi, n)
+    d, U = eigh_descending(K[:n])
+    dl, Ul, _ = feature_factor(phi[:n])
+    floor_dense = accuracy_floor(d, eps)
+    floor_low = accuracy_floor(dl, eps, n=n)
+    # independent: safety · (ε + n·u) · λ_max with λ_max from numpy
+    expected = 10.0 * (eps + n * 2.0**-53) * np.linalg.eigvalsh(K[:n]).max()
+    assert floor_dense == pytest.approx(expected, rel=1e-9) and floor_low == pytest.approx(expected, rel=1e-9)
+    scale = np.trace(K[:n]) / n
+    dense = ridge_path(d, U, Y, K[n:], Ys, LAMBDAS * scale, floor=floor_dense)
+    low = ridge_path_low_rank(dl, Ul, Y, feature_test_basis(phi[n:], phi[:n], Ul), Ys, LAMBDAS * scale,
+                              floor=floor_low)
+    assert low["resolved"].dtype == bool and np.array_equal(low["resolved"], dense["resolved"])
+    assert np.all(np.isfinite(low["loo"]))
+    assert_columns_close(low, dense)
+
+
+def test_low_rank_ridgeless_loo_equals_exact_refits_when_a_point_alone_spans_a_direction():
+    """λ = 0 on the thin path: (I − S)_ii is the complement's leverage, 0 for the lone point,
+    whose term is then the λ → 0⁺ limit ||(K⁺Y)_i||²/(K⁺)_ii²; the mean equals exact
+    leave-one-out minimum-norm refits in feature space (lstsq), never through a kernel."""
+    from rmtlens.estimators import accuracy_floor
+    from rmtlens.kernels import feature_kernel_accuracy
+
+    n = 120
+    phi = _lone_point_embeddings(n=n)
+    Y = np.random.default_rng(11).standard_normal((n, 3))
+    terms = []
+    for i in range(n):
+        keep = np.arange(n) != i
+        w = np.linalg.lstsq(phi[:n][keep], Y[keep], rcond=None)[0]
+        terms.append(np.sum((Y[i] - phi[i] @ w) ** 2))
+    dl, Ul, method = feature_factor(phi[:n])
+    assert method == "svd"
+    leverage = 1.0 - np.sum(Ul[:, dl > 1e-10 * dl[0]] ** 2, axis=1)
+    assert leverage[n - 1] < 1e-12 and np.all(np.isfinite(terms)) and terms[n - 1] > 0
+    floor = accuracy_floor(dl, feature_kernel_accuracy(phi, n)["relative_error"], n=n)
+    for fl in (floor, None):  # the accuracy floor, and the rcond default
+        out = ridge_path_low_rank(dl, Ul, Y, feature_test_basis(phi[n:], phi[:n], Ul), np.zeros((15, 3)), [0.0],
+                                  floor=fl)
+        assert out["loo"][0] == pytest.approx(np.mean(terms), rel=1e-8)

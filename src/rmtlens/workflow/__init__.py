@@ -10,6 +10,7 @@ import importlib
 
 _EXPORTS = {
     "RidgeProblem": "jobs",
+    "kernel_relative_error": "jobs",
     "load_any_ridge_problem": "jobs",
     "load_feature_ridge_problem": "jobs",
     "load_ridge_problem": "jobs",
