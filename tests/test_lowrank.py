@@ -235,3 +235,31 @@ def test_low_rank_ridgeless_loo_equals_exact_refits_when_a_point_alone_spans_a_d
         out = ridge_path_low_rank(dl, Ul, Y, feature_test_basis(phi[n:], phi[:n], Ul), np.zeros((15, 3)), [0.0],
                                   floor=fl)
         assert out["loo"][0] == pytest.approx(np.mean(terms), rel=1e-8)
+
+
+@pytest.mark.parametrize("case", ["p<n", "rank-deficient"])
+def test_theory_with_the_accuracy_floor_and_one_scale_agrees_with_the_dense_pool_spectrum(case):
+    """The Gram path keeps exactly the pool directions above the pool kernel's accuracy floor
+    (rcond=None), and the theory at that floor with the scale ||Φ_pool||²_F/(p·N_pool) equals the
+    dense pool kernel's theory at its floor with tr(K_pool)/N_pool."""
+    from rmtlens.estimators import accuracy_floor
+    from rmtlens.kernels import feature_kernel_accuracy
+
+    N, p, rank = CASES[case]
+    phi = embeddings(N, p, rank, m=0, seed=12)
+    labels = np.random.default_rng(13).integers(0, 4, N)
+    eps = feature_kernel_accuracy(phi, N)["relative_error"]
+    K_pool = feature_kernel(phi, N)
+    D, P = pool_spectrum(K_pool, labels, 4)
+    Dl, Pl, method = feature_pool_spectrum(phi, labels, 4, rcond=None, relative_error=eps)
+    assert method == "gram"
+    floor, floor_l = accuracy_floor(D, eps), accuracy_floor(Dl, eps)
+    assert floor_l == pytest.approx(floor, rel=1e-9)
+    scale_dense = np.trace(K_pool) / N
+    scale_low = np.sum(phi**2) / (p * N)
+    assert scale_low == pytest.approx(scale_dense, rel=1e-12)
+    sizes, target = [10, 37, N // 2, N], np.eye(4) - 0.25
+    grid, fit = predict_grid(D, P, target, sizes, LAMBDAS, 2, 20, floor=floor, scale=scale_dense)
+    grid_l, fit_l = predict_grid(Dl, Pl, target, sizes, LAMBDAS, 2, 20, floor=floor_l, scale=scale_low)
+    assert_columns_close(grid_l, grid, atol={"gamma": 1e-12})
+    assert_columns_close(fit_l, fit)
