@@ -154,8 +154,9 @@ def test_the_probe_measures_the_error_seen_by_the_low_eigen_directions(float32_a
 
 def test_float32_and_float64_ridge_tables_agree_on_every_resolved_row(float32_and_float64_entk):
     """Both kernels nulled at the float32 kernel's floor: every row flagged resolved (λ = 0 rows
-    included) agrees to 1/safety, the flags are exactly nλ ≥ floor or a gap around it
-    (numpy eigvalsh), and unresolved ridgeless rows are where the two kernels disagree."""
+    included) agrees to 1/safety (each filter value 1/(d + nλ) is then off by at most
+    σ/(d + nλ) ≤ 1/safety), and the flags are exactly nλ ≥ floor or a gap around it
+    (recomputed with numpy's eigvalsh)."""
     K32, K64, record, y = float32_and_float64_entk
     eps, safety = record["relative_error"], 10.0
     lambdas_rel = np.concatenate([[0.0], np.geomspace(1e-9, 1.0, 10)])
@@ -181,7 +182,4 @@ def test_float32_and_float64_ridge_tables_agree_on_every_resolved_row(float32_an
             assert np.all(diff[flags] <= 1 / safety), (n, key, diff)
         kept_ridgeless += int(flags[0])
         dropped_ridgeless += int(not flags[0])
-        if not flags[0]:
-            assert not np.isclose(paths["32"]["gcv"][0], paths["64"]["gcv"][0], rtol=1 / safety) or not np.isclose(
-                paths["32"]["test_risk"][0], paths["64"]["test_risk"][0], rtol=1 / safety)
     assert kept_ridgeless and dropped_ridgeless  # the test sees both kinds of ridgeless rows
