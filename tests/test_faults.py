@@ -40,14 +40,18 @@ def assert_results_complete(workdir: Path) -> None:
             pd.read_parquet(path)
 
 
-def run_until(workdir: Path, checkpoint: str, timeout: float = 900) -> str:
-    """Start the test-config run in its own process group, wait until a process reaches
-    ``checkpoint`` (a glob of fault_checkpoint names), then SIGKILL the whole group."""
+def run_until(workdir: Path, checkpoint: str, target: str, timeout: float = 900) -> str:
+    """Start a test-config run that builds ``target`` in its own process group, wait until a
+    process reaches ``checkpoint`` (a glob of fault_checkpoint names), then SIGKILL the group.
+
+    ``target`` must not exist yet and ``checkpoint`` must lie inside the job that writes it:
+    the run cannot end without that job, so the point is reached in every job order."""
+    assert not (workdir / target).exists(), f"{target} exists already: its kill point could be skipped"
     marker = workdir / "fault.marker"
     marker.unlink(missing_ok=True)
     env = dict(os.environ, RMTLENS_FAULT_PAUSE=checkpoint, RMTLENS_FAULT_MARKER=str(marker))
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(TEST_CONFIG), "--cores", "2", "--rerun-incomplete"]
+           "--configfile", str(TEST_CONFIG), "--cores", "2", "--rerun-incomplete", target]
     log = open(workdir / f"run-{len(list(workdir.glob('run-*.log')))}.log", "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + timeout
@@ -68,17 +72,23 @@ def run_until(workdir: Path, checkpoint: str, timeout: float = 900) -> str:
 def test_sigkill_at_several_points_resumes_to_identical_tables(finished_run, tmp_path):
     workdir = tmp_path / "killed"
     workdir.mkdir()
+    kernel = "results/kernels/digits/tresnet/trained"
+    # two tiles finished before any kill: the tile kill below must leave them untouched
+    snakemake(workdir, "--configfile", str(TEST_CONFIG), "--cores", "2", f"{kernel}/entk_tiles/r0_c0.npy",
+              f"{kernel}/entk_tiles/r1_c0.npy")
+    # (checkpoint, the output whose job holds it): each run builds only that output, which no
+    # earlier run built, so every point is reached whatever order Snakemake picks for the jobs
     points = [
-        "entk_tile:*/trained/entk_tiles/r2_c1.npy",  # halfway through an eNTK tile
-        "write:results/embeddings/*/trained.npy",  # inside an embedding write (after the tiles now
-        # that feature kernels have no kernel job: the scheduler reaches the trained tiles first)
-        "write:results/ridge/*/n61_s1.parquet",  # inside a ridge-path table write
-        "write:results/tables/ridge.parquet",  # inside the aggregate table write
-        "write:results/tables/scaling.csv",  # inside a late summary-table write
+        ("write:results/embeddings/digits/tresnet/trained.npy", "results/embeddings/digits/tresnet/trained.npy"),
+        (f"entk_tile:{kernel}/entk_tiles/r2_c1.npy", f"{kernel}/entk.npy"),  # halfway through a tile
+        ("write:results/ridge/digits/tresnet/trained/entk/n61_s1.parquet",
+         "results/ridge/digits/tresnet/trained/entk/n61_s1.parquet"),  # inside a ridge-path table write
+        ("write:results/tables/ridge.parquet", "results/tables/ridge.parquet"),  # the aggregate table write
+        ("write:results/tables/scaling.csv", "results/tables/scaling.csv"),  # a late summary-table write
     ]
     finished_tiles = {}
-    for point in points:
-        reached = run_until(workdir, point)
+    for point, target in points:
+        reached = run_until(workdir, point, target)
         assert_results_complete(workdir)
         if reached.startswith("write:"):
             assert any((workdir / ".partial").iterdir()), f"the kill at {reached} left no temporary file to clean"

@@ -195,3 +195,99 @@ def test_noise_rows_of_the_low_rank_path_equal_the_dense_path():
             np.testing.assert_allclose(got[column], ref[column], rtol=1e-9, err_msg=column)
         else:
             assert got[column].tolist() == ref[column].tolist(), column
+def _lone_point_embeddings(n=120, p=12, m=15, seed=8):
+    """Rank-deficient features with duplicate rows, one direction spanned by one training
+    point alone, and p < n (the thin path)."""
+    rng = np.random.default_rng(seed)
+    phi = rng.standard_normal((n + m, p)) * np.linspace(1.5, 0.3, p)
+    phi[:10] = phi[10:20]  # duplicated feature vectors
+    phi[:, -1] = 0.0
+    phi[n - 1, -1] = 0.9  # training point n-1 alone spans the last feature
+    phi[:, -2] = phi[:, 0]  # a repeated column: the kernel has rank p - 1 < p < n
+    return phi
+
+
+@pytest.mark.parametrize("case", [*CASES, "lone point"])
+def test_accuracy_floor_gives_the_same_table_on_both_paths(case):
+    """With the feature kernel's own accuracy record (rcond=None) the floor, the null
+    directions, the `resolved` flags and every column agree between the paths, λ = 0 included."""
+    from rmtlens.estimators import accuracy_floor
+    from rmtlens.kernels import feature_kernel_accuracy
+
+    if case == "lone point":
+        phi, n = _lone_point_embeddings(), 120
+    else:
+        n, p, rank = CASES[case]
+        phi = embeddings(n, p, rank, seed=9)
+    rng = np.random.default_rng(10)
+    Y, Ys = rng.standard_normal((n, 2)), rng.standard_normal((len(phi) - n, 2))
+    eps = feature_kernel_accuracy(phi, n)["relative_error"]
+    K = feature_kernel(phi, n)
+    d, U = eigh_descending(K[:n])
+    dl, Ul, _ = feature_factor(phi[:n])
+    floor_dense = accuracy_floor(d, eps)
+    floor_low = accuracy_floor(dl, eps, n=n)
+    # independent: safety · (ε + n·u) · λ_max with λ_max from numpy
+    expected = 10.0 * (eps + n * 2.0**-53) * np.linalg.eigvalsh(K[:n]).max()
+    assert floor_dense == pytest.approx(expected, rel=1e-9) and floor_low == pytest.approx(expected, rel=1e-9)
+    scale = np.trace(K[:n]) / n
+    dense = ridge_path(d, U, Y, K[n:], Ys, LAMBDAS * scale, floor=floor_dense)
+    low = ridge_path_low_rank(dl, Ul, Y, feature_test_basis(phi[n:], phi[:n], Ul), Ys, LAMBDAS * scale,
+                              floor=floor_low)
+    assert low["resolved"].dtype == bool and np.array_equal(low["resolved"], dense["resolved"])
+    assert np.all(np.isfinite(low["loo"]))
+    assert_columns_close(low, dense)
+
+
+def test_low_rank_ridgeless_loo_equals_exact_refits_when_a_point_alone_spans_a_direction():
+    """λ = 0 on the thin path: (I − S)_ii is the complement's leverage, 0 for the lone point,
+    whose term is then the λ → 0⁺ limit ||(K⁺Y)_i||²/(K⁺)_ii²; the mean equals exact
+    leave-one-out minimum-norm refits in feature space (lstsq), never through a kernel."""
+    from rmtlens.estimators import accuracy_floor
+    from rmtlens.kernels import feature_kernel_accuracy
+
+    n = 120
+    phi = _lone_point_embeddings(n=n)
+    Y = np.random.default_rng(11).standard_normal((n, 3))
+    terms = []
+    for i in range(n):
+        keep = np.arange(n) != i
+        w = np.linalg.lstsq(phi[:n][keep], Y[keep], rcond=None)[0]
+        terms.append(np.sum((Y[i] - phi[i] @ w) ** 2))
+    dl, Ul, method = feature_factor(phi[:n])
+    assert method == "svd"
+    leverage = 1.0 - np.sum(Ul[:, dl > 1e-10 * dl[0]] ** 2, axis=1)
+    assert leverage[n - 1] < 1e-12 and np.all(np.isfinite(terms)) and terms[n - 1] > 0
+    floor = accuracy_floor(dl, feature_kernel_accuracy(phi, n)["relative_error"], n=n)
+    for fl in (floor, None):  # the accuracy floor, and the rcond default
+        out = ridge_path_low_rank(dl, Ul, Y, feature_test_basis(phi[n:], phi[:n], Ul), np.zeros((15, 3)), [0.0],
+                                  floor=fl)
+        assert out["loo"][0] == pytest.approx(np.mean(terms), rel=1e-8)
+
+
+@pytest.mark.parametrize("case", ["p<n", "rank-deficient"])
+def test_theory_with_the_accuracy_floor_and_one_scale_agrees_with_the_dense_pool_spectrum(case):
+    """The Gram path keeps exactly the pool directions above the pool kernel's accuracy floor
+    (rcond=None), and the theory at that floor with the scale ||Φ_pool||²_F/(p·N_pool) equals the
+    dense pool kernel's theory at its floor with tr(K_pool)/N_pool."""
+    from rmtlens.estimators import accuracy_floor
+    from rmtlens.kernels import feature_kernel_accuracy
+
+    N, p, rank = CASES[case]
+    phi = embeddings(N, p, rank, m=0, seed=12)
+    labels = np.random.default_rng(13).integers(0, 4, N)
+    eps = feature_kernel_accuracy(phi, N)["relative_error"]
+    K_pool = feature_kernel(phi, N)
+    D, P = pool_spectrum(K_pool, labels, 4)
+    Dl, Pl, method = feature_pool_spectrum(phi, labels, 4, rcond=None, relative_error=eps)
+    assert method == "gram"
+    floor, floor_l = accuracy_floor(D, eps), accuracy_floor(Dl, eps)
+    assert floor_l == pytest.approx(floor, rel=1e-9)
+    scale_dense = np.trace(K_pool) / N
+    scale_low = np.sum(phi**2) / (p * N)
+    assert scale_low == pytest.approx(scale_dense, rel=1e-12)
+    sizes, target = [10, 37, N // 2, N], np.eye(4) - 0.25
+    grid, fit = predict_grid(D, P, target, sizes, LAMBDAS, 2, 20, floor=floor, scale=scale_dense)
+    grid_l, fit_l = predict_grid(Dl, Pl, target, sizes, LAMBDAS, 2, 20, floor=floor_l, scale=scale_low)
+    assert_columns_close(grid_l, grid, atol={"gamma": 1e-12})
+    assert_columns_close(fit_l, fit)

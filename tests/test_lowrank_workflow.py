@@ -8,6 +8,8 @@ pool kernel), and no array it writes is N_pool x N_pool.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -104,7 +106,12 @@ def test_theory_and_flow_rows_equal_the_dense_path(cifar_run):
     target_map = np.eye(C) - 1.0 / C
     w = cfg["theory"]["powerlaw_window"]
     lam_rel = np.sort(joined.lambda_rel.unique())
-    grid, _ = predict_grid(D, P, target_map, [50, 316, 2000], lam_rel, w["k_min"], w["k_max"], cfg["ridge"]["rcond"])
+    # the accuracy floor of SPEC §2 from the record the workflow wrote from the embeddings, recomputed with numpy
+    record = json.loads((workdir / "results/kernels/cifar10/tresnet/init/features.accuracy.json").read_text())
+    assert record["method"] == "float64 round-off bound" and record["p"] == phi.shape[1]
+    eps, safety, u = record["relative_error"], cfg["accuracy"]["safety"], 2.0**-53
+    grid, _ = predict_grid(D, P, target_map, [50, 316, 2000], lam_rel, w["k_min"], w["k_max"],
+                           floor=safety * (eps + N_POOL * u) * D.max(), scale=np.trace(K_all[:N_POOL]) / N_POOL)
     ref = pd.DataFrame(grid)
     got = joined[joined.seed == 0].merge(ref, on=["n", "lambda_rel"], suffixes=("", "_dense"))
     assert len(got) == len(ref)
@@ -116,9 +123,11 @@ def test_theory_and_flow_rows_equal_the_dense_path(cifar_run):
     d, U = eigh_descending(K_all[np.ix_(idx, idx)])
     times = time_grid(np.trace(K_all[:N_POOL]) / N_POOL, cfg["ridge"]["min"], cfg["ridge"]["max"],
                       cfg["learning_dynamics"]["num_times"], cfg["learning_dynamics"]["learning_rate"])
+    floor = safety * (eps + 2000 * u) * d.max()
     table, _ = gradient_flow_path(d, U, Y[idx], K_all[N_POOL:, idx], Y[N_POOL:], times,
-                                  cfg["learning_dynamics"]["learning_rate"], cfg["ridge"]["rcond"])
+                                  cfg["learning_dynamics"]["learning_rate"], floor=floor, safety=safety)
+    assert np.array_equal(flow["resolved"].to_numpy(), table["resolved"])
     for key in ("test_risk", "train_risk", "gcv", "dof", "ridge_test_risk", "ridge_gcv"):
         np.testing.assert_allclose(flow[key], table[key], rtol=1e-8, err_msg=key)
-    dense_ridge = ridge_path(d, U, Y[idx], K_all[N_POOL:, idx], Y[N_POOL:], [0.0])
+    dense_ridge = ridge_path(d, U, Y[idx], K_all[N_POOL:, idx], Y[N_POOL:], [0.0], floor=floor, safety=safety)
     assert flow.test_risk.iloc[-1] == pytest.approx(dense_ridge["test_risk"][0], rel=1e-8)

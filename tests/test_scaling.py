@@ -42,7 +42,7 @@ def gaussian_ridge_table(ns=(100, 200, 400), seeds=(0, 1), d=800, m=400, noise_v
             Xn = X[:n]
             evals, U = np.linalg.eigh(Xn @ Xn.T)
             path = ridge_path(evals, U, y[:n], Xs @ Xn.T, ys, lambdas)
-            frame = pd.DataFrame({key: path[key] for key in ("test_risk", "train_risk", "gcv", "dof", "test_error")})
+            frame = pd.DataFrame({key: path[key] for key in ("test_risk", "train_risk", "gcv", "dof", "test_error", "resolved")})
             rows.append(frame.assign(n=n, seed=seed, **{"lambda": lambdas, "lambda_rel": LAMBDA_REL}))
     return pd.concat(rows, ignore_index=True), mu, mu * beta**2, lambdas
 
@@ -73,6 +73,22 @@ def test_observed_exponent_recovers_a_planted_exponent():
     assert abs(whole["exponent"] - 0.73) > 0.05  # the window mattered
 
 
+def test_gcv_selection_never_picks_an_unresolved_row(ridge_table):
+    table = ridge_table[list(GCV_SELECTION_COLUMNS)].copy()
+    table["resolved"] = True
+    first = select_lambda_by_gcv(table)
+    picked = table.merge(first[["n", "seed", "lambda"]], on=["n", "seed", "lambda"]).index
+    table.loc[table.index.isin(picked) | (table["lambda"] == 0), "resolved"] = False
+    again = select_lambda_by_gcv(table)
+    for row in again.itertuples():
+        group = table[(table.n == row.n) & (table.seed == row.seed) & table.resolved]
+        assert row.gcv == group["gcv"].min() and row.gcv >= first[(first.n == row.n) & (first.seed == row.seed)].gcv.iloc[0]
+    assert (again["lambda"] > 0).all()  # never the (unresolved) ridgeless rows
+    table.loc[table.n == table.n.max(), "resolved"] = False
+    with pytest.raises(ValueError, match="no resolved ridge"):
+        select_lambda_by_gcv(table)
+
+
 def test_gcv_selection_cannot_receive_test_data(ridge_table):
     params = list(inspect.signature(select_lambda_by_gcv).parameters)
     assert params == ["gcv_table"]
@@ -88,7 +104,7 @@ def test_gcv_selection_is_the_per_group_argmin(ridge_table):
     selected = select_lambda_by_gcv(shuffled[list(GCV_SELECTION_COLUMNS)])
     assert len(selected) == ridge_table.groupby(["n", "seed"]).ngroups
     for row in selected.itertuples():
-        group = ridge_table[(ridge_table.n == row.n) & (ridge_table.seed == row.seed)]
+        group = ridge_table[(ridge_table.n == row.n) & (ridge_table.seed == row.seed) & ridge_table.resolved]
         best = group["lambda"].to_numpy()[np.argmin(group["gcv"].to_numpy())]
         assert selected.loc[row.Index, "lambda"] == best
         assert selected.loc[row.Index, "gcv"] == group["gcv"].min()

@@ -359,3 +359,36 @@ def test_linearisation_tasks_follow_the_initial_entk(finished_run):
         got = acc[(acc.task == "eigenfunction") & (acc.j == j)].eigenvalue.iloc[0]
         assert got == pytest.approx(eigvals[j], rel=1e-6)
     assert set(acc.model) == {"network", "linearised_init", "linearised_end"}
+
+
+def test_ridge_rows_are_finite_and_flagged_exactly_below_the_accuracy_floor(finished_run):
+    """Every cell of ridge.parquet is finite; each row's floor and `resolved` flag, recomputed from
+    the eigendecomposition file and the kernel's accuracy record with numpy (SPEC §2)."""
+    import json
+
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    safety, u = cfg["accuracy"]["safety"], 2.0**-53
+    table = pd.read_parquet(finished_run / "results/tables/ridge.parquet")
+    numeric = table.select_dtypes("number")
+    assert np.isfinite(numeric.to_numpy()).all(), numeric.columns[~np.isfinite(numeric).all()].tolist()
+    assert table["resolved"].dtype == bool
+    records = {}
+    for path in (finished_run / "results/kernels/digits").glob("*/*/*.accuracy.json"):
+        backbone, weights = path.parts[-3], path.parts[-2]
+        records[(backbone, weights, path.name.split(".")[0])] = json.loads(path.read_text())
+    assert set(records) == set(map(tuple, table[["backbone", "weights", "kernel"]].drop_duplicates().to_numpy()))
+    float32 = records[("tvit", "init", "entk")]  # config/test.yaml runs this eNTK in float32
+    assert float32["dtype"] == "float32" and 1e-12 < float32["relative_error"] < 1e-3
+    assert records[("tresnet", "init", "entk")]["dtype"] == "float64"
+    assert float32["relative_error"] > 100 * records[("tresnet", "init", "entk")]["relative_error"]
+    for (backbone, weights, kernel, n, seed), rows in table.groupby(["backbone", "weights", "kernel", "n", "seed"]):
+        eig = np.load(finished_run / f"results/eigh/digits/{backbone}/{weights}/{kernel}/n{n}_s{seed}.npz")
+        K_all = kernel_matrix(finished_run, "digits", backbone, weights, kernel)  # features: from the embeddings
+        d = np.linalg.eigvalsh(K_all[np.ix_(eig["index"], eig["index"])])
+        floor = safety * (records[(backbone, weights, kernel)]["relative_error"] + n * u) * d.max()
+        assert rows["floor"].iloc[0] == pytest.approx(floor, rel=1e-6)
+        gap = not np.any((d > floor / safety) & (d <= floor * safety))
+        expected = (n * rows["lambda"].to_numpy() >= floor) | gap
+        assert np.array_equal(rows["resolved"].to_numpy(), expected), (backbone, weights, kernel, n, seed)
+    summary = pd.read_csv(finished_run / "results/tables/gcv_accuracy.csv")
+    assert summary["rows"].sum() == 3 * len(table[table.resolved & (table.n >= cfg["analysis"]["n_min"])])

@@ -157,6 +157,11 @@ def save_json(path: str | os.PathLike, payload: Any) -> None:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
+def load_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file written by :func:`save_json`."""
+    return json.loads(Path(path).read_text())
+
+
 def save_figure(fig, *paths: str | os.PathLike) -> None:
     """Save a matplotlib figure to each path (format from the extension) atomically."""
     for path in paths:

@@ -236,6 +236,24 @@ def entk_tile(wildcards):
     )
 
 
+def entk_spec(wildcards):
+    """The entk section, with the backbone's own ``entk_dtype`` (when set) as its dtype."""
+    dtype = backbone_spec(wildcards)["entk_dtype"] or config["entk"]["dtype"]
+    return canonical(dict(config["entk"], dtype=dtype))
+
+
+def kernel_accuracy(wildcards):
+    """The accuracy record beside a kernel (SPEC §2)."""
+    return f"results/kernels/{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}/{wildcards.kernel}.accuracy.json"
+
+
+def accuracy_params():
+    """What turns a kernel's accuracy into an eigenvalue floor (SPEC §2)."""
+    return dict(
+        rcond=config["ridge"]["rcond"], safety=float(config["accuracy"]["safety"])
+    )
+
+
 def entk_tile_files(wildcards):
     return [
         f"results/kernels/{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}/entk_tiles/r{t.row}_c{t.col}.npy"

@@ -43,7 +43,7 @@ rule double_descent:
     params:
         spec=canonical(config["double_descent"]),
         targets=clean_targets(),
-        rcond=config["ridge"]["rcond"],
+        accuracy=accuracy_params(),
     script:
         "../scripts/double_descent.py"
 
@@ -53,6 +53,7 @@ rule learning_dynamics:
         unpack(kernel_source),
         eigh=lambda wc: f"results/eigh/{wc.dataset}/{wc.backbone}/{wc.weights}/{wc.kernel}/n{sample_sizes(wc.dataset)[-1]}_s{config['seeds'][0]}.npz",
         dataset="results/datasets/{dataset}.npz",
+        accuracy=kernel_accuracy,
     output:
         "results/dynamics/{dataset}/{backbone}/{weights}/{kernel}.parquet",
     log:
@@ -69,6 +70,7 @@ rule learning_dynamics:
     params:
         spec=canonical(config["learning_dynamics"]),
         ridge=canonical(config["ridge"]),
+        accuracy=accuracy_params(),
         targets=clean_targets(),
     script:
         "../scripts/learning_dynamics.py"

@@ -2,7 +2,7 @@ rule kernel:
     input:
         embeddings="results/embeddings/{dataset}/{backbone}/{weights}.npy",
     output:
-        "results/kernels/{dataset}/{backbone}/{weights}/features.npy",
+        kernel="results/kernels/{dataset}/{backbone}/{weights}/features.npy",
     log:
         "logs/kernel/{dataset}/{backbone}/{weights}/features.log",
     benchmark:
@@ -49,10 +49,43 @@ rule entk_tile:
         head_seed=lambda wc: backbone_spec(wc)["head_seed"],
         model_kwargs=lambda wc: canonical(backbone_spec(wc)["model_kwargs"]),
         tile=lambda wc: entk_tile(wc),
-        entk=canonical(config["entk"]),
+        entk=entk_spec,
         hub_cache="resources/hub",
     script:
         "../scripts/entk_tile.py"
+
+
+rule entk_accuracy:
+    input:
+        unpack(weights_inputs),
+        dataset="results/datasets/{dataset}.npz",
+    output:
+        "results/kernels/{dataset}/{backbone}/{weights}/entk.accuracy.json",
+    log:
+        "logs/entk_accuracy/{dataset}/{backbone}/{weights}.log",
+    benchmark:
+        "benchmarks/entk_accuracy/{dataset}/{backbone}/{weights}.tsv"
+    conda:
+        "../../envs/rmtlens.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: int(
+            1024 * config["entk"]["memory_gb"] * (1 + 0.5 * (attempt - 1))
+        )
+        + 2000,
+        runtime=lambda wc, attempt: 60 * attempt,
+        gpu=1,
+    params:
+        model=lambda wc: backbone_spec(wc)["model"],
+        image_size=lambda wc: backbone_spec(wc)["image_size"],
+        seed=lambda wc: backbone_spec(wc)["seed"],
+        head_seed=lambda wc: backbone_spec(wc)["head_seed"],
+        model_kwargs=lambda wc: canonical(backbone_spec(wc)["model_kwargs"]),
+        probe_size=lambda wc: min(config["accuracy"]["probe_size"], n_pool(wc)),
+        entk=entk_spec,
+        hub_cache="resources/hub",
+    script:
+        "../scripts/entk_accuracy.py"
 
 
 rule entk_assemble:

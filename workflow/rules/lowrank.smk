@@ -1,8 +1,29 @@
 # Feature kernels on the low-rank path (SPEC §2.1): the factorisation of each
 # training subsample and the pool spectrum come from the cached embeddings, never
-# from an N x N kernel file, so no `features.npy` is written. The eNTK keeps the
+# from an N x N kernel file, so no `features.npy` is written; so does the kernel's
+# accuracy record (SPEC §2, float64 round-off bound). The eNTK keeps the
 # dense rules (eigh, pool_spectrum). Each job picks the thin (p < n) or the square
 # factorisation itself and logs which; a new ridge grid reruns neither.
+
+
+rule feature_accuracy:
+    input:
+        embeddings="results/embeddings/{dataset}/{backbone}/{weights}.npy",
+    output:
+        "results/kernels/{dataset}/{backbone}/{weights}/features.accuracy.json",
+    log:
+        "logs/feature_accuracy/{dataset}/{backbone}/{weights}.log",
+    benchmark:
+        "benchmarks/feature_accuracy/{dataset}/{backbone}/{weights}.tsv"
+    conda:
+        "../../envs/rmtlens.yaml"
+    resources:
+        mem_mb=lambda wc: spectral_mem_mb(wc, 0),
+        runtime=lambda wc, attempt: 5 * attempt,
+    params:
+        n_pool=n_pool,
+    script:
+        "../scripts/feature_accuracy.py"
 
 
 rule factor:
@@ -34,6 +55,7 @@ rule feature_pool_spectrum:
     input:
         embeddings="results/embeddings/{dataset}/{backbone}/{weights}.npy",
         dataset="results/datasets/{dataset}.npz",
+        accuracy=kernel_accuracy,
     output:
         "results/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz",
     log:
@@ -48,7 +70,7 @@ rule feature_pool_spectrum:
         mem_mb=lambda wc: spectral_mem_mb(wc, n_pool(wc)),
         runtime=lambda wc, attempt: minutes_for(n_pool(wc), 5, 1, attempt),
     params:
-        rcond=config["ridge"]["rcond"],
+        accuracy=accuracy_params(),
     script:
         "../scripts/feature_pool_spectrum.py"
 

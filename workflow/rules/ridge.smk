@@ -3,6 +3,7 @@ rule ridge_path:
         unpack(kernel_source),
         eigh="results/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.npz",
         dataset="results/datasets/{dataset}.npz",
+        accuracy=kernel_accuracy,
     output:
         "results/ridge/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.parquet",
     log:
@@ -16,7 +17,7 @@ rule ridge_path:
         runtime=lambda wc, attempt: minutes_for(int(wc.n), 60, 2, attempt),
     params:
         lambdas_rel=relative_ridges(),
-        rcond=config["ridge"]["rcond"],
+        accuracy=accuracy_params(),
         targets=clean_targets(),
     script:
         "../scripts/ridge_path.py"

@@ -22,6 +22,7 @@ rule pool_spectrum:
     input:
         kernel="results/kernels/{dataset}/{backbone}/{weights}/{kernel}.npy",
         dataset="results/datasets/{dataset}.npz",
+        accuracy=kernel_accuracy,
     output:
         "results/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz",
     log:
@@ -33,5 +34,7 @@ rule pool_spectrum:
     resources:
         mem_mb=lambda wc: 1000 + 48 * n_pool(wc) ** 2 // 10**6,
         runtime=lambda wc, attempt: minutes_for(n_pool(wc), 90, 3, attempt),
+    params:
+        accuracy=accuracy_params(),
     script:
         "../scripts/pool_spectrum.py"

@@ -18,7 +18,6 @@ rule theory:
         lambdas_rel=relative_ridges(),
         targets=clean_targets(),
         window=canonical(config["theory"]["powerlaw_window"]),
-        rcond=config["ridge"]["rcond"],
     script:
         "../scripts/theory.py"
 

@@ -20,7 +20,7 @@ table = double_descent_study(
     ratios=np.geomspace(spec["ratios"]["min"], spec["ratios"]["max"], spec["ratios"]["num"]),
     activations=spec["activations"], ridge_rel=spec["ridge_rel"], seeds=spec["seeds"],
     linear_ratios=np.geomspace(spec["linear"]["ratios"]["min"], top, spec["linear"]["ratios"]["num"]),
-    linear_label=spec["linear"]["embedding"], rcond=p.rcond,
+    linear_label=spec["linear"]["embedding"], rcond=p.accuracy["rcond"], safety=p.accuracy["safety"],
 )
 summary = double_descent_summary(table)
 log.info("double descent summary\n%s", summary.to_string(index=False))

@@ -6,7 +6,7 @@ from rmtlens.inputs import make_targets
 from rmtlens.io import load_npz, save_figure, save_table
 from rmtlens.report import learnability_figure
 from rmtlens.studies import learnability_tables
-from rmtlens.workflow import job_logger
+from rmtlens.workflow import job_logger, spectrum_rcond
 
 p, out = snakemake.params, snakemake.output
 log = job_logger(snakemake.log[0], "learnability")
@@ -16,7 +16,7 @@ for unit, path in zip(p.units, snakemake.input.spectra):
     n_classes = spectrum["proj_onehot"].shape[1]
     target_map = make_targets(np.arange(n_classes), n_classes, p.targets["kind"], p.targets["positive_classes"])
     summary, modes = learnability_tables(spectrum["eigvals"], spectrum["proj_onehot"], target_map,
-                                         p.sample_sizes[unit["dataset"]], p.spec["lambdas_rel"], p.rcond,
+                                         p.sample_sizes[unit["dataset"]], p.spec["lambdas_rel"], spectrum_rcond(spectrum, p.rcond),
                                          p.spec["modes"])
     for frame, bucket in ((summary, summaries), (modes, curves)):
         for i, (k, v) in enumerate(unit.items()):

@@ -13,7 +13,7 @@ n_classes = spectrum["proj_onehot"].shape[1]
 target_map = make_targets(np.arange(n_classes), n_classes, p.targets["kind"], p.targets["positive_classes"])
 grid, fit = predict_grid(
     spectrum["eigvals"], spectrum["proj_onehot"], target_map, p.sample_sizes, p.lambdas_rel,
-    p.window["k_min"], p.window["k_max"], p.rcond,
+    p.window["k_min"], p.window["k_max"], floor=float(spectrum["floor"]), scale=float(spectrum["scale"]),
 )
 keys = dict(dataset=wc.dataset, backbone=wc.backbone, weights=wc.weights, kernel=wc.kernel)
 log.info("power-law fit over k = %d..%d: alpha = %.3f (R² %.3f), delta = %.3f (R² %.3f), rate min(δ−1, 2α) = %.3f",

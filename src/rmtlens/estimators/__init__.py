@@ -9,6 +9,13 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
+    "DEFAULT_SAFETY": "accuracy",
+    "accuracy_floor": "accuracy",
+    "apply_floor": "accuracy",
+    "noise_level": "accuracy",
+    "null_mask": "accuracy",
+    "resolved_ridges": "accuracy",
+    "spectrum_has_gap": "accuracy",
     "KERNEL_KEYS": "grids",
     "kernel_scale": "grids",
     "nearest_on_grid": "grids",

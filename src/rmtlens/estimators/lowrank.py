@@ -28,11 +28,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from rmtlens.estimators.ridge import (
-    clip_spectrum,
-    null_space,
-    ridge_path_in_eigenbasis,
-)
+from rmtlens.estimators.accuracy import DEFAULT_SAFETY, accuracy_floor, apply_floor, resolved_ridges
+from rmtlens.estimators.ridge import null_space, ridge_path_in_eigenbasis
 from rmtlens.estimators.spectra import eigh_descending
 
 
@@ -89,8 +86,10 @@ def ridge_path_low_rank(
     test_basis,
     y_test,
     lambdas,
-    rcond: float = 1e-10,
+    rcond: float | None = 1e-10,
     block_size: int = 2**24,
+    floor: float | None = None,
+    safety: float = DEFAULT_SAFETY,
 ) -> dict[str, np.ndarray]:
     """:func:`rmtlens.estimators.ridge.ridge_path` from a thin eigendecomposition.
 
@@ -103,11 +102,17 @@ def ridge_path_low_rank(
     test_basis : (m, r) ``K* U`` (:func:`feature_test_basis`).
     y_test : (m, C) or (m,) test targets.
     lambdas : (L,) absolute ridges ``λ ≥ 0``.
-    rcond : relative eigenvalue cutoff, as for the dense path.
+    rcond : relative eigenvalue cutoff, as for the dense path (used when ``floor`` is None).
+    floor : absolute eigenvalue floor, as for the dense path: the kernel's accuracy floor
+        for the block size ``n`` (:func:`rmtlens.estimators.accuracy.accuracy_floor` with
+        ``n=``); range directions at or below it join the null space.
+    safety : the floor's safety factor (sets the band of ``resolved``).
 
     Returns
     -------
-    The dict of :func:`ridge_path` (same keys, same definitions), computed in
+    The dict of :func:`ridge_path` (same keys, same definitions, ``resolved``
+    included; the ``n − r`` exact zeros of the complement never fall in the
+    resolution band of a positive floor), computed in
     ``O(n r (L C + r))`` time and ``O(n (r + L C))`` memory.
     """
     d = np.asarray(eigvals, dtype=np.float64)
@@ -132,19 +137,40 @@ def ridge_path_low_rank(
     for name, arr in (("eigvals", d), ("basis", U), ("test_basis", A), ("y_train", Y), ("y_test", Ys)):
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{name} contains NaN or infinite values")
-    d = clip_spectrum(d, rcond)
+    if floor is None:
+        if rcond is None:
+            raise ValueError("ridge_path_low_rank needs a floor or an rcond")
+        floor = accuracy_floor(d, 0.0, safety, rcond=rcond, n=n)
+    if not (np.isfinite(floor) and floor >= 0):
+        raise ValueError(f"floor must be finite and non-negative, got {floor!r}")
+    resolved = resolved_ridges(d, n, lam, floor, safety)
+    d = apply_floor(d, floor)
     Yt = U.T @ Y
-    return ridge_path_in_eigenbasis(d, U, Yt, A, Ys, lam, block_size, null=null_space(U, Y, Yt))
+    out = ridge_path_in_eigenbasis(d, U, Yt, A, Ys, lam, block_size, null=null_space(U, Y, Yt), floor=floor)
+    out["resolved"] = resolved
+    return out
 
 
-def feature_pool_spectrum(phi_pool, labels, n_classes: int, rcond: float = 1e-10):
+def feature_pool_spectrum(
+    phi_pool,
+    labels,
+    n_classes: int,
+    rcond: float | None = 1e-10,
+    relative_error: float = 0.0,
+    safety: float = DEFAULT_SAFETY,
+):
     """:func:`rmtlens.estimators.spectra.pool_spectrum` of ``K_pool = Φ Φᵀ/p`` from
     the ``p x p`` Gram (``p < N_pool``), or from the dense pool kernel (``p ≥ N_pool``).
+
+    The directions kept with their own projections are those above the floor
+    ``accuracy_floor(D, relative_error, safety, rcond)`` of the ``N_pool x N_pool`` pool
+    kernel (SPEC §2): ``rcond · max D`` when ``rcond`` is given, else the accuracy floor
+    (``rcond=None``), the same floor the theory applies to ``D``.
 
     Returns
     -------
     eigvals : (N_pool,) descending ``D``: the Gram's ``ω/p``, then zeros.
-    proj_onehot : (N_pool, C) ``Vᵀ E`` on the directions with ``D > rcond · max D``;
+    proj_onehot : (N_pool, C) ``Vᵀ E`` on the directions with ``D`` above the floor;
         the rest of ``E``'s energy (null space and clipped directions) as C rows
         ``B`` with ``BᵀB = EᵀE − Σ_k (V_kᵀE)ᵀ(V_kᵀE)`` placed at zero eigenvalues,
         then zero rows. Every quadratic form ``Σ_{null} ||(V_kᵀE) M||²`` of the
@@ -164,7 +190,8 @@ def feature_pool_spectrum(phi_pool, labels, n_classes: int, rcond: float = 1e-10
     omega, W = omega[::-1], W[:, ::-1]
     D = np.zeros(N)
     D[:p] = omega / p
-    keep = clip_spectrum(D[:p], rcond) > 0
+    floor = accuracy_floor(D, relative_error, safety, rcond=rcond)
+    keep = D[:p] > floor
     proj = np.zeros((N, n_classes))
     proj[:p][keep] = (W[:, keep].T @ (phi.T @ onehot)) / np.sqrt(omega[keep])[:, None]
     rest = onehot.T @ onehot - proj.T @ proj  # C x C energy off the kept directions

@@ -8,11 +8,18 @@ weights ``r_i = nλ / (d_i + nλ)`` so that ``(I − S) = U diag(r) Uᵀ``.
 Every quantity is written in terms of ``r`` (never as ``1 − d/(d + nλ)``), which
 keeps GCV and LOO accurate at tiny λ where ``1 − tr(S)/n`` is itself tiny.
 
-Ridgeless (``λ = 0``) is the limit ``λ → 0⁺``: eigenvalues at or below
-``rcond · max(d)`` count as zero, the predictor uses the pseudo-inverse, and GCV
-and LOO (ratios that are invariant to rescaling ``r``) use the limiting direction
-of ``r``: the indicator of the null space when the kernel is rank-deficient,
-``∝ 1/d`` when it has full rank. Both are finite.
+Null directions. Eigenvalues at or below a floor (the kernel's accuracy floor,
+:mod:`rmtlens.estimators.accuracy`, or ``rcond · max(d)``) count as zero: the
+predictor leaves them out at every λ (``K* u = 0`` on the null space of a PSD kernel),
+and their residual weight is 1.
+
+Ridgeless (``λ = 0``) is the limit ``λ → 0⁺``: the predictor uses the pseudo-inverse,
+and GCV (a ratio invariant to rescaling ``r``) uses the limiting direction of ``r``:
+the indicator of the null space when the kernel is rank-deficient, ``∝ 1/d`` when it
+has full rank. LOO takes the limit per training point: with ``P₀`` the projector on the
+null space, ``((I − S)Y)_i / (I − S)_ii → (P₀Y)_i / (P₀)_ii`` where ``(P₀)_ii > 0``,
+and ``→ (K⁺Y)_i / (K⁺)_ii`` where ``(P₀)_ii = 0`` (the point alone spans a direction
+of ``K``; then ``(P₀Y)_i = 0`` too and the next order in ``nλ`` decides). All are finite.
 """
 
 from __future__ import annotations
@@ -20,6 +27,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from rmtlens.estimators.accuracy import (
+    DEFAULT_SAFETY,
+    ROUNDOFF,
+    accuracy_floor,
+    apply_floor,
+    resolved_ridges,
+)
 
 
 @dataclass(frozen=True)
@@ -129,8 +144,10 @@ def ridge_path(
     k_test: np.ndarray,
     y_test: np.ndarray,
     lambdas: np.ndarray,
-    rcond: float = 1e-10,
+    rcond: float | None = 1e-10,
     block_size: int = 2**24,
+    floor: float | None = None,
+    safety: float = DEFAULT_SAFETY,
 ) -> dict[str, np.ndarray]:
     """Test risk, test error, train risk, GCV, LOO and ``tr(S)`` for every ridge.
 
@@ -142,21 +159,79 @@ def ridge_path(
     k_test : (m, n) test-versus-train kernel ``K*``.
     y_test : (m, C) or (m,) test targets.
     lambdas : (L,) absolute ridges ``λ ≥ 0`` (the system solved is ``K + nλI``).
-    rcond : relative eigenvalue cutoff; smaller eigenvalues count as zero.
+    rcond : relative eigenvalue cutoff, used when ``floor`` is None: eigenvalues at or
+        below ``rcond · max(d)`` count as zero.
     block_size : bound on the number of float64 entries of the per-block
         intermediates (``n · L_block · C``), which caps memory for large ``n · L · C``.
+    floor : absolute eigenvalue floor (:func:`rmtlens.estimators.accuracy.accuracy_floor`);
+        when given it replaces ``rcond``.
+    safety : the floor's safety factor, which sets the band of
+        :func:`rmtlens.estimators.accuracy.resolved_ridges`.
 
     Returns
     -------
-    dict of (L,) float64 arrays: ``lambda``, ``test_risk`` (mean over test rows of
+    dict of (L,) arrays: ``lambda``, ``test_risk`` (mean over test rows of
     the squared error summed over outputs), ``test_error`` (classification error),
-    ``train_risk``, ``gcv``, ``loo`` and ``dof`` (``tr S``). LOO keeps the absolute
-    ridge ``nλ`` fixed when a point is left out.
+    ``train_risk``, ``gcv``, ``loo`` and ``dof`` (``tr S``), float64, and ``resolved``
+    (bool, :func:`rmtlens.estimators.accuracy.resolved_ridges`). LOO keeps the
+    absolute ridge ``nλ`` fixed when a point is left out.
     """
     d, U, Y, Ks, Ys, lam = check_ridge_inputs(eigvals, eigvecs, y_train, k_test, y_test, lambdas)
-    d = clip_spectrum(d, rcond)
+    if floor is None:
+        if rcond is None:
+            raise ValueError("ridge_path needs a floor or an rcond")
+        floor = accuracy_floor(d, 0.0, safety, rcond=rcond)
+    if not (np.isfinite(floor) and floor >= 0):
+        raise ValueError(f"floor must be finite and non-negative, got {floor!r}")
+    resolved = resolved_ridges(d, d.size, lam, floor, safety)
+    d = apply_floor(d, floor)
     # targets in the eigenbasis, and K* U formed once for the whole grid
-    return ridge_path_in_eigenbasis(d, U, U.T @ Y, Ks @ U, Ys, lam, block_size)
+    out = ridge_path_in_eigenbasis(d, U, U.T @ Y, Ks @ U, Ys, lam, block_size, floor=floor)
+    out["resolved"] = resolved
+    return out
+
+
+def _ridgeless_loo_terms(
+    d: np.ndarray, U: np.ndarray, Yt: np.ndarray, floor: float, null: NullSpace | None = None
+) -> np.ndarray:
+    """Per training point, the ``λ → 0⁺`` limit of ``||((I − S)Y)_i||² / (I − S)_ii²`` (module doc).
+
+    ``P₀`` projects on every null direction: the columns of ``U`` whose eigenvalue is 0
+    (below the floor) and, on a thin basis, the complement ``null`` (``P₀ = U₀U₀ᵀ + P``,
+    ``(P₀)_ii = ||U₀,i||² + null.leverage_i``, ``P₀Y = U₀Ỹ₀ + null.residual``).
+
+    ``(P₀)_ii`` is zero to working accuracy when it is below ``θ² = (f/d_min)²``, the square of
+    the largest angle by which an error of size ``f`` (the floor, or ``n·u·max d``) can
+    tilt the kept eigenvectors towards the null space (Davis–Kahan with gap ``d_min``,
+    the smallest kept eigenvalue): a diagonal of a projector errs by that squared angle.
+    On a thin basis the complement's leverage is ``1 − ||U_i||²``, a difference whose
+    error is first order in the angle: there the threshold is ``2θ + θ² + n·u``.
+    """
+    n = U.shape[0]
+    zero = d == 0.0
+    kept = ~zero
+    if not kept.any():  # nothing learnt: the residual is Y itself and (I − S) = I
+        resid = U @ Yt if null is None else U @ Yt + null.residual
+        return np.einsum("ic,ic->i", resid, resid)
+    Uk, dk = U[:, kept], d[kept]
+    kinv_y = Uk @ (Yt[kept] / dk[:, None])
+    kinv_diag = (Uk * Uk) @ (1.0 / dk)
+    pinv_terms = np.einsum("ic,ic->i", kinv_y, kinv_y) / kinv_diag**2
+    if not zero.any() and null is None:
+        return pinv_terms
+    U0 = U[:, zero]
+    p0_diag = np.einsum("ik,ik->i", U0, U0)
+    p0_y = U0 @ Yt[zero]
+    theta = max(floor, n * ROUNDOFF * float(dk.max())) / float(dk.min())
+    tol = theta**2
+    if null is not None:
+        p0_diag = p0_diag + null.leverage
+        p0_y = p0_y + null.residual
+        tol = 2.0 * theta + theta**2 + n * ROUNDOFF
+    alone = p0_diag <= tol
+    with np.errstate(divide="ignore", invalid="ignore"):
+        null_terms = np.einsum("ic,ic->i", p0_y, p0_y) / p0_diag**2
+    return np.where(alone, pinv_terms, null_terms)
 
 
 def ridge_path_in_eigenbasis(
@@ -169,17 +244,20 @@ def ridge_path_in_eigenbasis(
     block_size: int = 2**24,
     loo: bool = True,
     null: NullSpace | None = None,
+    floor: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """:func:`ridge_path` from inputs already checked and rotated, for callers that
-    hold them: ``d`` (n,) clipped eigenvalues, ``U`` (n, n), ``Yt = Uᵀ Y`` (n, C),
-    ``A = K* U`` (m, n), ``Ys`` (m, C), ``lam`` (L,). ``loo=False`` skips LOO (its
-    ``n² L C`` work) and leaves it out of the result.
+    hold them: ``d`` (n,) eigenvalues with the null directions set to 0, ``U`` (n, n),
+    ``Yt = Uᵀ Y`` (n, C), ``A = K* U`` (m, n), ``Ys`` (m, C), ``lam`` (L,). ``loo=False``
+    skips LOO (its ``n² L C`` work) and leaves it out of the result. ``floor`` is the
+    cutoff that made ``d`` (it sets what counts as zero in the ridgeless LOO).
 
     Low-rank kernels: ``U`` may be a thin (n, r) basis of the range, with ``d``, ``Yt``
     and ``A`` on its r directions, when ``null`` describes the orthogonal complement
     (:func:`null_space`). Every complement direction has eigenvalue 0, so it enters
     as one direction of multiplicity ``null.dim``; ``K*`` must vanish on it (true
-    for feature kernels ``K* = Φ* Φᵀ/p``), so it adds nothing to the predictions."""
+    for feature kernels ``K* = Φ* Φᵀ/p``), so it adds nothing to the predictions.
+    Directions of the thin basis below the floor (``d = 0``) join it in the null space."""
     n, C = U.shape[0], Yt.shape[1]
     q = np.einsum("ic,ic->i", Yt, Yt)  # ||Ỹ_i||²
     if null is None:
@@ -188,6 +266,7 @@ def ridge_path_in_eigenbasis(
         r_act, r_dir, inv = residual_weights(np.append(d, 0.0), n, lam)
         r0_act, r0_dir = r_act[-1], r_dir[-1]
         r_act, r_dir, inv = r_act[:-1], r_dir[:-1], inv[:-1]
+    inv = np.where((d == 0.0)[:, None], 0.0, inv)  # null directions never enter the predictor
     train, gcv_num = (r_act**2).T @ q, (r_dir**2).T @ q
     trace_r, dof = np.sum(r_dir, axis=0), np.sum(1.0 - r_act, axis=0)
     if null is not None:
@@ -203,9 +282,10 @@ def ridge_path_in_eigenbasis(
     }
     if loo:
         out["loo"] = np.empty(lam.size)
-        one_minus_sii = (U * U) @ r_dir  # (n, L): diagonal of (I − S), up to the λ=0 scale
+        one_minus_sii = (U * U) @ r_act  # (n, L): diagonal of (I − S) for λ > 0
         if null is not None:
-            one_minus_sii += null.leverage[:, None] * r0_dir[None, :]
+            one_minus_sii += null.leverage[:, None] * r0_act[None, :]
+        ridgeless = _ridgeless_loo_terms(d, U, Yt, floor, null) if np.any(lam == 0) else None
     step = max(1, block_size // max(1, n * C))
     for start in range(0, lam.size, step):
         sl = slice(start, min(start + step, lam.size))
@@ -213,16 +293,19 @@ def ridge_path_in_eigenbasis(
         coef = (inv[:, sl, None] * Yt[:, None, :]).reshape(-1, L * C)
         pred = (A @ coef).reshape(-1, L, C)
         if loo:
-            resid = (U @ (r_dir[:, sl, None] * Yt[:, None, :]).reshape(-1, L * C)).reshape(n, L, C)
+            resid = (U @ (r_act[:, sl, None] * Yt[:, None, :]).reshape(-1, L * C)).reshape(n, L, C)
             if null is not None:
-                resid += r0_dir[sl][None, :, None] * null.residual[:, None, :]
+                resid += r0_act[sl][None, :, None] * null.residual[:, None, :]
         for j in range(L):
             err = pred[:, j, :] - Ys
             out["test_risk"][start + j] = np.mean(np.einsum("ic,ic->i", err, err))
             out["test_error"][start + j] = classification_error(pred[:, j, :], Ys)
             if loo:
-                loo_terms = np.einsum("ic,ic->i", resid[:, j, :], resid[:, j, :])
-                out["loo"][start + j] = np.mean(loo_terms / one_minus_sii[:, start + j] ** 2)
+                if lam[start + j] == 0:
+                    out["loo"][start + j] = np.mean(ridgeless)
+                else:
+                    loo_terms = np.einsum("ic,ic->i", resid[:, j, :], resid[:, j, :])
+                    out["loo"][start + j] = np.mean(loo_terms / one_minus_sii[:, start + j] ** 2)
     return out
 
 
@@ -233,11 +316,15 @@ def ridge_predictions(
     k_test: np.ndarray,
     lam: float,
     rcond: float = 1e-10,
+    floor: float | None = None,
 ) -> np.ndarray:
-    """Predictions ``K* (K + nλI)⁻¹ Y`` (pseudo-inverse at ``λ = 0``), shape (m, C)."""
-    d = clip_spectrum(np.asarray(eigvals, dtype=np.float64), rcond)
+    """Predictions ``K* (K + nλI)⁻¹ Y`` (pseudo-inverse at ``λ = 0``), shape (m, C), on the
+    directions above ``floor`` (absolute; when None, ``rcond · max(eigvals)``), as :func:`ridge_path`."""
+    d = np.asarray(eigvals, dtype=np.float64)
+    d = clip_spectrum(d, rcond) if floor is None else apply_floor(d, floor)
     U = np.asarray(eigvecs, dtype=np.float64)
     Y = np.asarray(y_train, dtype=np.float64)
     Y = Y[:, None] if Y.ndim == 1 else Y
     _, _, inv = residual_weights(d, d.shape[0], np.array([float(lam)]))
+    inv = np.where((d == 0.0)[:, None], 0.0, inv)
     return np.asarray(k_test, dtype=np.float64) @ (U @ (inv[:, :1] * (U.T @ Y)))

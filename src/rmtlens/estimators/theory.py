@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rmtlens.estimators.accuracy import apply_floor
+from rmtlens.estimators.grids import kernel_scale
 from rmtlens.estimators.ridge import clip_spectrum
 
 _BLOCK = 2**22  # float64 entries per (pairs x spectrum) block: 32 MiB
@@ -74,7 +76,9 @@ def _row_sums(kappa: np.ndarray, mu: np.ndarray, terms) -> tuple[np.ndarray, ...
     return tuple(out) if out is not None else ()
 
 
-def population_from_pool(eigvals, proj, target_map=None, rcond: float = 1e-10) -> dict[str, np.ndarray]:
+def population_from_pool(
+    eigvals, proj, target_map=None, rcond: float = 1e-10, floor: float | None = None
+) -> dict[str, np.ndarray]:
     """Population spectrum and target coefficients from the pool eigendecomposition.
 
     Parameters
@@ -87,6 +91,8 @@ def population_from_pool(eigvals, proj, target_map=None, rcond: float = 1e-10) -
         a single column of ±1), so that ``Y = E @ target_map``. Default: identity.
     rcond : eigenvalues at or below ``rcond · max(D)`` (negatives included) count as
         zero, the same rule as :func:`rmtlens.estimators.ridge.clip_spectrum`.
+    floor : absolute eigenvalue floor of ``D`` (the kernel's accuracy floor,
+        :func:`rmtlens.estimators.accuracy.accuracy_floor`); when given it replaces ``rcond``.
 
     Returns
     -------
@@ -114,7 +120,7 @@ def population_from_pool(eigvals, proj, target_map=None, rcond: float = 1e-10) -
     if not np.all(np.isfinite(M)):
         raise ValueError("target_map contains NaN or infinite values")
     n_pool = D.size
-    mu = clip_spectrum(D, rcond) / n_pool
+    mu = (clip_spectrum(D, rcond) if floor is None else apply_floor(D, floor)) / n_pool
     order = np.argsort(-mu, kind="stable")
     beta = (P @ M)[order] / np.sqrt(n_pool)
     return {"mu": mu[order], "beta": beta, "beta_sq": np.einsum("kc,kc->k", beta, beta)}
@@ -391,15 +397,19 @@ def predict_grid(
     k_min: int,
     k_max: int,
     rcond: float = 1e-10,
+    floor: float | None = None,
+    scale: float | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Omniscient and power-law deterministic equivalents on an (n, λ) grid (SPEC §3).
 
     Parameters
     ----------
-    eigvals, proj, target_map, rcond : as for :func:`population_from_pool`.
+    eigvals, proj, target_map, rcond, floor : as for :func:`population_from_pool`.
     sample_sizes : (S,) sample sizes n.
-    lambdas_rel : (L,) relative ridges; the absolute ridge is ``λ_rel · tr(K_pool)/N_pool``,
-        the scale the ridge path uses.
+    lambdas_rel : (L,) relative ridges; the absolute ridge is ``λ_rel · s``.
+    scale : the kernel scale ``s = tr(K_pool)/N_pool`` (:func:`rmtlens.estimators.grids.kernel_scale`
+        of the pool diagonal), the one the ridge path uses; when None, ``Σ_k D_k / N_pool``,
+        the same trace from the spectrum.
     k_min, k_max : 1-based index window of the power-law fits; ``k_max`` is lowered
         to the number of non-zero eigenvalues.
 
@@ -412,10 +422,14 @@ def predict_grid(
     fit : the power-law fit (:func:`fit_spectrum_power_laws`) plus ``rate``
         (``min(δ − 1, 2α)``), ``scale`` and ``rank``.
     """
-    pop = population_from_pool(eigvals, proj, target_map, rcond)
+    pop = population_from_pool(eigvals, proj, target_map, rcond, floor)
     mu, b2 = pop["mu"], pop["beta_sq"]
     n_pool = mu.size
-    scale = float(np.sum(np.clip(np.asarray(eigvals, dtype=np.float64), 0, None)) / n_pool)
+    if scale is None:
+        scale = kernel_scale(np.asarray(eigvals, dtype=np.float64))  # mean eigenvalue = tr(K_pool)/N_pool
+    scale = float(scale)
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be finite and positive, got {scale!r}")
     n = np.asarray(sample_sizes, dtype=np.float64)
     lam_rel = np.asarray(lambdas_rel, dtype=np.float64)
     lam = lam_rel * scale

@@ -16,6 +16,8 @@ _EXPORTS = {
     "entk_flops": "ntk",
     "scalar_network": "ntk",
     "feature_kernel": "features",
+    "entk_accuracy": "accuracy",
+    "feature_kernel_accuracy": "accuracy",
     "Tile": "tiles",
     "assemble_tiles": "tiles",
     "entk_tiles": "tiles",

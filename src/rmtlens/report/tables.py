@@ -24,6 +24,16 @@ def ridge_table(path: Mapping[str, np.ndarray], lambdas_rel: np.ndarray, meta: M
     return frame
 
 
+def resolved_rows(table: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The rows whose numbers are resolved (column ``resolved``, SPEC §2) and how many were
+    left out. Every selection and summary of the ridge grid uses only these rows; a
+    table without the column (written before it existed) is returned whole."""
+    if "resolved" not in table.columns:
+        return table, 0
+    mask = table["resolved"].astype(bool).to_numpy()
+    return table[mask].reset_index(drop=True), int((~mask).sum())
+
+
 def relative_error(estimate, actual) -> np.ndarray:
     """``|estimate − actual| / actual`` elementwise."""
     estimate, actual = np.asarray(estimate, dtype=float), np.asarray(actual, dtype=float)
@@ -35,13 +45,15 @@ def estimator_accuracy(
 ) -> pd.DataFrame:
     """Median and 90th percentile of each estimator's relative error against test risk.
 
-    Over all rows of a kernel (every n ≥ ``n_min``, seed and λ). Long format: one
-    row per kernel and estimator, with the number of rows used.
+    Over all resolved rows of a kernel (every n ≥ ``n_min``, seed and λ;
+    :func:`resolved_rows`). Long format: one row per kernel and estimator, with the
+    number of rows used.
     """
     missing = [c for c in [*KERNEL_KEYS, "n", "test_risk", *estimators] if c not in table]
     if missing:
         raise ValueError(f"ridge table lacks columns {missing}")
-    rows = table[table["n"] >= n_min]
+    rows, _ = resolved_rows(table)
+    rows = rows[rows["n"] >= n_min]
     if rows.empty:
         raise ValueError(f"no rows with n >= n_min = {n_min}; lower analysis.n_min")
     out = []
@@ -61,13 +73,14 @@ def estimator_accuracy(
 
 
 def best_risk(table: pd.DataFrame) -> pd.DataFrame:
-    """Per kernel, at its largest n: the ridge with the lowest seed-mean test risk.
+    """Per kernel, at its largest n: the resolved ridge with the lowest seed-mean test risk.
 
     Columns: kernel keys, ``n``, ``best_lambda_rel``, ``best_test_risk`` and
     ``test_error_at_best`` (seed means at that ridge), and ``min_test_error`` (the
     lowest seed-mean classification error over all ridges).
     """
     rows = []
+    table, _ = resolved_rows(table)
     for keys, group in table.groupby(KERNEL_KEYS, sort=True):
         n_max = group["n"].max()
         mean = group[group["n"] == n_max].groupby("lambda_rel")[["test_risk", "test_error"]].mean()

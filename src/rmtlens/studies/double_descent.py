@@ -64,8 +64,9 @@ import numpy as np
 import scipy.optimize
 import scipy.special
 
+from rmtlens.estimators.accuracy import DEFAULT_SAFETY, accuracy_floor, apply_floor
 from rmtlens.estimators.grids import subsample_indices
-from rmtlens.estimators.ridge import clip_spectrum, ridge_path
+from rmtlens.estimators.ridge import ridge_path
 from rmtlens.estimators.spectra import eigh_descending
 from rmtlens.estimators.theory import population_from_pool
 
@@ -161,14 +162,30 @@ def expected_kernel(x1: np.ndarray, x2: np.ndarray | None = None, activation: st
     return norms * (np.sqrt(1.0 - cos**2) + (np.pi - theta) * cos) / (2.0 * np.pi)
 
 
-def spectrum_from_kernel(kernel_pool: np.ndarray, y_pool: np.ndarray, rcond: float = 1e-10):
+def gram_floor(eigvals, dot_length: int, trace: float, rcond: float | None = None, safety: float = DEFAULT_SAFETY):
+    """Accuracy floor (SPEC §2) of a float64 Gram matrix whose entries are dot products of
+    length ``dot_length``: relative error ``γ_len · tr / λ_max`` (as for feature kernels,
+    :func:`rmtlens.kernels.accuracy.feature_kernel_accuracy`); ``rcond`` overrides it."""
+    from rmtlens.kernels.accuracy import gamma
+
+    d = np.asarray(eigvals, dtype=np.float64)
+    lam_max = max(float(d.max()), np.finfo(np.float64).tiny)
+    return accuracy_floor(d, gamma(dot_length) * max(float(trace), 0.0) / lam_max, safety, rcond=rcond)
+
+
+def spectrum_from_kernel(
+    kernel_pool: np.ndarray, y_pool: np.ndarray, rcond: float | None = 1e-10, safety: float = DEFAULT_SAFETY,
+    dot_length: int = 1,
+):
     """Population spectrum and target coefficients of a pool kernel (SPEC §3).
 
     Parameters
     ----------
     kernel_pool : (P, P) symmetric PSD kernel on the pool.
     y_pool : (P, C) or (P,) targets on the pool.
-    rcond : relative eigenvalue cutoff; smaller eigenvalues count as zero.
+    rcond : relative eigenvalue cutoff; None: the accuracy floor (:func:`gram_floor`).
+    safety, dot_length : of the accuracy floor (``dot_length``: of the dot products
+        the kernel's entries were computed from).
 
     Returns
     -------
@@ -183,11 +200,13 @@ def spectrum_from_kernel(kernel_pool: np.ndarray, y_pool: np.ndarray, rcond: flo
     if Y.shape[0] != P:
         raise ValueError(f"y_pool has {Y.shape[0]} rows, kernel_pool has {P}")
     D, V = eigh_descending(K)
-    pop = population_from_pool(D, V.T @ Y, rcond=rcond)
+    pop = population_from_pool(D, V.T @ Y, floor=gram_floor(D, dot_length, np.trace(K), rcond, safety))
     return pop["mu"], pop["beta_sq"]
 
 
-def spectrum_from_features(features_pool: np.ndarray, y_pool: np.ndarray, rcond: float = 1e-10):
+def spectrum_from_features(
+    features_pool: np.ndarray, y_pool: np.ndarray, rcond: float | None = 1e-10, safety: float = DEFAULT_SAFETY
+):
     """Population spectrum of the linear kernel ``Φ Φᵀ / p`` from a thin SVD of ``Φ``.
 
     The pool kernel has rank at most ``p``; its null space is summarised by one
@@ -198,7 +217,8 @@ def spectrum_from_features(features_pool: np.ndarray, y_pool: np.ndarray, rcond:
     ----------
     features_pool : (P, p) features of the pool.
     y_pool : (P, C) or (P,) targets on the pool.
-    rcond : relative eigenvalue cutoff.
+    rcond : relative eigenvalue cutoff; None: the accuracy floor (:func:`gram_floor`).
+    safety : of the accuracy floor.
 
     Returns
     -------
@@ -211,7 +231,7 @@ def spectrum_from_features(features_pool: np.ndarray, y_pool: np.ndarray, rcond:
     if Y.shape[0] != P:
         raise ValueError(f"y_pool has {Y.shape[0]} rows, features_pool has {P}")
     A, s, _ = np.linalg.svd(F / np.sqrt(p), full_matrices=False)
-    mu = clip_spectrum(s**2, rcond) / P
+    mu = apply_floor(s**2, gram_floor(s**2, p, np.sum(s**2), rcond, safety)) / P
     coef = A.T @ Y
     beta_sq = np.einsum("kc,kc->k", coef, coef) / P
     null_power = max(float(np.sum(Y**2)) / P - float(beta_sq.sum()), 0.0)
@@ -338,7 +358,8 @@ def feature_ridge(
     y_train: np.ndarray,
     y_test: np.ndarray,
     lambdas: Sequence[float],
-    rcond: float = 1e-10,
+    rcond: float | None = 1e-10,
+    safety: float = DEFAULT_SAFETY,
 ) -> dict[str, np.ndarray]:
     """Ridge regression on features, as kernel ridge with the kernel ``Φ Φᵀ / q``.
 
@@ -348,7 +369,9 @@ def feature_ridge(
     features_test : (m, q) test features.
     y_train, y_test : (n, C) and (m, C) targets (1-d allowed).
     lambdas : (L,) absolute ridges (system ``Φ Φᵀ/q + nλ I``).
-    rcond : relative eigenvalue cutoff of :func:`rmtlens.estimators.ridge.ridge_path`.
+    rcond : relative eigenvalue cutoff of :func:`rmtlens.estimators.ridge.ridge_path`;
+        None: the kernel's accuracy floor (:func:`gram_floor`).
+    safety : of the accuracy floor.
 
     Returns
     -------
@@ -361,7 +384,8 @@ def feature_ridge(
     q = Ft.shape[1]
     K = Ft @ Ft.T / q
     d, U = np.linalg.eigh(K)
-    return ridge_path(d, U, y_train, Fs @ Ft.T / q, y_test, lambdas, rcond=rcond)
+    floor = gram_floor(d, q, np.trace(K), rcond, safety)
+    return ridge_path(d, U, y_train, Fs @ Ft.T / q, y_test, lambdas, floor=floor, safety=safety)
 
 
 def _check_sweep_args(n_pool: int, n_train: Sequence[int], ratios, seeds, ridge: float):
@@ -407,8 +431,9 @@ def random_features_sweep(
     seeds: Sequence[int],
     ridge: float,
     activation: str = "relu",
-    rcond: float = 1e-10,
+    rcond: float | None = 1e-10,
     kernel_pool: np.ndarray | None = None,
+    safety: float = DEFAULT_SAFETY,
 ) -> dict[str, np.ndarray]:
     """Random-features ridge test risk versus ``N_rf / n`` with its deterministic equivalent.
 
@@ -429,9 +454,10 @@ def random_features_sweep(
     seeds : integer seeds, one row per (seed, n, ratio).
     ridge : absolute ridge ``λ ≥ 0`` (system ``Φ Φᵀ/N_rf + nλ I``).
     activation : one of ``ACTIVATIONS``.
-    rcond : relative eigenvalue cutoff.
+    rcond : relative eigenvalue cutoff; None: each kernel's accuracy floor (:func:`gram_floor`).
     kernel_pool : (P, P) ``expected_kernel(x_pool, activation=activation)`` when the
         caller already has it (it costs P²d); computed here otherwise.
+    safety : of the accuracy floors.
 
     Returns
     -------
@@ -446,7 +472,7 @@ def random_features_sweep(
         kernel_pool = expected_kernel(X, activation=activation)
     elif np.shape(kernel_pool) != (X.shape[0], X.shape[0]):
         raise ValueError(f"kernel_pool must have shape {(X.shape[0], X.shape[0])}, got {np.shape(kernel_pool)}")
-    mu, beta_sq = spectrum_from_kernel(kernel_pool, Y, rcond)
+    mu, beta_sq = spectrum_from_kernel(kernel_pool, Y, rcond, safety, dot_length=X.shape[1])
     features_for = {int(n): sorted({max(1, int(round(q * n))) for q in r}) for n in sizes}
     theory = {
         (n, N): rf_deterministic_equivalent(mu, beta_sq, n, N, ridge) for n in features_for for N in features_for[n]
@@ -461,7 +487,7 @@ def random_features_sweep(
         phi_test = random_features(Xs, W, activation)
         for n in features_for:
             for N in features_for[n]:
-                path = feature_ridge(phi_train[:n, :N], phi_test[:, :N], Y[order[:n]], Ys, [ridge], rcond)
+                path = feature_ridge(phi_train[:n, :N], phi_test[:, :N], Y[order[:n]], Ys, [ridge], rcond, safety)
                 de = theory[(n, N)]
                 rows.append(
                     dict(
@@ -482,7 +508,8 @@ def linear_ridge_sweep(
     ratios: Sequence[float],
     seeds: Sequence[int],
     ridge: float,
-    rcond: float = 1e-10,
+    rcond: float | None = 1e-10,
+    safety: float = DEFAULT_SAFETY,
 ) -> dict[str, np.ndarray]:
     """Linear ridge on fixed features (embeddings) versus ``n / p``, with the SPEC §3 equivalent.
 
@@ -500,7 +527,8 @@ def linear_ridge_sweep(
     ratios : sample ratios ``n / p``; ``n = max(1, round(ratio · p))`` must not exceed ``P``.
     seeds : integer seeds.
     ridge : absolute ridge ``λ ≥ 0``.
-    rcond : relative eigenvalue cutoff.
+    rcond : relative eigenvalue cutoff; None: the accuracy floor (:func:`gram_floor`).
+    safety : of the accuracy floors.
 
     Returns
     -------
@@ -517,14 +545,14 @@ def linear_ridge_sweep(
     if sizes[-1] > P:
         raise ValueError(f"ratios ask for n = {sizes[-1]} samples, more than the pool's {P} (p = {p})")
     sizes, _, seed_list = _check_sweep_args(P, sizes, r, seeds, ridge)
-    mu, beta_sq = spectrum_from_features(F, Y, rcond)
+    mu, beta_sq = spectrum_from_features(F, Y, rcond, safety)
     theory = {int(n): rf_deterministic_equivalent(mu, beta_sq, int(n), np.inf, ridge) for n in sizes}
     rows = []
     for seed in seed_list:
         order = subsample_indices(P, P, seed)
         for n in sizes:
             idx = order[:n]
-            path = feature_ridge(F[idx], Fs, Y[idx], Ys, [ridge], rcond)
+            path = feature_ridge(F[idx], Fs, Y[idx], Ys, [ridge], rcond, safety)
             de = theory[int(n)]
             rows.append(
                 dict(
@@ -564,7 +592,8 @@ def double_descent_study(
     seeds: Sequence[int],
     linear_ratios: Sequence[float],
     linear_label: str,
-    rcond: float = 1e-10,
+    rcond: float | None = 1e-10,
+    safety: float = DEFAULT_SAFETY,
 ):
     """E6 in one table: random-features sweeps per activation and a linear-ridge sweep.
 
@@ -581,6 +610,8 @@ def double_descent_study(
         mean diagonal, or ``mean ||φ||² / p`` for the embeddings).
     linear_ratios : ``n / p`` values; those above ``n_pool / p`` are lowered to it.
     linear_label : name of the embedding, for the ``model`` column.
+    rcond, safety : eigenvalue cutoff of every kernel: ``rcond · λ_max``, or with
+        ``rcond`` None each kernel's accuracy floor (:func:`gram_floor`, SPEC §2).
 
     Returns
     -------
@@ -596,13 +627,14 @@ def double_descent_study(
         kernel_pool = expected_kernel(x[:N], activation=activation)
         scale = float(np.mean(np.diag(kernel_pool)))
         rows = random_features_sweep(x[:N], Y[:N], x[N:], Y[N:], [n], ratios, seeds, ridge_rel * scale,
-                                     activation, rcond, kernel_pool=kernel_pool)
+                                     activation, rcond, kernel_pool=kernel_pool, safety=safety)
         parts.append(pd.DataFrame(rows).assign(model=f"random features ({activation})", sweep="N_rf / n"))
     features = np.asarray(embeddings, dtype=np.float64)
     p = features.shape[1]
     lin_ratios = np.unique(np.minimum(np.asarray(linear_ratios, dtype=np.float64), N / p))
     lin_scale = float(np.mean(np.sum(features[:N] ** 2, axis=1)) / p)
-    rows = linear_ridge_sweep(features[:N], Y[:N], features[N:], Y[N:], lin_ratios, seeds, ridge_rel * lin_scale, rcond)
+    rows = linear_ridge_sweep(features[:N], Y[:N], features[N:], Y[N:], lin_ratios, seeds, ridge_rel * lin_scale, rcond,
+                              safety)
     parts.append(pd.DataFrame(rows).rename(columns={"p": "n_features"})
                  .assign(model=f"linear ridge ({linear_label})", sweep="n / p"))
     return pd.concat(parts, ignore_index=True)

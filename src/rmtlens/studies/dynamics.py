@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rmtlens.estimators.accuracy import DEFAULT_SAFETY, accuracy_floor, apply_floor, resolved_ridges
 from rmtlens.estimators.ridge import (
     NullSpace,
     check_ridge_inputs,
@@ -93,13 +94,16 @@ def gradient_flow_predictions(
     time: float,
     learning_rate: float = 1.0,
     rcond: float = 1e-10,
+    floor: float | None = None,
 ) -> np.ndarray:
     """Predictions ``K* K⁻¹ (I − exp(−ηt K/n)) Y`` at one time, shape (m, C).
 
-    ``time = np.inf`` gives ridgeless regression ``K* K⁺ Y``.
+    ``time = np.inf`` gives ridgeless regression ``K* K⁺ Y``. ``floor`` (absolute), when
+    given, replaces ``rcond · max(eigvals)`` as the null cutoff.
     """
     t = _check_times([time], learning_rate)
-    d = clip_spectrum(np.asarray(eigvals, dtype=np.float64), rcond)
+    d = np.asarray(eigvals, dtype=np.float64)
+    d = clip_spectrum(d, rcond) if floor is None else apply_floor(d, floor)
     U = np.asarray(eigvecs, dtype=np.float64)
     Y = np.asarray(y_train, dtype=np.float64)
     Y = Y[:, None] if Y.ndim == 1 else Y
@@ -115,7 +119,9 @@ def gradient_flow_path(
     y_test: np.ndarray,
     times: np.ndarray,
     learning_rate: float = 1.0,
-    rcond: float = 1e-10,
+    rcond: float | None = 1e-10,
+    floor: float | None = None,
+    safety: float = DEFAULT_SAFETY,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Risks of gradient flow along time, GCV of ``S_t``, and ridge at ``λ = 1/(ηt)``.
 
@@ -128,26 +134,47 @@ def gradient_flow_path(
     y_test : (m, C) or (m,) test targets.
     times : (T,) positive times (a log grid; ``np.inf`` allowed and meaning ridgeless).
     learning_rate : ``η``; only ``ηt`` matters.
-    rcond : relative eigenvalue cutoff; smaller eigenvalues count as zero.
+    rcond : relative eigenvalue cutoff, used when ``floor`` is None.
+    floor : absolute eigenvalue floor (the kernel's accuracy floor); when given it
+        replaces ``rcond``.
+    safety : the floor's safety factor (see :func:`rmtlens.estimators.accuracy.resolved_ridges`).
 
     Returns
     -------
     table : dict of (T,) arrays: ``time``, ``test_risk``, ``test_error``,
         ``train_risk``, ``gcv``, ``dof`` (``tr S_t``), ``ridge_lambda`` (``1/(ηt)``),
         ``ridge_test_risk``, ``ridge_test_error``, ``ridge_train_risk``,
-        ``ridge_gcv``, ``is_t_star`` (True at the grid's early-stopping optimum).
-    summary : dict of floats: ``t_star`` and ``test_risk_t_star`` (argmin and min
-        of the test risk over the grid), ``test_risk_limit`` (exact ``t → ∞``
-        risk, ridgeless), ``early_stopping_gain`` (``1 − test_risk_t_star /
+        ``ridge_gcv``, ``resolved`` (the matched ridge ``1/(ηt)`` is resolved,
+        :func:`rmtlens.estimators.accuracy.resolved_ridges`; ``t = ∞`` is ``λ = 0``),
+        ``is_t_star`` (True at the early-stopping optimum over resolved times).
+    summary : dict of floats, over the resolved times only: ``t_star`` and
+        ``test_risk_t_star`` (argmin and min of the test risk), ``t_limit`` and
+        ``test_risk_limit`` (the latest resolved time, ``∞`` when the ridgeless limit is
+        resolved, and its risk), ``early_stopping_gain`` (``1 − test_risk_t_star /
         test_risk_limit``), ``max_rise`` (largest increase of the test risk
         after an earlier minimum, relative to that minimum), ``non_monotone``
-        (1.0 when ``max_rise > 1e-9``, else 0.0), and ``t_gcv`` /
-        ``test_risk_t_gcv`` (the time chosen by minimising GCV, training data only).
+        (1.0 when ``max_rise > 1e-9``, else 0.0), ``t_gcv`` /
+        ``test_risk_t_gcv`` (the time chosen by minimising GCV, training data only),
+        and ``unresolved_times`` (how many grid times were left out).
     """
     d, U, Y, Ks, Ys, _ = check_ridge_inputs(eigvals, eigvecs, y_train, k_test, y_test, [0.0])
     t = _check_times(times, learning_rate)
-    d = clip_spectrum(d, rcond)
-    return gradient_flow_in_eigenbasis(d, U, U.T @ Y, Ks @ U, Ys, t, learning_rate)
+    n = d.shape[0]
+    if floor is None:
+        if rcond is None:
+            raise ValueError("gradient_flow_path needs a floor or an rcond")
+        floor = accuracy_floor(d, 0.0, safety, rcond=rcond)
+    resolved = _resolved_times(d, n, t, learning_rate, floor, safety)
+    d = apply_floor(d, floor)
+    return gradient_flow_in_eigenbasis(d, U, U.T @ Y, Ks @ U, Ys, t, learning_rate, resolved=resolved)
+
+
+def _resolved_times(d, n: int, t: np.ndarray, learning_rate: float, floor: float, safety: float) -> np.ndarray:
+    """Which times are resolved: their matched ridge ``1/(ηt)`` is (``t = ∞`` is ``λ = 0``)."""
+    resolved = resolved_ridges(d, n, 1.0 / (learning_rate * t), floor, safety)
+    if not resolved.any():
+        raise ValueError(f"no time of the grid is resolved: every matched ridge n/(ηt) is below the floor {floor:.3g}")
+    return resolved
 
 
 def gradient_flow_in_eigenbasis(
@@ -159,13 +186,17 @@ def gradient_flow_in_eigenbasis(
     t: np.ndarray,
     learning_rate: float = 1.0,
     null: NullSpace | None = None,
+    resolved: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """:func:`gradient_flow_path` from checked, rotated inputs: ``d`` clipped eigenvalues,
-    ``U`` (n, r), ``Yt = Uᵀ Y``, ``A = K* U``, ``Ys``, times ``t``. A thin basis
-    (``r < n``) needs ``null``, its complement (see
+    """:func:`gradient_flow_path` from checked, rotated inputs: ``d`` eigenvalues with the
+    null directions (below the floor) set to 0, ``U`` (n, r), ``Yt = Uᵀ Y``, ``A = K* U``,
+    ``Ys``, times ``t``; ``resolved`` (T,) marks the resolved times (all when None). A thin
+    basis (``r < n``) needs ``null``, its complement (see
     :func:`rmtlens.estimators.ridge.ridge_path_in_eigenbasis`): eigenvalue 0 there, so
     residual 1, fit 0, and the GCV direction weight of ``d_min = 0``."""
     n = U.shape[0]
+    lambdas = 1.0 / (learning_rate * t)
+    resolved = np.ones(t.size, dtype=bool) if resolved is None else np.asarray(resolved, dtype=bool)
     q = np.einsum("ic,ic->i", Yt, Yt)
     if null is None:
         fit, residual, direction = gradient_flow_filters(d, n, t, learning_rate)
@@ -193,28 +224,32 @@ def gradient_flow_in_eigenbasis(
         table["test_risk"][j] = np.mean(np.einsum("ic,ic->i", err, err))
         table["test_error"][j] = classification_error(pred, Ys)
 
-    lambdas = 1.0 / (learning_rate * t)
     ridge = ridge_path_in_eigenbasis(d, U, Yt, A, Ys, np.append(lambdas, 0.0), loo=False, null=null)
     table["ridge_lambda"] = lambdas
     for key in ("test_risk", "test_error", "train_risk", "gcv"):
         table["ridge_" + key] = ridge[key][:-1]
 
-    risk = table["test_risk"]
-    star = int(np.argmin(risk))
+    table["resolved"] = resolved
+    keep = np.flatnonzero(resolved)  # resolved times form a prefix of the grid, or all of it
+    risk = table["test_risk"][keep]
+    star = int(keep[np.argmin(risk)])
     table["is_t_star"] = np.arange(t.size) == star
-    limit = float(ridge["test_risk"][-1])
+    last = int(keep[-1])
+    limit = float(ridge["test_risk"][-1]) if np.isinf(t[last]) else float(table["test_risk"][last])
     running_min = np.minimum.accumulate(risk)
     rise = float(np.max((risk - running_min) / running_min)) if np.all(running_min > 0) else 0.0
-    chosen = int(np.argmin(table["gcv"]))
+    chosen = int(keep[np.argmin(table["gcv"][keep])])
     summary = {
         "t_star": float(t[star]),
-        "test_risk_t_star": float(risk[star]),
+        "test_risk_t_star": float(table["test_risk"][star]),
+        "t_limit": float(t[last]),
         "test_risk_limit": limit,
-        "early_stopping_gain": 1.0 - float(risk[star]) / limit if limit > 0 else 0.0,
+        "early_stopping_gain": 1.0 - float(table["test_risk"][star]) / limit if limit > 0 else 0.0,
         "max_rise": rise,
         "non_monotone": float(rise > 1e-9),
         "t_gcv": float(t[chosen]),
-        "test_risk_t_gcv": float(risk[chosen]),
+        "test_risk_t_gcv": float(table["test_risk"][chosen]),
+        "unresolved_times": float(t.size - keep.size),
     }
     return table, summary
 
@@ -239,11 +274,15 @@ def gradient_flow_path_low_rank(
     y_test: np.ndarray,
     times: np.ndarray,
     learning_rate: float = 1.0,
-    rcond: float = 1e-10,
+    rcond: float | None = 1e-10,
+    floor: float | None = None,
+    safety: float = DEFAULT_SAFETY,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """:func:`gradient_flow_path` from a thin eigendecomposition of a feature kernel:
     ``eigvals`` (r,), ``basis`` (n, r), ``test_basis = K* U`` (m, r); the null space of
-    the basis' complement is handled analytically (SPEC §2.1)."""
+    the basis' complement is handled analytically (SPEC §2.1). ``floor`` is the accuracy
+    floor of the n x n block (``accuracy_floor(..., n=n)``); range directions below it
+    join the null space, and times whose matched ridge is below it are not resolved."""
     d = np.asarray(eigvals, dtype=np.float64)
     U = np.asarray(basis, dtype=np.float64)
     Y = np.asarray(y_train, dtype=np.float64)
@@ -256,6 +295,12 @@ def gradient_flow_path_low_rank(
     if Ys.shape != (A.shape[0], Y.shape[1]):
         raise ValueError(f"y_test must have shape {(A.shape[0], Y.shape[1])}, got {Ys.shape}")
     t = _check_times(times, learning_rate)
-    d = clip_spectrum(d, rcond)
+    n = U.shape[0]
+    if floor is None:
+        if rcond is None:
+            raise ValueError("gradient_flow_path_low_rank needs a floor or an rcond")
+        floor = accuracy_floor(d, 0.0, safety, rcond=rcond, n=n)
+    resolved = _resolved_times(d, n, t, learning_rate, floor, safety)
+    d = apply_floor(d, floor)
     Yt = U.T @ Y
-    return gradient_flow_in_eigenbasis(d, U, Yt, A, Ys, t, learning_rate, null_space(U, Y, Yt))
+    return gradient_flow_in_eigenbasis(d, U, Yt, A, Ys, t, learning_rate, null_space(U, Y, Yt), resolved)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from rmtlens.estimators.grids import KERNEL_KEYS
 from rmtlens.estimators.noise import flip_target_map, label_noise_predictions
-from rmtlens.estimators.ridge import check_ridge_inputs, clip_spectrum, null_space, ridge_path_in_eigenbasis
+from rmtlens.estimators.ridge import check_ridge_inputs, null_space, ridge_path_in_eigenbasis
 from rmtlens.inputs.targets import flip_labels, gaussian_target_noise, make_targets
 
 NOISE_KINDS = ("none", "gaussian", "flip")
@@ -41,7 +41,7 @@ def noise_levels(spec: Mapping) -> list[tuple[str, float]]:
 def noise_rows(
     problem, train_labels: np.ndarray, test_labels: np.ndarray, n_classes: int, targets: Mapping,
     levels: Iterable[tuple[str, float]], variance: float, lambdas_rel: np.ndarray, noise_seed: int,
-    seed: int, rcond: float = 1e-10,
+    seed: int, rcond: float | None = None,
 ) -> pd.DataFrame:
     """Measured risks and training-data estimators of one subsample at every noise level.
 
@@ -74,7 +74,9 @@ def noise_rows(
             problem.eigvals, problem.eigvecs, problem.y_train, problem.k_test, problem.y_test, lam_rel * problem.scale
         )
         A = Ks @ U
-    d = clip_spectrum(d, rcond)
+    # the ridge path's own cutoff: the kernel's accuracy floor (SPEC §2), or rcond if given
+    floor = problem.floor(rcond=rcond)
+    d = np.where(d > floor, d, 0.0)
 
     def path_for(Y_fit, Y_test, loo=True):
         Yt = U.T @ Y_fit

@@ -57,6 +57,8 @@ def representation_tables(
     target_kind, positive_classes : the targets (``rmtlens.inputs.targets.make_targets``); each
         kernel's class count comes from its spectrum.
     alignment_ks : the k at which ``A(k)`` is reported.
+    rcond : eigenvalue cutoff for spectra that carry no ``floor`` (the ``pool_spectrum``
+        output stores the kernel's accuracy floor, which then applies).
 
     Returns
     -------
@@ -76,7 +78,8 @@ def representation_tables(
     for unit, spectrum in zip(units, spectra):
         n_classes = spectrum["proj_onehot"].shape[1]
         target_map = make_targets(np.arange(n_classes), n_classes, target_kind, positive_classes)
-        pop = population_from_pool(spectrum["eigvals"], spectrum["proj_onehot"], target_map, rcond)
+        floor = float(spectrum["floor"]) if "floor" in spectrum else None  # the kernel's accuracy floor
+        pop = population_from_pool(spectrum["eigvals"], spectrum["proj_onehot"], target_map, rcond, floor)
         key = tuple(unit[k] for k in KERNEL_KEYS)
         rows.append({
             **unit,

@@ -16,7 +16,7 @@ import pandas as pd
 
 from rmtlens.estimators.theory import fit_power_law
 
-GCV_SELECTION_COLUMNS = ("n", "seed", "lambda", "lambda_rel", "gcv")
+GCV_SELECTION_COLUMNS = ("n", "seed", "lambda", "lambda_rel", "gcv", "resolved")
 LAMBDA_RTOL = 1e-8
 
 
@@ -78,7 +78,8 @@ def select_lambda_by_gcv(gcv_table: pd.DataFrame) -> pd.DataFrame:
     Parameters
     ----------
     gcv_table : DataFrame with columns ``n``, ``seed``, ``lambda``, ``gcv`` and
-        optionally ``lambda_rel``, and NO other column: passing test quantities
+        optionally ``lambda_rel`` and ``resolved`` (rows with ``resolved`` False are
+        never selected, SPEC §2), and NO other column: passing test quantities
         (``test_risk``, ``test_error``, ...) is an error, so the selection cannot
         see them. Select the columns first, e.g.
         ``table[["n", "seed", "lambda", "gcv"]]``.
@@ -95,6 +96,14 @@ def select_lambda_by_gcv(gcv_table: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(
             f"gcv_table may only hold the columns {list(GCV_SELECTION_COLUMNS)}; got also {extra}"
         )
+    if "resolved" in gcv_table.columns:
+        kept = gcv_table[gcv_table["resolved"].astype(bool)]
+        lost = set(map(tuple, gcv_table[["n", "seed"]].drop_duplicates().to_numpy())) - set(
+            map(tuple, kept[["n", "seed"]].drop_duplicates().to_numpy())
+        )
+        if lost:
+            raise ValueError(f"no resolved ridge to select from for (n, seed) = {sorted(lost)[:3]}")
+        gcv_table = kept.drop(columns="resolved")
     ordered = gcv_table.sort_values(["n", "seed", "lambda"], kind="stable")
     best = ordered.loc[ordered.groupby(["n", "seed"], sort=True)["gcv"].idxmin()]
     return best.reset_index(drop=True)
@@ -258,7 +267,7 @@ def local_law_diagnostic(ridge_table: pd.DataFrame, predictions: pd.DataFrame) -
 
 
 def local_law_table(joined: pd.DataFrame) -> pd.DataFrame:
-    """The SPEC §6 table: :func:`local_law_diagnostic` per kernel, for ``λ > 0``.
+    """The SPEC §6 table: :func:`local_law_diagnostic` per kernel, for resolved rows with ``λ > 0``.
 
     ``joined`` holds ridge rows with their theory predictions
     (``rmtlens.report.tables.join_predictions``); its ``lambda_over_kappa`` column is the
@@ -267,6 +276,8 @@ def local_law_table(joined: pd.DataFrame) -> pd.DataFrame:
     from rmtlens.estimators.grids import KERNEL_KEYS
 
     parts = []
+    if "resolved" in joined.columns:
+        joined = joined[joined["resolved"].astype(bool)]
     for keys, group in joined[joined["lambda_rel"] > 0].groupby(KERNEL_KEYS, sort=True):
         predictions = group[["n", "lambda", "lambda_over_kappa"]].drop_duplicates(["n", "lambda"])
         parts.append(local_law_diagnostic(group, predictions).assign(**dict(zip(KERNEL_KEYS, keys))))

@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
+    "spectrum_rcond": "noise",
     "RidgeProblem": "jobs",
+    "kernel_relative_error": "jobs",
     "load_any_ridge_problem": "jobs",
     "load_feature_ridge_problem": "jobs",
     "load_ridge_problem": "jobs",

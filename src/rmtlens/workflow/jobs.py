@@ -10,13 +10,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rmtlens.estimators.accuracy import DEFAULT_SAFETY, accuracy_floor
 from rmtlens.estimators.grids import kernel_scale
 from rmtlens.estimators.lowrank import feature_test_basis, ridge_path_low_rank
 from rmtlens.estimators.ridge import ridge_path
 from rmtlens.estimators.spectra import kernel_test_block
 from rmtlens.inputs.datasets import PreparedDataset
 from rmtlens.inputs.targets import make_targets
-from rmtlens.io import load_npy, load_npz
+from rmtlens.io import load_json, load_npy, load_npz
 from rmtlens.studies.dynamics import gradient_flow_path, gradient_flow_path_low_rank
 
 
@@ -31,6 +32,8 @@ class RidgeProblem:
     k_test : (m, n) test-versus-train kernel; ``None`` on the low-rank path.
     scale : the kernel's ``tr(K_pool)/N_pool`` (relative ridges are multiples of it).
     test_basis : (m, r) ``K* U`` on the low-rank path (``None`` on the dense path).
+    relative_error : the kernel's relative error ``ε`` (its ``.accuracy.json``; 0 when
+        no record was given), from which the eigenvalue floor follows (SPEC §2).
     """
 
     eigvals: np.ndarray
@@ -41,14 +44,22 @@ class RidgeProblem:
     k_test: np.ndarray | None
     scale: float
     test_basis: np.ndarray | None = None
+    relative_error: float = 0.0
 
     @property
     def low_rank(self) -> bool:
         return self.test_basis is not None
 
+    def floor(self, safety: float = DEFAULT_SAFETY, rcond: float | None = None) -> float:
+        """The eigenvalue floor of the training block (SPEC §2): ``safety · (ε + n·u) · λ_max``
+        with ``n`` the number of training points (also on the thin path, whose ``n − r``
+        further eigenvalues are exactly 0), or ``rcond · λ_max`` when ``rcond`` is given."""
+        return accuracy_floor(self.eigvals, self.relative_error, safety, rcond=rcond, n=len(self.index))
 
-def load_ridge_problem(dataset_path, eigh_path, kernel_path, targets: dict) -> RidgeProblem:
-    """Read a prepared dataset, an ``eigh`` output and its kernel (memory-mapped)."""
+
+def load_ridge_problem(dataset_path, eigh_path, kernel_path, targets: dict, accuracy_path=None) -> RidgeProblem:
+    """Read a prepared dataset, an ``eigh`` output, its kernel (memory-mapped) and,
+    when given, the kernel's accuracy record."""
     data = PreparedDataset.from_arrays(load_npz(dataset_path))
     eig = load_npz(eigh_path)
     kernel = load_npy(kernel_path)
@@ -56,13 +67,26 @@ def load_ridge_problem(dataset_path, eigh_path, kernel_path, targets: dict) -> R
     Y = make_targets(data.labels, len(data.classes), targets["kind"], targets["positive_classes"])
     scale = kernel_scale(kernel[np.arange(n_pool), np.arange(n_pool)])
     k_test = kernel_test_block(kernel, n_pool, index)
-    return RidgeProblem(eig["eigvals"], eig["eigvecs"], index, Y[index], Y[n_pool:], k_test, scale)
+    relative_error = 0.0 if accuracy_path is None else kernel_relative_error(accuracy_path)
+    return RidgeProblem(eig["eigvals"], eig["eigvecs"], index, Y[index], Y[n_pool:], k_test, scale,
+                        relative_error=relative_error)
 
 
-def load_feature_ridge_problem(dataset_path, factor_path, embeddings_path, targets: dict) -> RidgeProblem:
+def kernel_relative_error(accuracy_path) -> float:
+    """The relative error ``ε`` of a kernel's ``.accuracy.json`` record (SPEC §2)."""
+    record = load_json(accuracy_path)
+    value = record.get("relative_error") if isinstance(record, dict) else None
+    if not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+        raise ValueError(f"{accuracy_path}: 'relative_error' must be a finite non-negative number, got {value!r}")
+    return float(value)
+
+
+def load_feature_ridge_problem(dataset_path, factor_path, embeddings_path, targets: dict,
+                               accuracy_path=None) -> RidgeProblem:
     """A feature kernel's subsample, from a ``factor`` output and the cached embeddings
-    (memory-mapped): ``K* U = Φ* (Φ_nᵀ U)/p`` and ``tr(K_pool)/N_pool = mean ||φ_i||²/p``;
-    no kernel block is formed."""
+    (memory-mapped): ``K* U = Φ* (Φ_nᵀ U)/p`` and ``tr(K_pool)/N_pool = mean ||φ_i||²/p``
+    (the same kernel scale as the dense path's pool diagonal); no kernel block is formed.
+    The accuracy record (``features.accuracy.json``, made from the embeddings) gives ``ε``."""
     data = PreparedDataset.from_arrays(load_npz(dataset_path))
     fac = load_npz(factor_path)
     emb = load_npy(embeddings_path)
@@ -75,30 +99,39 @@ def load_feature_ridge_problem(dataset_path, factor_path, embeddings_path, targe
     phi_train = pool[index]
     del pool
     test_basis = feature_test_basis(np.asarray(emb[n_pool:], dtype=np.float64), phi_train, fac["eigvecs"])
-    return RidgeProblem(fac["eigvals"], fac["eigvecs"], index, Y[index], Y[n_pool:], None, scale, test_basis)
+    relative_error = 0.0 if accuracy_path is None else kernel_relative_error(accuracy_path)
+    return RidgeProblem(fac["eigvals"], fac["eigvecs"], index, Y[index], Y[n_pool:], None, scale,
+                        test_basis=test_basis, relative_error=relative_error)
 
 
 def load_any_ridge_problem(inputs, targets: dict) -> RidgeProblem:
     """:func:`load_ridge_problem` when the job's inputs name a ``kernel`` file, else
     :func:`load_feature_ridge_problem` (inputs ``embeddings``); ``eigh`` is the
-    factorisation either way."""
+    factorisation either way, ``accuracy`` (when present) the kernel's accuracy record."""
+    accuracy = getattr(inputs, "accuracy", None)
     if getattr(inputs, "kernel", None) is not None:
-        return load_ridge_problem(inputs.dataset, inputs.eigh, inputs.kernel, targets)
-    return load_feature_ridge_problem(inputs.dataset, inputs.eigh, inputs.embeddings, targets)
+        return load_ridge_problem(inputs.dataset, inputs.eigh, inputs.kernel, targets, accuracy)
+    return load_feature_ridge_problem(inputs.dataset, inputs.eigh, inputs.embeddings, targets, accuracy)
 
 
-def solve_ridge_path(prob: RidgeProblem, lambdas, rcond: float) -> dict[str, np.ndarray]:
-    """The ridge path of a problem on its own path (dense or low-rank)."""
+def solve_ridge_path(prob: RidgeProblem, lambdas, safety: float = DEFAULT_SAFETY,
+                     rcond: float | None = None) -> dict[str, np.ndarray]:
+    """The ridge path of a problem on its own path (dense or low-rank), with the problem's
+    accuracy floor (:meth:`RidgeProblem.floor`) deciding the null directions and ``resolved``."""
+    floor = prob.floor(safety, rcond)
     if prob.low_rank:
         return ridge_path_low_rank(prob.eigvals, prob.eigvecs, prob.y_train, prob.test_basis, prob.y_test,
-                                   lambdas, rcond=rcond)
-    return ridge_path(prob.eigvals, prob.eigvecs, prob.y_train, prob.k_test, prob.y_test, lambdas, rcond=rcond)
+                                   lambdas, floor=floor, safety=safety)
+    return ridge_path(prob.eigvals, prob.eigvecs, prob.y_train, prob.k_test, prob.y_test, lambdas,
+                      floor=floor, safety=safety)
 
 
-def solve_gradient_flow(prob: RidgeProblem, times, learning_rate: float, rcond: float):
-    """The gradient-flow path of a problem on its own path (dense or low-rank)."""
+def solve_gradient_flow(prob: RidgeProblem, times, learning_rate: float, safety: float = DEFAULT_SAFETY,
+                        rcond: float | None = None):
+    """The gradient-flow path of a problem on its own path (dense or low-rank), with its accuracy floor."""
+    floor = prob.floor(safety, rcond)
     if prob.low_rank:
         return gradient_flow_path_low_rank(prob.eigvals, prob.eigvecs, prob.y_train, prob.test_basis, prob.y_test,
-                                           times, learning_rate, rcond)
+                                           times, learning_rate, floor=floor, safety=safety)
     return gradient_flow_path(prob.eigvals, prob.eigvecs, prob.y_train, prob.k_test, prob.y_test, times,
-                              learning_rate, rcond)
+                              learning_rate, floor=floor, safety=safety)

@@ -19,6 +19,15 @@ from rmtlens.studies.noise import join_noise_predictions, noise_levels, noise_pr
 from rmtlens.workflow.jobs import load_feature_ridge_problem, load_ridge_problem
 
 
+def spectrum_rcond(spectrum, rcond: float | None) -> float:
+    """The relative cutoff of a pool spectrum: ``rcond`` if given, else its stored accuracy
+    floor over its largest eigenvalue (SPEC §2), as the theory rule uses."""
+    if rcond is not None:
+        return float(rcond)
+    top = float(np.max(spectrum["eigvals"], initial=0.0))
+    return float(spectrum["floor"]) / top if top > 0 else 0.0
+
+
 def noise_study_job(
     dataset_path, kernel_path, spectrum_path, eigh_paths: Sequence, subsamples: Sequence[tuple[int, int]],
     targets: Mapping, noise: Mapping, lambdas_rel, rcond: float, meta: Mapping, progress=None,
@@ -68,7 +77,7 @@ def noise_study_job(
     sizes = sorted({int(n) for n, _ in subsamples})
     predictions = noise_predictions(
         spectrum["eigvals"], spectrum["proj_onehot"], n_classes, clean, counts, levels, variance,
-        sizes, lambdas_rel, rcond,
+        sizes, lambdas_rel, spectrum_rcond(spectrum, rcond),
     )
     table = join_noise_predictions(table, predictions)
     for i, (key, value) in enumerate(meta.items()):
