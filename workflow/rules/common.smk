@@ -502,8 +502,9 @@ def kernel_source(wildcards):
 
 def spectral_mem_mb(wildcards, n):
     """Memory (MB) of a job holding an n-point factorisation: n x n dense, n x p (p ≤ 1024
-    assumed for embeddings) on the low-rank path, plus the embeddings themselves."""
-    if wildcards.kernel == "features":
+    assumed for embeddings) on the low-rank path, plus the embeddings themselves; rules
+    without a kernel wildcard (feature_accuracy) read embeddings only."""
+    if getattr(wildcards, "kernel", "features") == "features":
         ds = config["datasets"][wildcards.dataset]
         return 2000 + 8 * 1024 * (4 * n + ds["n_pool"] + ds["n_test"]) // 10**6
     return 2000 + 48 * n**2 // 10**6
