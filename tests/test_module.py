@@ -3,6 +3,7 @@ checked against a direct run of the same configuration (the ``finished_run`` fix
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -113,8 +114,12 @@ def test_module_run_reproduces_the_direct_run(finished_run, tmp_path):
     leftover.write_bytes(b"half a kernel")
     proc = run_outer(outer, "--cores", "2", *redone[1:])
     counts = job_counts(proc)
-    assert counts == {"rmtlens_embed": 1, "rmtlens_factor": 1, "rmtlens_ridge_path": 1}, counts
+    # the feature kernel's accuracy record is made from the new embedding too (SPEC §2)
+    expected = {"rmtlens_embed": 1, "rmtlens_feature_accuracy": 1, "rmtlens_factor": 1, "rmtlens_ridge_path": 1}
+    assert counts == expected, counts
     assert not leftover.exists(), "the module's cleanup of killed jobs' leftovers did not run"
+    record = f"results/kernels/{unit}/features.accuracy.json"
+    assert json.loads((outer / record).read_text()) == json.loads((finished_run / record).read_text())
 
     for rel in redone:
         mine, theirs = outer / rel, finished_run / rel
