@@ -209,7 +209,7 @@ def test_theory_predictions_match_an_independent_computation(finished_run):
     mu = np.clip(D, 0, None) / N
     mu[D <= 1e-10 * D.max()] = 0
     beta_sq = np.sum((V.T @ Y) ** 2, axis=1) / N
-    row = joined[(joined.backbone == "tvit") & (joined.n == 61) & (joined.lambda_rel == 1e-3)].iloc[0]
+    row = joined[(joined.backbone == "tvit") & (joined.kernel == "features") & (joined.n == 61) & (joined.lambda_rel == 1e-3)].iloc[0]
     lam, n = row["lambda"], 61
     assert lam == pytest.approx(1e-3 * np.trace(K_pool) / N, rel=1e-9)
     kappa = brentq(lambda k: k - lam - (k / n) * np.sum(mu / (mu + k)), lam, lam + mu.sum() / n + 1, xtol=1e-300, rtol=1e-14)
@@ -230,14 +230,14 @@ def test_representation_and_scaling_tables_agree_with_direct_computations(finish
 
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     table = pd.read_parquet(finished_run / "results/tables/ridge.parquet")
-    rows = table[(table.backbone == "tvit")]
+    rows = table[(table.backbone == "tvit") & (table.kernel == "features") & table.resolved]
     # GCV-selected ridge per (n, seed) from GCV alone, then the measured risk there
     chosen = rows.loc[rows.groupby(["n", "seed"])["gcv"].idxmin()]
     curve = chosen.groupby("n")["test_risk"].mean()
     curve = curve[curve.index >= cfg["scaling"]["n_window"]["min"]]
     slope = np.polyfit(np.log(curve.index), np.log(curve.to_numpy()), 1)[0]
     scaling = pd.read_csv(finished_run / "results/tables/scaling.csv")
-    got = scaling[(scaling.backbone == "tvit") & (scaling.ridge == "gcv")].iloc[0]
+    got = scaling[(scaling.backbone == "tvit") & (scaling.kernel == "features") & (scaling.ridge == "gcv")].iloc[0]
     assert got.observed_exponent == pytest.approx(-slope, rel=1e-9)
 
 
