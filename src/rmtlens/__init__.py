@@ -35,7 +35,7 @@ Studies (``rmtlens.studies``)
 
 from __future__ import annotations
 
-import importlib
+from rmtlens._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -72,16 +72,4 @@ _EXPORTS = {
     "gradient_flow_path": "rmtlens.studies",
     "time_grid": "rmtlens.studies",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -6,7 +6,7 @@ does not import torch unless a name that needs it is used.
 
 from __future__ import annotations
 
-import importlib
+from rmtlens._lazy import lazy_exports
 
 _EXPORTS = {
     "backbone_entk": "backbone",
@@ -22,16 +22,4 @@ _EXPORTS = {
     "assemble_tiles": "tiles",
     "entk_tiles": "tiles",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
