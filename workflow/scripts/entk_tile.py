@@ -1,32 +1,19 @@
 import numpy as np
 import torch
 
-from rmtlens.inputs import (
-    PreparedDataset,
-    backbone_with_weights,
-    feature_dim,
-    normalisation,
-    pick_device,
-    preprocess,
-)
+from rmtlens.inputs import pick_device
 from rmtlens.io import fault_checkpoint, load_npz, save_npy
-from rmtlens.kernels import entk, scalar_network
-from rmtlens.workflow import Progress, job_logger, set_torch_threads
+from rmtlens.kernels import entk
+from rmtlens.workflow import Progress, entk_job_network, job_logger, set_torch_threads
 
 wc, p = snakemake.wildcards, snakemake.params
 log = job_logger(snakemake.log[0], f"entk_tile/{wc.dataset}/{wc.backbone}/{wc.weights}/r{wc.row}_c{wc.col}")
 set_torch_threads(snakemake.threads)
 device = pick_device()
-data = PreparedDataset.from_arrays(load_npz(snakemake.input.dataset))
-backbone = backbone_with_weights(
-    wc.weights, p.model, p.image_size, p.seed, p.model_kwargs, cache_dir=p.hub_cache,
-    pretrained_file=snakemake.input.get("pretrained_file"), trained_file=snakemake.input.get("trained"),
-).to(device)
-model = scalar_network(backbone, feature_dim(backbone, p.image_size), p.head_seed)
-mean, std = normalisation(backbone)
+model, images = entk_job_network(p, wc, snakemake.input, device)
 (r0, r1), (c0, c1) = p.tile["rows"], p.tile["cols"]
-x_rows = preprocess(data.images[r0:r1], p.image_size, mean, std).to(device)
-x_cols = None if (r0, r1) == (c0, c1) else preprocess(data.images[c0:c1], p.image_size, mean, std).to(device)
+x_rows = images(r0, r1)
+x_cols = None if (r0, r1) == (c0, c1) else images(c0, c1)
 log.info("%s (%s weights) eNTK rows %d:%d x cols %d:%d on %s, %s", p.model, wc.weights, r0, r1, c0, c1,
          device, p.entk["dtype"])
 counter = Progress(log, 100, "percent of the tile's flops", interval=15)

@@ -17,6 +17,7 @@ _EXPORTS = {
     "load_ridge_problem": "jobs",
     "solve_gradient_flow": "jobs",
     "solve_ridge_path": "jobs",
+    "entk_job_network": "networks",
     "Progress": "runlog",
     "job_logger": "runlog",
     "set_torch_threads": "runlog",
