@@ -149,3 +149,35 @@ def test_noise_rows_match_direct_solves(path):
             else:
                 sigma2 = level * var if kind == "gaussian" else 0.0
                 assert row["noisy_risk"] == pytest.approx(excess + sigma2, rel=1e-9)
+
+
+@pytest.mark.parametrize("gap", [False, True])
+def test_noise_rows_use_and_flag_the_kernel_accuracy_floor(gap):
+    """A kernel with relative error ε: directions at or below ``10·(ε + n·u)·λ_max`` are null
+    in every level's fit, and a row is flagged resolved exactly when ``nλ`` reaches the
+    floor or no eigenvalue lies within a factor 10 of it (SPEC §2). The λ = 0 row equals
+    the minimum-norm interpolant on the kept directions, solved directly."""
+    from rmtlens.studies.noise import noise_rows
+    from rmtlens.workflow.jobs import RidgeProblem
+
+    rng = np.random.default_rng(11)
+    n, m, C, eps = 40, 12, 3, 1e-6
+    d = np.concatenate([np.geomspace(1.0, 1e-2, 30), np.full(10, 1e-13)]) if gap else np.geomspace(1.0, 1e-12, n)
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    Ks = rng.standard_normal((m, n)) @ Q @ np.diag(np.sqrt(d)) @ Q.T
+    labels, test_labels = rng.integers(0, C, n), rng.integers(0, C, m)
+    T = make_targets(np.arange(C), C, "onehot_centered")
+    problem = RidgeProblem(d, Q, np.arange(n), T[labels], T[test_labels], Ks, 1.0, relative_error=eps)
+    spec = {"kind": "onehot_centered", "positive_classes": []}
+    lams = np.array([0.0, 1e-9, 1e-3])
+    rows = noise_rows(problem, labels, test_labels, C, spec, [("none", 0.0)], 1.0, lams, noise_seed=0, seed=0)
+    floor = 10 * (eps + n * np.finfo(np.float64).eps / 2) * d.max()
+    in_band = np.any((d > floor / 10) & (d <= floor * 10))
+    assert in_band != gap
+    expected = [(n * lam >= floor) or not in_band for lam in lams]
+    assert rows["resolved"].tolist() == expected == ([True, True, True] if gap else [False, False, True])
+    keep = d > floor
+    pinv = Q[:, keep] @ np.diag(1 / d[keep]) @ Q[:, keep].T
+    pred = Ks @ pinv @ T[labels]
+    excess = np.mean(np.sum((pred - T[test_labels]) ** 2, axis=1))
+    assert rows.loc[rows["lambda_rel"] == 0, "excess_risk"].iloc[0] == pytest.approx(excess, rel=1e-8)

@@ -7,6 +7,7 @@ rule noise_study:
         spectrum="results/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz",
         dataset="results/datasets/{dataset}.npz",
         eigh=noise_eigh_files,
+        accuracy=kernel_accuracy,
     output:
         "results/noise/{dataset}/{backbone}/{weights}/{kernel}.parquet",
     log:
@@ -29,7 +30,7 @@ rule noise_study:
         targets=clean_targets(),
         noise=canonical(config["targets"]["noise"]),
         lambdas_rel=relative_ridges(),
-        rcond=config["ridge"]["rcond"],
+        accuracy=accuracy_params(),
     script:
         "../scripts/noise_study.py"
 

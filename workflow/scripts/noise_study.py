@@ -6,9 +6,12 @@ log = job_logger(snakemake.log[0], f"noise_study/{wc.backbone}/{wc.weights}/{wc.
 meta = dict(dataset=wc.dataset, backbone=wc.backbone, weights=wc.weights, kernel=wc.kernel)
 table = noise_study_job(
     snakemake.input.dataset, getattr(snakemake.input, "kernel", None), snakemake.input.spectrum,
-    list(snakemake.input.eigh), [tuple(s) for s in p.subsamples], p.targets, p.noise, p.lambdas_rel, p.rcond, meta,
+    list(snakemake.input.eigh), [tuple(s) for s in p.subsamples], p.targets, p.noise, p.lambdas_rel, p.accuracy["rcond"], meta,
     progress=Progress(log, len(p.subsamples), "subsamples"), embeddings_path=getattr(snakemake.input, "embeddings", None),
+    accuracy_path=snakemake.input.accuracy, safety=p.accuracy["safety"],
 )
+log.info("%d of %d rows not resolved (below the kernel's accuracy floor, SPEC §2): left out of every summary",
+         int((~table["resolved"]).sum()), len(table))
 log.info("%d rows over %d subsamples; noise levels %s", len(table), len(p.subsamples),
          sorted({(k, v) for k, v in zip(table["noise"], table["level"])}))
 save_table(snakemake.output[0], table)

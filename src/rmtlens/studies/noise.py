@@ -16,6 +16,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from rmtlens.estimators.accuracy import DEFAULT_SAFETY, resolved_ridges
 from rmtlens.estimators.grids import KERNEL_KEYS
 from rmtlens.estimators.noise import flip_target_map, label_noise_predictions
 from rmtlens.estimators.ridge import check_ridge_inputs, null_space, ridge_path_in_eigenbasis
@@ -41,7 +42,7 @@ def noise_levels(spec: Mapping) -> list[tuple[str, float]]:
 def noise_rows(
     problem, train_labels: np.ndarray, test_labels: np.ndarray, n_classes: int, targets: Mapping,
     levels: Iterable[tuple[str, float]], variance: float, lambdas_rel: np.ndarray, noise_seed: int,
-    seed: int, rcond: float | None = None,
+    seed: int, rcond: float | None = None, safety: float = DEFAULT_SAFETY,
 ) -> pd.DataFrame:
     """Measured risks and training-data estimators of one subsample at every noise level.
 
@@ -56,12 +57,16 @@ def noise_rows(
     variance : total variance of the clean pool targets; gaussian σ² = level · variance.
     lambdas_rel : (L,) relative ridges (absolute = ``λ_rel · problem.scale``).
     noise_seed, seed : the noise draw is seeded by ``(noise_seed, n, seed, level index)``.
+    rcond, safety : the eigenvalue floor, as in the ridge path (SPEC §2): the problem's
+        accuracy floor ``safety · (ε + n·u) · λ_max``, or ``rcond · λ_max`` when given.
 
     Returns
     -------
     DataFrame, one row per level and ridge: ``noise``, ``level``, ``noise_var``,
     ``lambda_rel``, ``lambda``, ``excess_risk``, ``noisy_risk``, ``test_error``
-    (against clean test labels), ``train_risk``, ``gcv``, ``loo``, ``dof``, ``flipped``.
+    (against clean test labels), ``train_risk``, ``gcv``, ``loo``, ``dof``, ``flipped``,
+    and ``resolved`` (the ridge path's flag: the row's numbers are above the kernel's
+    accuracy floor; the same for every level, since it depends on the spectrum only).
     """
     lam_rel = np.asarray(lambdas_rel, dtype=np.float64)
     if problem.low_rank:  # thin range basis (n, r) and K* U from the embeddings (SPEC §2.1)
@@ -75,7 +80,8 @@ def noise_rows(
         )
         A = Ks @ U
     # the ridge path's own cutoff: the kernel's accuracy floor (SPEC §2), or rcond if given
-    floor = problem.floor(rcond=rcond)
+    floor = problem.floor(safety, rcond)
+    resolved = resolved_ridges(d, len(problem.index), lam, floor, safety)
     d = np.where(d > floor, d, 0.0)
 
     def path_for(Y_fit, Y_test, loo=True):
@@ -116,6 +122,7 @@ def noise_rows(
         frame.insert(1, "level", float(level))
         frame.insert(2, "lambda_rel", lam_rel)
         frame["flipped"] = flipped
+        frame["resolved"] = resolved
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 

@@ -7,11 +7,12 @@ low-rank eigen-pairs where available) the noise study inherits.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from rmtlens.estimators.accuracy import DEFAULT_SAFETY
 from rmtlens.inputs.datasets import PreparedDataset
 from rmtlens.inputs.targets import make_targets, target_variance
 from rmtlens.io import load_npz
@@ -31,7 +32,7 @@ def spectrum_rcond(spectrum, rcond: float | None) -> float:
 def noise_study_job(
     dataset_path, kernel_path, spectrum_path, eigh_paths: Sequence, subsamples: Sequence[tuple[int, int]],
     targets: Mapping, noise: Mapping, lambdas_rel, rcond: float, meta: Mapping, progress=None,
-    embeddings_path=None,
+    embeddings_path=None, accuracy_path=None, safety: float = DEFAULT_SAFETY,
 ) -> pd.DataFrame:
     """All noise-study rows of one kernel, with their deterministic equivalents joined.
 
@@ -45,7 +46,10 @@ def noise_study_job(
     targets : ``config["targets"]`` (``kind``, ``positive_classes``, ``noise``).
     noise : ``targets.noise`` (``gaussian``, ``flip``, ``seed``).
     lambdas_rel : the relative ridge grid.
+    rcond, safety : the eigenvalue floor's override and safety factor (SPEC §2).
     meta : kernel keys (dataset, backbone, weights, kernel) put on every row.
+    accuracy_path : the kernel's ``.accuracy.json``: its relative error sets the floor,
+        so the noise study keeps and flags exactly the ridge path's directions and rows.
     progress : optional callable, called once per finished subsample (e.g. a ``Progress``).
     """
     data = PreparedDataset.from_arrays(load_npz(dataset_path))
@@ -59,12 +63,12 @@ def noise_study_job(
         raise ValueError(f"{len(eigh_paths)} eigh files for {len(subsamples)} subsamples")
     for (n, seed), path in zip(subsamples, eigh_paths):
         if kernel_path is None:
-            problem = load_feature_ridge_problem(dataset_path, path, embeddings_path, clean)
+            problem = load_feature_ridge_problem(dataset_path, path, embeddings_path, clean, accuracy_path)
         else:
-            problem = load_ridge_problem(dataset_path, path, kernel_path, clean)
+            problem = load_ridge_problem(dataset_path, path, kernel_path, clean, accuracy_path)
         rows = noise_rows(
             problem, pool_labels[problem.index], test_labels, n_classes, clean, levels, variance,
-            lambdas_rel, int(noise.get("seed", 0)), int(seed), rcond,
+            lambdas_rel, int(noise.get("seed", 0)), int(seed), rcond, safety,
         )
         rows.insert(0, "seed", int(seed))
         rows.insert(0, "n", int(n))
