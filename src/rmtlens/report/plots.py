@@ -39,11 +39,19 @@ def _panels(n_panels: int, width: float = 3.6, height: float = 3.0, max_cols: in
     return fig, list(axes.flat[:n_panels])
 
 
-def _n_axis(ax, sizes) -> None:
-    """Log x-axis of sample sizes, ticked at the sizes themselves."""
+def _n_label(n: int) -> str:
+    """Compact sample-size label: 737, 1.43k, 40k."""
+    return str(n) if n < 1000 else f"{n / 1000:.3g}k"
+
+
+def _n_axis(ax, sizes, max_labels: int = 6) -> None:
+    """Log x-axis of sample sizes, ticked at the sizes themselves; at most ``max_labels``
+    of them labelled (every k-th, the last always), so labels never overlap."""
     sizes = sorted({int(v) for v in sizes})
     ax.set_xscale("log")
-    ax.set_xticks(sizes, [str(v) for v in sizes], minor=False)
+    step = int(np.ceil(len(sizes) / max_labels))
+    labelled = {len(sizes) - 1 - i for i in range(0, len(sizes), step)}
+    ax.set_xticks(sizes, [_n_label(v) if i in labelled else "" for i, v in enumerate(sizes)], minor=False)
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("training samples n")
 
