@@ -83,6 +83,22 @@ def accuracy_floor(
     return float(safety) * noise_level(d, relative_error, n)
 
 
+def path_floor(
+    eigvals, floor: float | None, rcond: float | None, safety: float = DEFAULT_SAFETY, n: int | None = None,
+    caller: str = "the path",
+) -> float:
+    """The floor a ridge or flow path uses: ``floor`` when given (the kernel's accuracy
+    floor), else ``rcond · λ_max``; validated finite and non-negative. ``n`` is the block
+    size on a thin decomposition, as for :func:`accuracy_floor`."""
+    if floor is None:
+        if rcond is None:
+            raise ValueError(f"{caller} needs a floor or an rcond")
+        floor = accuracy_floor(eigvals, 0.0, safety, rcond=rcond, n=n)
+    if not (np.isfinite(floor) and floor >= 0):
+        raise ValueError(f"floor must be finite and non-negative, got {floor!r}")
+    return float(floor)
+
+
 def null_mask(eigvals, floor: float) -> np.ndarray:
     """Boolean (n,) mask of the eigen-directions treated as null: ``d ≤ floor`` (negatives included)."""
     d = _spectrum(eigvals)

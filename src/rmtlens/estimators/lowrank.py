@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from rmtlens.estimators.accuracy import DEFAULT_SAFETY, accuracy_floor, apply_floor, resolved_ridges
+from rmtlens.estimators.accuracy import DEFAULT_SAFETY, accuracy_floor, apply_floor, path_floor, resolved_ridges
 from rmtlens.estimators.ridge import null_space, ridge_path_in_eigenbasis
 from rmtlens.estimators.spectra import eigh_descending
 
@@ -137,12 +137,7 @@ def ridge_path_low_rank(
     for name, arr in (("eigvals", d), ("basis", U), ("test_basis", A), ("y_train", Y), ("y_test", Ys)):
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{name} contains NaN or infinite values")
-    if floor is None:
-        if rcond is None:
-            raise ValueError("ridge_path_low_rank needs a floor or an rcond")
-        floor = accuracy_floor(d, 0.0, safety, rcond=rcond, n=n)
-    if not (np.isfinite(floor) and floor >= 0):
-        raise ValueError(f"floor must be finite and non-negative, got {floor!r}")
+    floor = path_floor(d, floor, rcond, safety, n=n, caller="ridge_path_low_rank")
     resolved = resolved_ridges(d, n, lam, floor, safety)
     d = apply_floor(d, floor)
     Yt = U.T @ Y

@@ -31,8 +31,8 @@ import numpy as np
 from rmtlens.estimators.accuracy import (
     DEFAULT_SAFETY,
     ROUNDOFF,
-    accuracy_floor,
     apply_floor,
+    path_floor,
     resolved_ridges,
 )
 
@@ -177,12 +177,7 @@ def ridge_path(
     absolute ridge ``nλ`` fixed when a point is left out.
     """
     d, U, Y, Ks, Ys, lam = check_ridge_inputs(eigvals, eigvecs, y_train, k_test, y_test, lambdas)
-    if floor is None:
-        if rcond is None:
-            raise ValueError("ridge_path needs a floor or an rcond")
-        floor = accuracy_floor(d, 0.0, safety, rcond=rcond)
-    if not (np.isfinite(floor) and floor >= 0):
-        raise ValueError(f"floor must be finite and non-negative, got {floor!r}")
+    floor = path_floor(d, floor, rcond, safety, caller="ridge_path")
     resolved = resolved_ridges(d, d.size, lam, floor, safety)
     d = apply_floor(d, floor)
     # targets in the eigenbasis, and K* U formed once for the whole grid

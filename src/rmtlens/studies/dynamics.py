@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rmtlens.estimators.accuracy import DEFAULT_SAFETY, accuracy_floor, apply_floor, resolved_ridges
+from rmtlens.estimators.accuracy import DEFAULT_SAFETY, apply_floor, path_floor, resolved_ridges
 from rmtlens.estimators.ridge import (
     NullSpace,
     check_ridge_inputs,
@@ -160,10 +160,7 @@ def gradient_flow_path(
     d, U, Y, Ks, Ys, _ = check_ridge_inputs(eigvals, eigvecs, y_train, k_test, y_test, [0.0])
     t = _check_times(times, learning_rate)
     n = d.shape[0]
-    if floor is None:
-        if rcond is None:
-            raise ValueError("gradient_flow_path needs a floor or an rcond")
-        floor = accuracy_floor(d, 0.0, safety, rcond=rcond)
+    floor = path_floor(d, floor, rcond, safety, caller="gradient_flow_path")
     resolved = _resolved_times(d, n, t, learning_rate, floor, safety)
     d = apply_floor(d, floor)
     return gradient_flow_in_eigenbasis(d, U, U.T @ Y, Ks @ U, Ys, t, learning_rate, resolved=resolved)
@@ -296,10 +293,7 @@ def gradient_flow_path_low_rank(
         raise ValueError(f"y_test must have shape {(A.shape[0], Y.shape[1])}, got {Ys.shape}")
     t = _check_times(times, learning_rate)
     n = U.shape[0]
-    if floor is None:
-        if rcond is None:
-            raise ValueError("gradient_flow_path_low_rank needs a floor or an rcond")
-        floor = accuracy_floor(d, 0.0, safety, rcond=rcond, n=n)
+    floor = path_floor(d, floor, rcond, safety, n=n, caller="gradient_flow_path_low_rank")
     resolved = _resolved_times(d, n, t, learning_rate, floor, safety)
     d = apply_floor(d, floor)
     Yt = U.T @ Y

@@ -16,7 +16,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from rmtlens.estimators.accuracy import DEFAULT_SAFETY, resolved_ridges
+from rmtlens.estimators.accuracy import DEFAULT_SAFETY, apply_floor, resolved_ridges
 from rmtlens.estimators.grids import KERNEL_KEYS
 from rmtlens.estimators.noise import flip_target_map, label_noise_predictions
 from rmtlens.estimators.ridge import check_ridge_inputs, null_space, ridge_path_in_eigenbasis
@@ -82,7 +82,7 @@ def noise_rows(
     # the ridge path's own cutoff: the kernel's accuracy floor (SPEC §2), or rcond if given
     floor = problem.floor(safety, rcond)
     resolved = resolved_ridges(d, len(problem.index), lam, floor, safety)
-    d = np.where(d > floor, d, 0.0)
+    d = apply_floor(d, floor)
 
     def path_for(Y_fit, Y_test, loo=True):
         Yt = U.T @ Y_fit
