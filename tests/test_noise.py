@@ -181,3 +181,62 @@ def test_noise_rows_use_and_flag_the_kernel_accuracy_floor(gap):
     pred = Ks @ pinv @ T[labels]
     excess = np.mean(np.sum((pred - T[test_labels]) ** 2, axis=1))
     assert rows.loc[rows["lambda_rel"] == 0, "excess_risk"].iloc[0] == pytest.approx(excess, rel=1e-8)
+
+
+def _nearly_lone_point_problem(path, seed=0):
+    """Features of rank 6 < n in which training point n-1 alone spans the last feature but
+    for entries of 1e-6 on five other points, below the kernel's stated relative error
+    1e-7 (so the eigenvectors cannot tell the two apart); dense or thin (low-rank) problem.
+    Returns the problem, the unperturbed features and the labels."""
+    from rmtlens.estimators import eigh_descending, feature_factor, feature_test_basis
+    from rmtlens.workflow.jobs import RidgeProblem
+
+    rng = np.random.default_rng(seed)
+    n, m, p, C = 40, 12, 6, 3
+    phi = rng.standard_normal((n + m, p))
+    phi[:, -1] = 0.0
+    phi[n - 1, -1] = 1.3
+    touched = phi.copy()
+    touched[:5, -1] = 1e-6
+    labels, test_labels = rng.integers(0, C, n), rng.integers(0, C, m)
+    T = make_targets(np.arange(C), C, "onehot_centered")
+    if path == "dense":
+        K = touched @ touched.T / p
+        d, U = eigh_descending(K[:n, :n])
+        problem = RidgeProblem(d, U, np.arange(n), T[labels], T[test_labels], K[n:, :n], 1.7, relative_error=1e-7)
+    else:
+        d, U, _ = feature_factor(touched[:n])
+        problem = RidgeProblem(d, U, np.arange(n), T[labels], T[test_labels], None, 1.7,
+                               test_basis=feature_test_basis(touched[n:], touched[:n], U), relative_error=1e-7)
+    return problem, phi, labels, test_labels, T
+
+
+@pytest.mark.parametrize("path", ["dense", "low_rank"])
+def test_clean_noise_rows_equal_the_ridge_path_ridgeless_included(path):
+    """Issue 21, bug 1: the noise study's clean level must be the ridge path's rows, λ = 0
+    included. Its ridgeless LOO once used floor 0 in the lone-point test (so a point whose
+    null-space leverage is ~1e-13, i.e. zero to the kernel's accuracy, was divided by it:
+    LOO 2.5e8 here, 1.9e6 on resnet18's init eNTK). The reference is independent: exact
+    leave-one-out minimum-norm refits (lstsq) on the unperturbed features."""
+    from rmtlens.studies.noise import noise_rows
+    from rmtlens.workflow.jobs import solve_ridge_path
+
+    problem, phi, labels, test_labels, T = _nearly_lone_point_problem(path)
+    n = len(labels)
+    lams = np.array([0.0, 1e-9, 1e-3, 1.0])
+    spec = {"kind": "onehot_centered", "positive_classes": []}
+    rows = noise_rows(problem, labels, test_labels, 3, spec, [("none", 0.0)], 1.0, lams, noise_seed=0, seed=0)
+    ref = solve_ridge_path(problem, lams * problem.scale)
+    ref["excess_risk"] = ref.pop("test_risk")  # the clean level's risk against clean test targets
+    for key in ("excess_risk", "train_risk", "gcv", "loo", "dof", "test_error", "lambda"):
+        # the same eigen-basis operations on the same arrays: equal to round-off
+        np.testing.assert_allclose(rows[key].to_numpy(), ref[key], rtol=1e-12, err_msg=key)
+    assert rows["resolved"].tolist() == ref["resolved"].tolist()
+    terms = []
+    for i in range(n):
+        keep = np.arange(n) != i
+        w = np.linalg.lstsq(phi[:n][keep], T[labels][keep], rcond=None)[0]
+        terms.append(np.sum((T[labels][i] - phi[i] @ w) ** 2))
+    # the 1e-6 entries perturb the kernel by ~2e-7 of its largest entry (below its stated
+    # error); the kept eigen-pairs, and so the LOO, move by ~1e-8 relative
+    assert rows.loc[0, "loo"] == pytest.approx(np.mean(terms), rel=1e-6)

@@ -87,7 +87,9 @@ def noise_rows(
     def path_for(Y_fit, Y_test, loo=True):
         Yt = U.T @ Y_fit
         null = null_space(U, Y_fit, Yt) if problem.low_rank else None
-        return ridge_path_in_eigenbasis(d, U, Yt, A, Y_test, lam, loo=loo, null=null)
+        # floor=: the cutoff that made d decides which training points alone span a
+        # direction in the ridgeless LOO, exactly as in the ridge path (issue 21)
+        return ridge_path_in_eigenbasis(d, U, Yt, A, Y_test, lam, loo=loo, null=null, floor=floor)
 
     n = U.shape[0]
     T = make_targets(np.arange(n_classes), n_classes, targets["kind"], targets["positive_classes"])
