@@ -240,3 +240,101 @@ def test_clean_noise_rows_equal_the_ridge_path_ridgeless_included(path):
     # the 1e-6 entries perturb the kernel by ~2e-7 of its largest entry (below its stated
     # error); the kept eigen-pairs, and so the LOO, move by ~1e-8 relative
     assert rows.loc[0, "loo"] == pytest.approx(np.mean(terms), rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def labelled_pool_spectrum():
+    from labelled_pool import labelled_pool
+
+    from rmtlens.estimators.spectra import pool_spectrum
+
+    K, labels, T = labelled_pool()
+    D, proj = pool_spectrum(K, labels, T.shape[0])
+    return K, labels, T, D, proj
+
+
+@pytest.mark.parametrize("kind, level, lam_rel", [
+    ("gaussian", 1.0, 1e-3), ("gaussian", 1.0, 1e-1), ("flip", 0.3, 1e-3), ("flip", 0.3, 1e-1),
+])
+def test_label_noise_predictions_match_monte_carlo_on_a_labelled_pool(labelled_pool_spectrum, kind, level, lam_rel):
+    """The noise study's deterministic equivalent, built from the pool spectrum, one-hot
+    projections, target map and class counts, against kernel ridge with noisy labels drawn
+    i.i.d. from that pool (issue 21). The target variance is 6.3, so σ² = level (without the
+    variance) moves the Gaussian excess risk by about 25% at λ/s = 1e-3; swapping the fitted
+    (noisy-mean) and reference (clean) coefficients moves the flip excess by 25-65%."""
+    from labelled_pool import pool_ridge_monte_carlo
+
+    from rmtlens.estimators.noise import label_noise_predictions
+
+    K, labels, T, D, proj = labelled_pool_spectrum
+    n, scale = 100, np.trace(K) / len(labels)
+    var = float(np.mean(np.sum((T[labels] - T[labels].mean(0)) ** 2, axis=1)))
+    counts = np.bincount(labels, minlength=T.shape[0])
+    de = label_noise_predictions(D, proj, T, counts, kind, level, var, n, lam_rel * scale)
+    if kind == "gaussian":
+        assert float(de["noise_var"]) == pytest.approx(level * var, rel=1e-12)
+    else:  # class c's noisy target is T_k with probability 1 − f (k = c) or f/(C − 1): its variance
+        C = len(T)
+        per_class = []
+        for c in range(C):
+            prob = np.where(np.arange(C) == c, 1 - level, level / (C - 1))
+            g = prob @ T
+            per_class.append(prob @ np.sum((T - g) ** 2, axis=1))
+        assert float(de["noise_var"]) == pytest.approx(np.dot(per_class, counts) / counts.sum(), rel=1e-9)
+    excess, _ = pool_ridge_monte_carlo(K, labels, T, n, lam_rel * scale, kind, level)
+    mc, stderr = excess.mean(), excess.std(ddof=1) / np.sqrt(excess.size)
+    assert stderr < 0.01 * mc, "Monte Carlo too noisy for a 3% comparison"
+    # the DE is exact as n → ∞; at n = 100 on this pool it agrees with the mean to < 1%
+    assert float(de["excess_risk"]) == pytest.approx(mc, rel=0.03)
+    assert float(de["noisy_risk"]) == pytest.approx(float(de["fit_risk"]) + float(de["noise_var"]), rel=1e-12)
+
+
+def test_noise_study_job_scales_the_ridge_of_rows_and_predictions_by_the_stored_kernel_scale(tmp_path):
+    """Issue 21, bug 2: the absolute ridge is λ_rel · tr(K_pool)/N_pool for the measured rows
+    and for their deterministic equivalents alike. On an indefinite kernel (a float32-like
+    error gives it negative eigenvalues) Σ max(D, 0)/N_pool is larger than the trace, and a
+    DE scaled by it solves for κ at another λ than the row it is joined to. Reference: κ by
+    brentq on numpy's eigenvalues of the pool block, at λ from the kernel's diagonal."""
+    from scipy.optimize import brentq
+
+    from rmtlens.estimators import accuracy_floor, eigh_descending, kernel_scale, pool_spectrum, subsample_indices
+    from rmtlens.inputs.datasets import PreparedDataset
+    from rmtlens.io import save_json, save_npy, save_npz
+    from rmtlens.workflow.noise import noise_study_job
+
+    rng = np.random.default_rng(21)
+    N, m, p, C, eps = 80, 20, 30, 3, 1e-3
+    phi = rng.standard_normal((N + m, p)) * np.linspace(2.0, 0.3, p)
+    K = phi @ phi[:N].T / p
+    E = rng.standard_normal((N, N)) * eps * np.abs(K[:N, :N]).max() / np.sqrt(N)
+    K[:N] += (E + E.T) / 2  # symmetric error: the pool block has negative eigenvalues
+    labels = rng.integers(0, C, N + m)
+    D_np = np.linalg.eigvalsh(K[:N])
+    assert D_np.min() < 0 and np.clip(D_np, 0, None).sum() > np.trace(K[:N]) * (1 + 1e-4)
+    data = PreparedDataset(np.zeros((N + m, 1, 1, 3), np.uint8), labels, np.arange(N + m), ("a", "b", "c"), N)
+    save_npz(tmp_path / "dataset.npz", **data.to_arrays())
+    save_npy(tmp_path / "kernel.npy", K)
+    save_json(tmp_path / "accuracy.json", {"relative_error": eps})
+    D, proj = pool_spectrum(K[:N], labels[:N], C)
+    save_npz(tmp_path / "pool.npz", eigvals=D, proj_onehot=proj, n_pool=N, floor=accuracy_floor(D, eps),
+             scale=kernel_scale(np.diag(K[:N])), relative_error=eps)
+    subsamples = [(20, 0), (40, 1)]
+    for n, seed in subsamples:
+        index = subsample_indices(N, n, seed)
+        d, U = eigh_descending(K[np.ix_(index, index)])
+        save_npz(tmp_path / f"eigh_{n}_{seed}.npz", index=index, eigvals=d, eigvecs=U)
+    lams = np.array([0.0, 1e-4, 1e-2, 1.0])
+    table = noise_study_job(
+        tmp_path / "dataset.npz", tmp_path / "kernel.npy", tmp_path / "pool.npz",
+        [tmp_path / f"eigh_{n}_{s}.npz" for n, s in subsamples], subsamples,
+        {"kind": "onehot_centered", "positive_classes": []}, {"gaussian": [0.5], "flip": [], "seed": 0}, lams, None,
+        {"dataset": "d", "backbone": "b", "weights": "init", "kernel": "entk"}, accuracy_path=tmp_path / "accuracy.json",
+    )
+    scale = np.trace(K[:N]) / N
+    np.testing.assert_allclose(table["lambda"], table["lambda_rel"] * scale, rtol=1e-12)
+    floor = 10 * (eps + N * 2.0**-53) * D_np.max()
+    mu = np.where(D_np > floor, D_np, 0.0) / N
+    for _, row in table[table["lambda_rel"] > 0].drop_duplicates(["n", "lambda_rel"]).iterrows():
+        lam, n = row["lambda"], row["n"]
+        kappa = brentq(lambda k: k - lam - (k / n) * np.sum(mu / (mu + k)), lam, lam + mu.sum(), xtol=1e-300, rtol=1e-14)
+        assert row["kappa"] == pytest.approx(kappa, rel=1e-10), (n, row["lambda_rel"])

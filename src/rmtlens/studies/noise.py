@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from rmtlens.estimators.accuracy import DEFAULT_SAFETY, apply_floor, resolved_ridges
-from rmtlens.estimators.grids import KERNEL_KEYS
+from rmtlens.estimators.grids import KERNEL_KEYS, check_scale
 from rmtlens.estimators.noise import flip_target_map, label_noise_predictions
 from rmtlens.estimators.ridge import check_ridge_inputs, null_space, ridge_path_in_eigenbasis
 from rmtlens.inputs.targets import flip_labels, gaussian_target_noise, make_targets
@@ -131,16 +131,17 @@ def noise_rows(
 
 def noise_predictions(
     eigvals, proj, n_classes: int, targets: Mapping, class_counts, levels, variance: float,
-    sample_sizes, lambdas_rel, rcond: float = 1e-10,
+    sample_sizes, lambdas_rel, rcond: float = 1e-10, *, scale: float,
 ) -> pd.DataFrame:
     """Deterministic equivalents (excess and noisy risk) of every level on the (n, λ) grid.
 
     ``eigvals``, ``proj`` are the pool spectrum and ``Vᵀ E`` (one-hot projections);
-    the absolute ridge is ``λ_rel · tr(K_pool)/N_pool`` as in the ridge path.
+    the absolute ridge is ``λ_rel · scale`` with ``scale`` the stored kernel scale
+    ``tr(K_pool)/N_pool`` (pool.npz's ``scale``), the one the ridge path and the rows use.
     """
     T = make_targets(np.arange(n_classes), n_classes, targets["kind"], targets["positive_classes"])
     D = np.asarray(eigvals, dtype=np.float64)
-    scale = float(np.sum(np.clip(D, 0, None)) / D.size)
+    scale = check_scale(scale)
     n = np.asarray(sample_sizes, dtype=np.float64)
     lam_rel = np.asarray(lambdas_rel, dtype=np.float64)
     nn, ll = np.meshgrid(n, lam_rel, indexing="ij")

@@ -58,6 +58,8 @@ def noise_study_job(
     clean = {"kind": targets["kind"], "positive_classes": targets["positive_classes"]}
     variance = target_variance(make_targets(pool_labels, n_classes, clean["kind"], clean["positive_classes"]))
     levels = noise_levels(noise)
+    spectrum = load_npz(spectrum_path)
+    scale = float(spectrum["scale"])  # tr(K_pool)/N_pool: the rows' and the predictions' one scale
     frames = []
     if len(eigh_paths) != len(subsamples):
         raise ValueError(f"{len(eigh_paths)} eigh files for {len(subsamples)} subsamples")
@@ -66,6 +68,9 @@ def noise_study_job(
             problem = load_feature_ridge_problem(dataset_path, path, embeddings_path, clean, accuracy_path)
         else:
             problem = load_ridge_problem(dataset_path, path, kernel_path, clean, accuracy_path)
+        if not np.isclose(problem.scale, scale, rtol=1e-12, atol=0.0):
+            raise ValueError(f"{spectrum_path}: stored kernel scale {scale!r} differs from the kernel's "
+                             f"tr(K_pool)/N_pool = {problem.scale!r}: spectrum and kernel do not match")
         rows = noise_rows(
             problem, pool_labels[problem.index], test_labels, n_classes, clean, levels, variance,
             lambdas_rel, int(noise.get("seed", 0)), int(seed), rcond, safety,
@@ -76,12 +81,11 @@ def noise_study_job(
         if progress is not None:
             progress()
     table = pd.concat(frames, ignore_index=True)
-    spectrum = load_npz(spectrum_path)
     counts = np.bincount(pool_labels, minlength=n_classes)
     sizes = sorted({int(n) for n, _ in subsamples})
     predictions = noise_predictions(
         spectrum["eigvals"], spectrum["proj_onehot"], n_classes, clean, counts, levels, variance,
-        sizes, lambdas_rel, spectrum_rcond(spectrum, rcond),
+        sizes, lambdas_rel, spectrum_rcond(spectrum, rcond), scale=scale,
     )
     table = join_noise_predictions(table, predictions)
     for i, (key, value) in enumerate(meta.items()):
