@@ -231,7 +231,9 @@ def test_clean_noise_rows_equal_the_ridge_path_ridgeless_included(path):
     for key in ("excess_risk", "train_risk", "gcv", "loo", "dof", "test_error", "lambda"):
         # the same eigen-basis operations on the same arrays: equal to round-off
         np.testing.assert_allclose(rows[key].to_numpy(), ref[key], rtol=1e-12, err_msg=key)
-    assert rows["resolved"].tolist() == ref["resolved"].tolist()
+    for key in ("resolved", "resolved_floor"):
+        assert rows[key].tolist() == ref[key].tolist(), key
+    np.testing.assert_allclose(rows["floor_change"].to_numpy(), ref["floor_change"], rtol=1e-12, atol=0.0)
     terms = []
     for i in range(n):
         keep = np.arange(n) != i
@@ -336,5 +338,45 @@ def test_noise_study_job_scales_the_ridge_of_rows_and_predictions_by_the_stored_
     mu = np.where(D_np > floor, D_np, 0.0) / N
     for _, row in table[table["lambda_rel"] > 0].drop_duplicates(["n", "lambda_rel"]).iterrows():
         lam, n = row["lambda"], row["n"]
-        kappa = brentq(lambda k: k - lam - (k / n) * np.sum(mu / (mu + k)), lam, lam + mu.sum(), xtol=1e-300, rtol=1e-14)
+        fixed_point = lambda k: k - lam - (k / n) * np.sum(mu / (mu + k))  # noqa: E731
+        kappa = brentq(fixed_point, lam, lam + mu.sum(), xtol=1e-300, rtol=1e-14)
         assert row["kappa"] == pytest.approx(kappa, rel=1e-10), (n, row["lambda_rel"])
+
+
+def test_noise_rows_apply_the_cutoff_rule_per_level():
+    """Issue 21: the noise study flags rows as the ridge path does, the cutoff rule included
+    (test risk, GCV and LOO within 1% at half and twice the floor), per level since the noisy
+    targets decide how much the directions at the floor matter. Reference: the ridge path on
+    each level's training targets, regenerated here from the same seeds."""
+    from rmtlens.estimators import ridge_path
+    from rmtlens.studies.noise import noise_levels, noise_rows
+    from rmtlens.workflow.jobs import RidgeProblem
+
+    rng = np.random.default_rng(17)
+    n, m, C, eps = 60, 25, 3, 1e-7
+    d = np.geomspace(1.0, 1e-9, n)  # a factor 1.42 apart through the floor 1e-6
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    Ks = rng.standard_normal((m, n)) @ np.diag(d) @ Q.T
+    labels, test_labels = rng.integers(0, C, n), rng.integers(0, C, m)
+    T = make_targets(np.arange(C), C, "onehot_centered")
+    problem = RidgeProblem(d, Q, np.arange(n), T[labels], T[test_labels], Ks, 1.0, relative_error=eps)
+    levels = noise_levels({"gaussian": [1.0], "flip": [0.3]})
+    var, lams = target_variance(T[labels]), np.append(0.0, np.geomspace(1e-9, 1e-2, 15))
+    spec = {"kind": "onehot_centered", "positive_classes": []}
+    rows = noise_rows(problem, labels, test_labels, C, spec, levels, var, lams, noise_seed=2, seed=4)
+    floor = problem.floor()
+    removed = 0
+    for index, (kind, level) in enumerate(levels):
+        if kind == "gaussian":
+            Y = T[labels] + gaussian_target_noise((n, C), level * var, [2, n, 4, index])
+        elif kind == "flip":
+            Y = T[flip_labels(labels, C, level, [2, n, 4, index])[0]]
+        else:
+            Y = T[labels]
+        ref = ridge_path(d, Q, Y, Ks, T[test_labels], lams, floor=floor)
+        got = rows[rows["noise"] == kind]
+        for key in ("resolved_floor", "resolved"):
+            assert got[key].tolist() == ref[key].tolist(), (kind, key)
+        np.testing.assert_allclose(got["floor_change"], ref["floor_change"], rtol=1e-9, atol=1e-12)
+        removed += int(np.sum(ref["resolved_floor"] & ~ref["resolved"]))
+    assert removed >= 3  # the rule bites at every level of this crowded spectrum

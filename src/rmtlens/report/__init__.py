@@ -28,6 +28,7 @@ _EXPORTS = {
     "estimator_accuracy": "tables",
     "join_predictions": "tables",
     "relative_error": "tables",
+    "resolution_counts": "tables",
     "resolved_rows": "tables",
     "ridge_table": "tables",
     "seed_bootstrap": "uncertainty",

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from rmtlens.estimators.accuracy import DEFAULT_SAFETY
+from rmtlens.estimators.accuracy import DEFAULT_FLOOR_TOLERANCE, DEFAULT_SAFETY
 from rmtlens.inputs.datasets import PreparedDataset
 from rmtlens.inputs.targets import make_targets, target_variance
 from rmtlens.io import load_npz
@@ -33,6 +33,7 @@ def noise_study_job(
     dataset_path, kernel_path, spectrum_path, eigh_paths: Sequence, subsamples: Sequence[tuple[int, int]],
     targets: Mapping, noise: Mapping, lambdas_rel, rcond: float, meta: Mapping, progress=None,
     embeddings_path=None, accuracy_path=None, safety: float = DEFAULT_SAFETY,
+    floor_tolerance: float | None = DEFAULT_FLOOR_TOLERANCE,
 ) -> pd.DataFrame:
     """All noise-study rows of one kernel, with their deterministic equivalents joined.
 
@@ -47,6 +48,8 @@ def noise_study_job(
     noise : ``targets.noise`` (``gaussian``, ``flip``, ``seed``).
     lambdas_rel : the relative ridge grid.
     rcond, safety : the eigenvalue floor's override and safety factor (SPEC §2).
+    floor_tolerance : the largest relative change at half and twice the floor that a
+        resolved row may show (SPEC §2), as in the ridge path.
     meta : kernel keys (dataset, backbone, weights, kernel) put on every row.
     accuracy_path : the kernel's ``.accuracy.json``: its relative error sets the floor,
         so the noise study keeps and flags exactly the ridge path's directions and rows.
@@ -73,7 +76,7 @@ def noise_study_job(
                              f"tr(K_pool)/N_pool = {problem.scale!r}: spectrum and kernel do not match")
         rows = noise_rows(
             problem, pool_labels[problem.index], test_labels, n_classes, clean, levels, variance,
-            lambdas_rel, int(noise.get("seed", 0)), int(seed), rcond, safety,
+            lambdas_rel, int(noise.get("seed", 0)), int(seed), rcond, safety, floor_tolerance,
         )
         rows.insert(0, "seed", int(seed))
         rows.insert(0, "n", int(n))
