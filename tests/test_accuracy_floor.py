@@ -262,3 +262,5 @@ def test_resolved_rows_survive_their_own_cutoff(gapped):
         assert np.sum(old & ~expected) == 2 and expected[n * lams >= 30 * floor].all()
     no_rule = ridge_path(d, Q, Y, Ks, Ys, lams, floor=floor, floor_tolerance=None)
     assert np.array_equal(no_rule["resolved"], old) and "floor_change" not in no_rule
+    with pytest.raises(ValueError, match="floor tolerance"):
+        ridge_path(d, Q, Y, Ks, Ys, lams, floor=floor, floor_tolerance=0.0)
