@@ -179,7 +179,10 @@ def test_float32_and_float64_ridge_tables_agree_on_every_resolved_row(float32_an
         assert floors["32"] == pytest.approx(floor, rel=1e-9)
         gap = not np.any((d > floor / safety) & (d <= floor * safety))
         flags = (n * paths["32"]["lambda"] >= floor) | gap
-        assert np.array_equal(paths["32"]["resolved"], flags)
+        assert np.array_equal(paths["32"]["resolved_floor"], flags)
+        # the cutoff rule can only remove rows (recomputed at half and twice the floor in
+        # test_resolved_rows_survive_their_own_cutoff)
+        assert np.array_equal(paths["32"]["resolved"], flags & (paths["32"]["floor_change"] < 0.01))
         for key in ("test_risk", "train_risk", "gcv", "loo", "dof"):
             a, b = paths["32"][key], paths["64"][key]
             diff = np.where(a == b, 0.0, np.abs(a - b) / np.where(b == 0, 1.0, np.abs(b)))  # exact 0 = 0 (interpolation)
@@ -187,3 +190,77 @@ def test_float32_and_float64_ridge_tables_agree_on_every_resolved_row(float32_an
         kept_ridgeless += int(flags[0])
         dropped_ridgeless += int(not flags[0])
     assert kept_ridgeless and dropped_ridgeless  # the test sees both kinds of ridgeless rows
+
+
+def crowded_problem(gapped, seed=0, n=60, m=30, C=2):
+    """``K = Q diag(d) Qᵀ`` with ``K* = R diag(d) Qᵀ`` and targets of equal power in every
+    eigen-direction (``Y = Q c``, ``Y* = R c``), so the directions at the floor carry as much
+    of the target as any. ``d`` decays through the floor of ε = 1e-7 (a factor 1.42 apart: four
+    eigenvalues within a factor 2 of it), or has a gap of 1e9 around it (``gapped``)."""
+    rng = np.random.default_rng(seed)
+    d = np.concatenate([np.geomspace(1.0, 1e-3, n - 10), np.full(10, 1e-12)]) if gapped else np.geomspace(1.0, 1e-9, n)
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    R, c = rng.standard_normal((m, n)), rng.standard_normal((n, C))
+    return d, Q, Q @ np.diag(d) @ Q.T, R @ np.diag(d) @ Q.T, Q @ c, R @ c
+
+
+def brute_force_at_floor(d, Q, K, Ks, Y, Ys, cutoff, lam):
+    """Test risk, GCV and LOO of ridge on the kernel with the directions ``d ≤ cutoff`` removed,
+    by dense solves and explicit leave-one-out refits (no eigenbasis): ``K_g = Σ_{d > g} d q qᵀ``,
+    predictions ``K* P_g (K_g + nλI)⁻¹ Y`` with ``P_g`` the projector on the kept directions."""
+    n = len(d)
+    keep = d > cutoff
+    Kg, P = Q[:, keep] @ np.diag(d[keep]) @ Q[:, keep].T, Q[:, keep] @ Q[:, keep].T
+    M = Kg + n * lam * np.eye(n)
+    alpha = np.linalg.solve(M, Y)
+    dof = np.trace(Kg @ np.linalg.inv(M))
+    loo = []
+    for i in range(n):
+        k = np.arange(n) != i
+        a = np.linalg.solve(Kg[np.ix_(k, k)] + n * lam * np.eye(n - 1), Y[k])
+        loo.append(np.sum((Y[i] - Kg[i, k] @ a) ** 2))
+    return dict(test_risk=np.mean(np.sum((Ks @ P @ alpha - Ys) ** 2, axis=1)),
+                gcv=np.sum((Y - Kg @ alpha) ** 2) / n / (1 - dof / n) ** 2, loo=np.mean(loo))
+
+
+@pytest.mark.parametrize("gapped", [False, True])
+def test_resolved_rows_survive_their_own_cutoff(gapped):
+    """Issue 21: a row is resolved when the floor rule says so *and* its test risk, GCV and
+    LOO move by less than 1% when the floor is halved and doubled. Crowded spectrum: the rows
+    with nλ = 3 f and 10 f pass the floor rule but move by 4% and 1.3%; far above the floor
+    (nλ ≥ 30 f) they move by < 0.5% and stay. Gapped spectrum: no direction changes side,
+    every row stays resolved under both rules. The changes are recomputed by brute force."""
+    d, Q, K, Ks, Y, Ys = crowded_problem(gapped)
+    n, eps, tol = len(d), 1e-7, 0.01
+    floor = 10 * (eps + n * 2.0**-53) * d.max()
+    assert np.sum((d > floor / 2) & (d <= 2 * floor)) == (0 if gapped else 4)
+    lams = np.geomspace(1e-8, 1e-1, 15) / n
+    path = ridge_path(d, Q, Y, Ks, Ys, np.append(0.0, lams), floor=accuracy_floor(d, eps), floor_tolerance=tol)
+    # ridgeless: unresolved by the floor rule on the crowded spectrum; on the gapped one resolved,
+    # and its LOO (the only number whose limit the floor decides) unmoved at half and twice the floor
+    assert path["resolved"][0] == path["resolved_floor"][0] == gapped
+    assert path["floor_change"][0] == 0.0 or not gapped
+    path = {key: value[1:] for key, value in path.items()}
+    old = (n * lams >= floor) | (not np.any((d > floor / 10) & (d <= floor * 10)))
+    assert np.array_equal(path["resolved_floor"], old)
+    change = np.zeros(lams.size)
+    for j, lam in enumerate(lams):
+        ref = brute_force_at_floor(d, Q, K, Ks, Y, Ys, floor, lam)
+        for key in ("test_risk", "gcv", "loo"):
+            # the eigenbasis and the dense solves agree to ~1e-9 at nλ = 1e-8 λ_max (conditioning)
+            assert path[key][j] == pytest.approx(ref[key], rel=1e-7), key
+        for cutoff in (floor / 2, 2 * floor):
+            moved = brute_force_at_floor(d, Q, K, Ks, Y, Ys, cutoff, lam)
+            change[j] = max(change[j], *(abs(moved[k] - ref[k]) / abs(ref[k]) for k in ref))
+    assert np.all(np.abs(change - tol) > 1e-3)  # no row within rounding distance of the tolerance
+    np.testing.assert_allclose(path["floor_change"], change, rtol=1e-5, atol=1e-9)
+    expected = old & (change < tol)
+    assert np.array_equal(path["resolved"], expected)
+    if gapped:
+        assert expected.all() and np.all(change < 1e-9)
+    else:  # the rule removes rows the floor rule kept, and keeps those far above the floor
+        assert np.sum(old & ~expected) == 2 and expected[n * lams >= 30 * floor].all()
+    no_rule = ridge_path(d, Q, Y, Ks, Ys, lams, floor=floor, floor_tolerance=None)
+    assert np.array_equal(no_rule["resolved"], old) and "floor_change" not in no_rule
+    with pytest.raises(ValueError, match="floor tolerance"):
+        ridge_path(d, Q, Y, Ks, Ys, lams, floor=floor, floor_tolerance=0.0)

@@ -5,6 +5,7 @@ workflow scripts use only public names, modules stay short (issue: one package p
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 from pathlib import Path
 
@@ -39,22 +40,123 @@ def layer_of(module: str) -> int:
     return LAYERS[best]
 
 
-def imported_modules(path: Path, *, toplevel_only: bool) -> set[str]:
-    """rmtlens modules imported by a file (``from x import y`` counts ``x.y`` when it is a module)."""
-    tree = ast.parse(path.read_text())
+def is_module(name: str) -> bool:
+    """Whether ``name`` (dotted, ``rmtlens.…``) is a module or package of the source tree."""
+    base = PACKAGE.parent / name.replace(".", "/")
+    return base.with_suffix(".py").exists() or (base / "__init__.py").exists()
+
+
+def absolute_module(node: ast.ImportFrom, name: str, is_package: bool) -> str | None:
+    """The absolute module a ``from … import`` names, relative forms (``from ..workflow``,
+    ``from . import x``) resolved against module ``name`` (a package when ``is_package``)."""
+    if node.level == 0:
+        return node.module
+    parts = name.split(".") if is_package else name.split(".")[:-1]
+    if node.level - 1 > len(parts) - 1:
+        raise ValueError(f"{name}: relative import beyond the top-level package (level {node.level})")
+    base = parts[: len(parts) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def lazy_exports_of(tree: ast.Module, name: str) -> dict[str, str] | None:
+    """``{public name: absolute module}`` of a package ``__init__`` that calls
+    ``rmtlens._lazy.lazy_exports`` (module strings relative to the package or ``rmtlens.…``,
+    as ``_lazy`` resolves them); ``None`` when it calls none. The mapping must be a dict
+    literal, passed directly or through a module-level name, so it can be checked unimported."""
+    literals = {
+        target.id: stmt.value
+        for stmt in tree.body if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Dict)
+        for target in stmt.targets if isinstance(target, ast.Name)
+    }
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+             and getattr(node.func, "id", getattr(node.func, "attr", None)) == "lazy_exports"]
+    if not calls:
+        return None
+    exports: dict[str, str] = {}
+    for call in calls:
+        arg = call.args[1] if len(call.args) > 1 else None
+        arg = literals.get(arg.id) if isinstance(arg, ast.Name) else arg
+        if not isinstance(arg, ast.Dict):
+            raise ValueError(f"{name}: lazy_exports needs a dict literal of name -> module strings")
+        for key, value in ast.literal_eval(arg).items():
+            exports[key] = value if value.startswith("rmtlens.") else f"{name}.{value}"
+    return exports
+
+
+@functools.lru_cache(maxsize=None)
+def package_exports(module: str) -> dict[str, str]:
+    """The lazy exports of ``module`` when it is a package of the source tree, else ``{}``."""
+    init = PACKAGE.parent / module.replace(".", "/") / "__init__.py"
+    return (lazy_exports_of(ast.parse(init.read_text()), module) or {}) if init.exists() else {}
+
+
+def source_imports(source: str, name: str, is_package: bool, *, toplevel_only: bool) -> set[str]:
+    """rmtlens modules a module's source imports: absolute and relative imports (``from x
+    import y`` counts ``x.y`` when it is a module), and, in a package ``__init__``, the
+    modules its lazy-export strings name (imported on first use of a public name)."""
+    tree = ast.parse(source)
     nodes = tree.body if toplevel_only else list(ast.walk(tree))
     found = set()
     for node in nodes:
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("rmtlens")}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rmtlens"):
+        elif isinstance(node, ast.ImportFrom):
+            module = absolute_module(node, name, is_package)
+            if not (module and module.startswith("rmtlens")):
+                continue
             for alias in node.names:
-                candidate = f"{node.module}.{alias.name}"
-                is_module = (PACKAGE.parent / candidate.replace(".", "/")).with_suffix(".py").exists() or (
-                    PACKAGE.parent / candidate.replace(".", "/") / "__init__.py"
-                ).exists()
-                found.add(candidate if is_module else node.module)
+                candidate = f"{module}.{alias.name}"
+                # a lazy package's public name imports the module that defines it, not the others
+                found.add(candidate if is_module(candidate) else package_exports(module).get(alias.name, module))
+    if is_package:
+        found |= set((lazy_exports_of(tree, name) or {}).values())
     return found
+
+
+def imported_modules(path: Path, *, toplevel_only: bool) -> set[str]:
+    """:func:`source_imports` of a file of the package."""
+    return source_imports(path.read_text(), module_name(path), path.name == "__init__.py", toplevel_only=toplevel_only)
+
+
+def upward(name: str, targets: set[str]) -> list[str]:
+    """The imports of module ``name`` that reach a higher layer."""
+    return [f"{name} (layer {layer_of(name)}) imports {t} (layer {layer_of(t)})"
+            for t in sorted(targets) if layer_of(t) > layer_of(name)]
+
+
+def defined_names(module: str) -> set[str]:
+    """Names bound at the top level of a module of the source tree (definitions, assignments,
+    imports, also inside top-level ``if``/``try``), plus a package's lazy exports."""
+    base = PACKAGE.parent / module.replace(".", "/")
+    path = base / "__init__.py" if (base / "__init__.py").exists() else base.with_suffix(".py")
+    tree = ast.parse(path.read_text())
+    names: set[str] = set(lazy_exports_of(tree, module) or ())
+    stack = list(tree.body)
+    while stack:
+        stmt = stack.pop()
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(stmt.name)
+        elif isinstance(stmt, (ast.Assign, ast.AnnAssign)):
+            for target in stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]:
+                names |= {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+        elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in stmt.names}
+        elif isinstance(stmt, (ast.If, ast.Try)):
+            stack += stmt.body + stmt.orelse + getattr(stmt, "finalbody", []) + [
+                s for h in getattr(stmt, "handlers", []) for s in h.body]
+    return names
+
+
+def lazy_export_problems(package: str, exports: dict[str, str]) -> list[str]:
+    """Lazy exports of ``package`` that do not resolve (no such module, or the module does not
+    define the name) or that reach a higher layer."""
+    problems = []
+    for public, module in sorted(exports.items()):
+        if not is_module(module):
+            problems.append(f"{package}: {public!r} -> {module}: no such module")
+        elif public not in defined_names(module):
+            problems.append(f"{package}: {public!r} -> {module}: the module does not define it")
+    return problems + upward(package, set(exports.values()))
 
 
 def package_modules() -> dict[str, Path]:
@@ -68,12 +170,71 @@ def test_every_module_belongs_to_a_layer():
 
 
 def test_no_upward_imports():
-    upward = []
+    found = []
     for name, path in package_modules().items():
-        for target in imported_modules(path, toplevel_only=False):
-            if layer_of(target) > layer_of(name):
-                upward.append(f"{name} (layer {layer_of(name)}) imports {target} (layer {layer_of(target)})")
-    assert not upward, "upward imports:\n" + "\n".join(upward)
+        found += upward(name, imported_modules(path, toplevel_only=False))
+    assert not found, "upward imports:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("name, is_package, source, expected", [
+    ("rmtlens.estimators.planted", False, "from ..workflow import jobs", {"rmtlens.workflow.jobs"}),
+    ("rmtlens.estimators.planted", False, "from ..studies.noise import noise_rows", {"rmtlens.studies.noise"}),
+    ("rmtlens.estimators.planted", False, "def f():\n    from ..report import tables", {"rmtlens.report.tables"}),
+    ("rmtlens.estimators.planted", False, "from rmtlens.studies import noise_rows", {"rmtlens.studies.noise"}),
+    ("rmtlens.estimators", True, "from ..report import tables", {"rmtlens.report.tables"}),
+    ("rmtlens.estimators", True, "from rmtlens._lazy import lazy_exports\n"
+     "_EXPORTS = {'x': 'rmtlens.workflow.jobs'}\n__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)",
+     {"rmtlens._lazy", "rmtlens.workflow.jobs"}),
+])
+def test_planted_relative_and_lazy_upward_imports_are_found(name, is_package, source, expected):
+    """Relative imports and lazy-export strings resolve to the modules they name, and an
+    upward one is reported (issue 21: both once passed unseen)."""
+    found = source_imports(source, name, is_package, toplevel_only=False)
+    assert found == expected
+    assert upward(name, found), found
+
+
+@pytest.mark.parametrize("name, is_package, source, expected", [
+    ("rmtlens.estimators.planted", False, "from . import ridge\nfrom .grids import kernel_scale",
+     {"rmtlens.estimators.ridge", "rmtlens.estimators.grids"}),
+    ("rmtlens.estimators", True, "from . import ridge", {"rmtlens.estimators.ridge"}),
+    ("rmtlens.estimators.planted", False, "from .. import io\nfrom ..inputs import targets",
+     {"rmtlens.io", "rmtlens.inputs.targets"}),
+])
+def test_planted_relative_imports_within_or_below_the_layer_pass(name, is_package, source, expected):
+    found = source_imports(source, name, is_package, toplevel_only=False)
+    assert found == expected and not upward(name, found)
+
+
+def test_every_lazy_export_resolves_and_obeys_the_layering():
+    """Each package ``__init__``'s lazy-export strings name an existing module of the same or
+    a lower layer that defines the name, read from the sources (nothing imported)."""
+    checked, problems = 0, []
+    for name, path in package_modules().items():
+        if path.name == "__init__.py":
+            exports = lazy_exports_of(ast.parse(path.read_text()), name)
+            if exports:
+                checked += len(exports)
+                problems += lazy_export_problems(name, exports)
+    assert checked > 100, checked
+    assert not problems, "lazy exports:\n" + "\n".join(problems)
+
+
+def test_planted_lazy_export_violations_are_found():
+    good = {"ridge_path": "rmtlens.estimators.ridge", "kernel_scale": "rmtlens.estimators.grids"}
+    assert lazy_export_problems("rmtlens.estimators", good) == []
+    planted = {
+        "ridge_path": "rmtlens.estimators.no_such_module",
+        "not_defined_there": "rmtlens.estimators.grids",
+        "noise_rows": "rmtlens.studies.noise",  # exists, but one layer up
+    }
+    problems = lazy_export_problems("rmtlens.estimators", planted)
+    assert len(problems) == 3, problems
+    assert any("no such module" in p for p in problems) and any("does not define" in p for p in problems)
+    assert any("imports rmtlens.studies.noise" in p for p in problems)
+    source = "from rmtlens._lazy import lazy_exports\n__getattr__, __dir__, __all__ = lazy_exports(__name__, EXPORTS)"
+    with pytest.raises(ValueError, match="dict literal"):
+        source_imports(source, "rmtlens.estimators", True, toplevel_only=False)
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:

@@ -181,3 +181,202 @@ def test_noise_rows_use_and_flag_the_kernel_accuracy_floor(gap):
     pred = Ks @ pinv @ T[labels]
     excess = np.mean(np.sum((pred - T[test_labels]) ** 2, axis=1))
     assert rows.loc[rows["lambda_rel"] == 0, "excess_risk"].iloc[0] == pytest.approx(excess, rel=1e-8)
+
+
+def _nearly_lone_point_problem(path, seed=0):
+    """Features of rank 6 < n in which training point n-1 alone spans the last feature but
+    for entries of 1e-6 on five other points, below the kernel's stated relative error
+    1e-7 (so the eigenvectors cannot tell the two apart); dense or thin (low-rank) problem.
+    Returns the problem, the unperturbed features and the labels."""
+    from rmtlens.estimators import eigh_descending, feature_factor, feature_test_basis
+    from rmtlens.workflow.jobs import RidgeProblem
+
+    rng = np.random.default_rng(seed)
+    n, m, p, C = 40, 12, 6, 3
+    phi = rng.standard_normal((n + m, p))
+    phi[:, -1] = 0.0
+    phi[n - 1, -1] = 1.3
+    touched = phi.copy()
+    touched[:5, -1] = 1e-6
+    labels, test_labels = rng.integers(0, C, n), rng.integers(0, C, m)
+    T = make_targets(np.arange(C), C, "onehot_centered")
+    if path == "dense":
+        K = touched @ touched.T / p
+        d, U = eigh_descending(K[:n, :n])
+        problem = RidgeProblem(d, U, np.arange(n), T[labels], T[test_labels], K[n:, :n], 1.7, relative_error=1e-7)
+    else:
+        d, U, _ = feature_factor(touched[:n])
+        problem = RidgeProblem(d, U, np.arange(n), T[labels], T[test_labels], None, 1.7,
+                               test_basis=feature_test_basis(touched[n:], touched[:n], U), relative_error=1e-7)
+    return problem, phi, labels, test_labels, T
+
+
+@pytest.mark.parametrize("path", ["dense", "low_rank"])
+def test_clean_noise_rows_equal_the_ridge_path_ridgeless_included(path):
+    """Issue 21, bug 1: the noise study's clean level must be the ridge path's rows, λ = 0
+    included. Its ridgeless LOO once used floor 0 in the lone-point test (so a point whose
+    null-space leverage is ~1e-13, i.e. zero to the kernel's accuracy, was divided by it:
+    LOO 2.5e8 here, 1.9e6 on resnet18's init eNTK). The reference is independent: exact
+    leave-one-out minimum-norm refits (lstsq) on the unperturbed features."""
+    from rmtlens.studies.noise import noise_rows
+    from rmtlens.workflow.jobs import solve_ridge_path
+
+    problem, phi, labels, test_labels, T = _nearly_lone_point_problem(path)
+    n = len(labels)
+    lams = np.array([0.0, 1e-9, 1e-3, 1.0])
+    spec = {"kind": "onehot_centered", "positive_classes": []}
+    rows = noise_rows(problem, labels, test_labels, 3, spec, [("none", 0.0)], 1.0, lams, noise_seed=0, seed=0)
+    ref = solve_ridge_path(problem, lams * problem.scale)
+    ref["excess_risk"] = ref.pop("test_risk")  # the clean level's risk against clean test targets
+    for key in ("excess_risk", "train_risk", "gcv", "loo", "dof", "test_error", "lambda"):
+        # the same eigen-basis operations on the same arrays: equal to round-off
+        np.testing.assert_allclose(rows[key].to_numpy(), ref[key], rtol=1e-12, err_msg=key)
+    for key in ("resolved", "resolved_floor"):
+        assert rows[key].tolist() == ref[key].tolist(), key
+    np.testing.assert_allclose(rows["floor_change"].to_numpy(), ref["floor_change"], rtol=1e-12, atol=0.0)
+    terms = []
+    for i in range(n):
+        keep = np.arange(n) != i
+        w = np.linalg.lstsq(phi[:n][keep], T[labels][keep], rcond=None)[0]
+        terms.append(np.sum((T[labels][i] - phi[i] @ w) ** 2))
+    # the 1e-6 entries perturb the kernel by ~2e-7 of its largest entry (below its stated
+    # error); the kept eigen-pairs, and so the LOO, move by ~1e-8 relative
+    assert rows.loc[0, "loo"] == pytest.approx(np.mean(terms), rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def labelled_pool_spectrum():
+    from labelled_pool import labelled_pool
+
+    from rmtlens.estimators.spectra import pool_spectrum
+
+    K, labels, T = labelled_pool()
+    D, proj = pool_spectrum(K, labels, T.shape[0])
+    return K, labels, T, D, proj
+
+
+@pytest.mark.parametrize("kind, level, lam_rel", [
+    ("gaussian", 1.0, 1e-3), ("gaussian", 1.0, 1e-1), ("flip", 0.3, 1e-3), ("flip", 0.3, 1e-1),
+])
+def test_label_noise_predictions_match_monte_carlo_on_a_labelled_pool(labelled_pool_spectrum, kind, level, lam_rel):
+    """The noise study's deterministic equivalent, built from the pool spectrum, one-hot
+    projections, target map and class counts, against kernel ridge with noisy labels drawn
+    i.i.d. from that pool (issue 21). The target variance is 6.3, so σ² = level (without the
+    variance) moves the Gaussian excess risk by about 25% at λ/s = 1e-3; swapping the fitted
+    (noisy-mean) and reference (clean) coefficients moves the flip excess by 25-65%."""
+    from labelled_pool import pool_ridge_monte_carlo
+
+    from rmtlens.estimators.noise import label_noise_predictions
+
+    K, labels, T, D, proj = labelled_pool_spectrum
+    n, scale = 100, np.trace(K) / len(labels)
+    var = float(np.mean(np.sum((T[labels] - T[labels].mean(0)) ** 2, axis=1)))
+    counts = np.bincount(labels, minlength=T.shape[0])
+    de = label_noise_predictions(D, proj, T, counts, kind, level, var, n, lam_rel * scale)
+    if kind == "gaussian":
+        assert float(de["noise_var"]) == pytest.approx(level * var, rel=1e-12)
+    else:  # class c's noisy target is T_k with probability 1 − f (k = c) or f/(C − 1): its variance
+        C = len(T)
+        per_class = []
+        for c in range(C):
+            prob = np.where(np.arange(C) == c, 1 - level, level / (C - 1))
+            g = prob @ T
+            per_class.append(prob @ np.sum((T - g) ** 2, axis=1))
+        assert float(de["noise_var"]) == pytest.approx(np.dot(per_class, counts) / counts.sum(), rel=1e-9)
+    excess, _ = pool_ridge_monte_carlo(K, labels, T, n, lam_rel * scale, kind, level)
+    mc, stderr = excess.mean(), excess.std(ddof=1) / np.sqrt(excess.size)
+    assert stderr < 0.01 * mc, "Monte Carlo too noisy for a 3% comparison"
+    # the DE is exact as n → ∞; at n = 100 on this pool it agrees with the mean to < 1%
+    assert float(de["excess_risk"]) == pytest.approx(mc, rel=0.03)
+    assert float(de["noisy_risk"]) == pytest.approx(float(de["fit_risk"]) + float(de["noise_var"]), rel=1e-12)
+
+
+def test_noise_study_job_scales_the_ridge_of_rows_and_predictions_by_the_stored_kernel_scale(tmp_path):
+    """Issue 21, bug 2: the absolute ridge is λ_rel · tr(K_pool)/N_pool for the measured rows
+    and for their deterministic equivalents alike. On an indefinite kernel (a float32-like
+    error gives it negative eigenvalues) Σ max(D, 0)/N_pool is larger than the trace, and a
+    DE scaled by it solves for κ at another λ than the row it is joined to. Reference: κ by
+    brentq on numpy's eigenvalues of the pool block, at λ from the kernel's diagonal."""
+    from scipy.optimize import brentq
+
+    from rmtlens.estimators import accuracy_floor, eigh_descending, kernel_scale, pool_spectrum, subsample_indices
+    from rmtlens.inputs.datasets import PreparedDataset
+    from rmtlens.io import save_json, save_npy, save_npz
+    from rmtlens.workflow.noise import noise_study_job
+
+    rng = np.random.default_rng(21)
+    N, m, p, C, eps = 80, 20, 30, 3, 1e-3
+    phi = rng.standard_normal((N + m, p)) * np.linspace(2.0, 0.3, p)
+    K = phi @ phi[:N].T / p
+    E = rng.standard_normal((N, N)) * eps * np.abs(K[:N, :N]).max() / np.sqrt(N)
+    K[:N] += (E + E.T) / 2  # symmetric error: the pool block has negative eigenvalues
+    labels = rng.integers(0, C, N + m)
+    D_np = np.linalg.eigvalsh(K[:N])
+    assert D_np.min() < 0 and np.clip(D_np, 0, None).sum() > np.trace(K[:N]) * (1 + 1e-4)
+    data = PreparedDataset(np.zeros((N + m, 1, 1, 3), np.uint8), labels, np.arange(N + m), ("a", "b", "c"), N)
+    save_npz(tmp_path / "dataset.npz", **data.to_arrays())
+    save_npy(tmp_path / "kernel.npy", K)
+    save_json(tmp_path / "accuracy.json", {"relative_error": eps})
+    D, proj = pool_spectrum(K[:N], labels[:N], C)
+    save_npz(tmp_path / "pool.npz", eigvals=D, proj_onehot=proj, n_pool=N, floor=accuracy_floor(D, eps),
+             scale=kernel_scale(np.diag(K[:N])), relative_error=eps)
+    subsamples = [(20, 0), (40, 1)]
+    for n, seed in subsamples:
+        index = subsample_indices(N, n, seed)
+        d, U = eigh_descending(K[np.ix_(index, index)])
+        save_npz(tmp_path / f"eigh_{n}_{seed}.npz", index=index, eigvals=d, eigvecs=U)
+    lams = np.array([0.0, 1e-4, 1e-2, 1.0])
+    table = noise_study_job(
+        tmp_path / "dataset.npz", tmp_path / "kernel.npy", tmp_path / "pool.npz",
+        [tmp_path / f"eigh_{n}_{s}.npz" for n, s in subsamples], subsamples,
+        {"kind": "onehot_centered", "positive_classes": []}, {"gaussian": [0.5], "flip": [], "seed": 0}, lams, None,
+        {"dataset": "d", "backbone": "b", "weights": "init", "kernel": "entk"}, accuracy_path=tmp_path / "accuracy.json",
+    )
+    scale = np.trace(K[:N]) / N
+    np.testing.assert_allclose(table["lambda"], table["lambda_rel"] * scale, rtol=1e-12)
+    floor = 10 * (eps + N * 2.0**-53) * D_np.max()
+    mu = np.where(D_np > floor, D_np, 0.0) / N
+    for _, row in table[table["lambda_rel"] > 0].drop_duplicates(["n", "lambda_rel"]).iterrows():
+        lam, n = row["lambda"], row["n"]
+        fixed_point = lambda k: k - lam - (k / n) * np.sum(mu / (mu + k))  # noqa: E731
+        kappa = brentq(fixed_point, lam, lam + mu.sum(), xtol=1e-300, rtol=1e-14)
+        assert row["kappa"] == pytest.approx(kappa, rel=1e-10), (n, row["lambda_rel"])
+
+
+def test_noise_rows_apply_the_cutoff_rule_per_level():
+    """Issue 21: the noise study flags rows as the ridge path does, the cutoff rule included
+    (test risk, GCV and LOO within 1% at half and twice the floor), per level since the noisy
+    targets decide how much the directions at the floor matter. Reference: the ridge path on
+    each level's training targets, regenerated here from the same seeds."""
+    from rmtlens.estimators import ridge_path
+    from rmtlens.studies.noise import noise_levels, noise_rows
+    from rmtlens.workflow.jobs import RidgeProblem
+
+    rng = np.random.default_rng(17)
+    n, m, C, eps = 60, 25, 3, 1e-7
+    d = np.geomspace(1.0, 1e-9, n)  # a factor 1.42 apart through the floor 1e-6
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    Ks = rng.standard_normal((m, n)) @ np.diag(d) @ Q.T
+    labels, test_labels = rng.integers(0, C, n), rng.integers(0, C, m)
+    T = make_targets(np.arange(C), C, "onehot_centered")
+    problem = RidgeProblem(d, Q, np.arange(n), T[labels], T[test_labels], Ks, 1.0, relative_error=eps)
+    levels = noise_levels({"gaussian": [1.0], "flip": [0.3]})
+    var, lams = target_variance(T[labels]), np.append(0.0, np.geomspace(1e-9, 1e-2, 15))
+    spec = {"kind": "onehot_centered", "positive_classes": []}
+    rows = noise_rows(problem, labels, test_labels, C, spec, levels, var, lams, noise_seed=2, seed=4)
+    floor = problem.floor()
+    removed = 0
+    for index, (kind, level) in enumerate(levels):
+        if kind == "gaussian":
+            Y = T[labels] + gaussian_target_noise((n, C), level * var, [2, n, 4, index])
+        elif kind == "flip":
+            Y = T[flip_labels(labels, C, level, [2, n, 4, index])[0]]
+        else:
+            Y = T[labels]
+        ref = ridge_path(d, Q, Y, Ks, T[test_labels], lams, floor=floor)
+        got = rows[rows["noise"] == kind]
+        for key in ("resolved_floor", "resolved"):
+            assert got[key].tolist() == ref[key].tolist(), (kind, key)
+        np.testing.assert_allclose(got["floor_change"], ref["floor_change"], rtol=1e-9, atol=1e-12)
+        removed += int(np.sum(ref["resolved_floor"] & ~ref["resolved"]))
+    assert removed >= 3  # the rule bites at every level of this crowded spectrum

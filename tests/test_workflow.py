@@ -28,6 +28,29 @@ def kernel_matrix(workdir, dataset, backbone, weights, kernel):
     return phi @ phi[:n_pool].T / phi.shape[1]
 
 
+def target_rows(workdir, dataset="digits"):
+    """Centred one-hot targets of every pool and test row (config/test.yaml's targets)."""
+    data = PreparedDataset.from_arrays(load_npz(workdir / f"results/datasets/{dataset}.npz"))
+    return np.eye(len(data.classes))[data.labels] - 1.0 / len(data.classes)
+
+
+def floored_ridge(w, V, Ks, Y, Ys, cutoff, lambdas):
+    """Test risk and GCV of ridge on the kernel ``Σ_{w > cutoff} w v vᵀ`` (eigen-pairs from numpy),
+    by dense solves per ridge; predictions ``K* P (K_g + nλI)⁻¹ Y`` with ``P`` the projector on
+    the kept directions (λ > 0; NaN at λ = 0)."""
+    n, keep = len(w), w > cutoff
+    Kg, P = V[:, keep] @ np.diag(w[keep]) @ V[:, keep].T, V[:, keep] @ V[:, keep].T
+    out = {"test_risk": np.full(len(lambdas), np.nan), "gcv": np.full(len(lambdas), np.nan)}
+    for j, lam in enumerate(lambdas):
+        if lam > 0:
+            M = Kg + n * lam * np.eye(n)
+            alpha = np.linalg.solve(M, Y)
+            out["test_risk"][j] = np.mean(np.sum((Ks @ P @ alpha - Ys) ** 2, axis=1))
+            dof = np.trace(Kg @ np.linalg.inv(M))
+            out["gcv"][j] = np.sum((Y - Kg @ alpha) ** 2) / n / (1 - dof / n) ** 2
+    return out
+
+
 def brute_force_row(K_all, n_pool, idx, Y, lam):
     """Test risk, error, train risk and GCV by direct solves (no eigendecomposition)."""
     n = len(idx)
@@ -368,6 +391,8 @@ def test_ridge_rows_are_finite_and_flagged_exactly_below_the_accuracy_floor(fini
 
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     safety, u = cfg["accuracy"]["safety"], 2.0**-53
+    tolerance = cfg["accuracy"].get("floor_tolerance", 0.01)  # the schema's default
+    n_pool, removed = cfg["datasets"]["digits"]["n_pool"], 0
     table = pd.read_parquet(finished_run / "results/tables/ridge.parquet")
     numeric = table.select_dtypes("number")
     assert np.isfinite(numeric.to_numpy()).all(), numeric.columns[~np.isfinite(numeric).all()].tolist()
@@ -389,6 +414,29 @@ def test_ridge_rows_are_finite_and_flagged_exactly_below_the_accuracy_floor(fini
         assert rows["floor"].iloc[0] == pytest.approx(floor, rel=1e-6)
         gap = not np.any((d > floor / safety) & (d <= floor * safety))
         expected = (n * rows["lambda"].to_numpy() >= floor) | gap
-        assert np.array_equal(rows["resolved"].to_numpy(), expected), (backbone, weights, kernel, n, seed)
+        assert np.array_equal(rows["resolved_floor"].to_numpy(), expected), (backbone, weights, kernel, n, seed)
+        # the cutoff rule: test risk and GCV at half and twice the floor by dense solves on the
+        # floored kernel (LOO too is in floor_change, which must then be at least as large)
+        lam = rows["lambda"].to_numpy()
+        idx, Y = eig["index"], target_rows(finished_run)
+        K, Ks = np.asarray(K_all[np.ix_(idx, idx)], dtype=np.float64), np.asarray(K_all[n_pool:, idx], dtype=np.float64)
+        w, V = np.linalg.eigh(K)
+        at = {g: floored_ridge(w, V, Ks, Y[idx], Y[n_pool:], g, lam) for g in (floor / 2, floor, 2 * floor)}
+        lower = np.zeros(lam.size)
+        for g in (floor / 2, 2 * floor):
+            for key in ("test_risk", "gcv"):
+                lower = np.maximum(lower, np.abs(at[g][key] - at[floor][key]) / at[floor][key])
+        changes = rows["floor_change"].to_numpy()
+        assert np.all(changes[lam > 0] >= lower[lam > 0] * (1 - 1e-6) - 1e-9), (backbone, weights, kernel, n, seed)
+        if np.sum((d > floor / 2) & (d <= 2 * floor)) == 0:  # no direction changes side: nothing moves
+            assert np.all(changes[lam > 0] == 0.0)
+        assert np.array_equal(rows["resolved"].to_numpy(), expected & (changes < tolerance))
+        removed += int(np.sum(expected & (changes >= tolerance)))
     summary = pd.read_csv(finished_run / "results/tables/gcv_accuracy.csv")
     assert summary["rows"].sum() == 3 * len(table[table.resolved & (table.n >= cfg["analysis"]["n_min"])])
+    counts = pd.read_csv(finished_run / "results/tables/resolved_rows.csv")
+    for _, row in counts.iterrows():
+        unit = table[(table.backbone == row.backbone) & (table.weights == row.weights) & (table.kernel == row.kernel)]
+        assert row["rows"] == len(unit) == row.unresolved_by_floor + row.unresolved_by_cutoff + row.resolved
+        assert row.unresolved_by_floor == (~unit.resolved_floor).sum() and row.resolved == unit.resolved.sum()
+    assert counts["unresolved_by_cutoff"].sum() == removed

@@ -19,8 +19,11 @@ def test_clean_noise_level_equals_the_ridge_table(finished_run):
     assert len(clean) == len(ridge)
     np.testing.assert_allclose(clean["excess_risk"], clean["test_risk"], rtol=1e-10)
     np.testing.assert_allclose(clean["gcv"], clean["gcv_ridge"], rtol=1e-10)
-    # the same accuracy floor, so the same rows flagged as below it (SPEC §2)
-    assert clean["resolved"].tolist() == clean["resolved_ridge"].tolist()
+    np.testing.assert_allclose(clean["loo"], clean["loo_ridge"], rtol=1e-10)  # ridgeless included (issue 21)
+    # the same accuracy floor and cutoff rule, so the same rows flagged (SPEC §2)
+    for key in ("resolved", "resolved_floor"):
+        assert clean[key].tolist() == clean[f"{key}_ridge"].tolist(), key
+    np.testing.assert_allclose(clean["floor_change"], clean["floor_change_ridge"], rtol=1e-10, atol=1e-14)
     flips = noise[noise["noise"] == "flip"].drop_duplicates(["backbone", "weights", "kernel", "n", "seed", "level"])
     assert (flips["flipped"] == np.round(flips["level"] * flips["n"]).astype(int)).all()
     acc = pd.read_csv(finished_run / "results/tables/noise_accuracy.csv")

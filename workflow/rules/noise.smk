@@ -31,6 +31,7 @@ rule noise_study:
         noise=canonical(config["targets"]["noise"]),
         lambdas_rel=relative_ridges(),
         accuracy=accuracy_params(),
+        floor_tolerance=float(config["accuracy"]["floor_tolerance"]),
     script:
         "../scripts/noise_study.py"
 

@@ -18,6 +18,7 @@ rule ridge_path:
     params:
         lambdas_rel=relative_ridges(),
         accuracy=accuracy_params(),
+        floor_tolerance=float(config["accuracy"]["floor_tolerance"]),
         targets=clean_targets(),
     script:
         "../scripts/ridge_path.py"
@@ -42,6 +43,7 @@ rule aggregate:
             subcategory="E1 ridge paths",
             labels=report_labels("best risk per kernel", kind="table"),
         ),
+        resolved="results/tables/resolved_rows.csv",
     log:
         "logs/aggregate.log",
     benchmark:

@@ -17,7 +17,7 @@ for unit, path in zip(p.units, snakemake.input.spectra):
     target_map = make_targets(np.arange(n_classes), n_classes, p.targets["kind"], p.targets["positive_classes"])
     summary, modes = learnability_tables(spectrum["eigvals"], spectrum["proj_onehot"], target_map,
                                          p.sample_sizes[unit["dataset"]], p.spec["lambdas_rel"], spectrum_rcond(spectrum, p.rcond),
-                                         p.spec["modes"])
+                                         p.spec["modes"], scale=float(spectrum["scale"]))
     for frame, bucket in ((summary, summaries), (modes, curves)):
         for i, (k, v) in enumerate(unit.items()):
             frame.insert(i, k, v)

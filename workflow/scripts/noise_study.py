@@ -8,10 +8,12 @@ table = noise_study_job(
     snakemake.input.dataset, getattr(snakemake.input, "kernel", None), snakemake.input.spectrum,
     list(snakemake.input.eigh), [tuple(s) for s in p.subsamples], p.targets, p.noise, p.lambdas_rel, p.accuracy["rcond"], meta,
     progress=Progress(log, len(p.subsamples), "subsamples"), embeddings_path=getattr(snakemake.input, "embeddings", None),
-    accuracy_path=snakemake.input.accuracy, safety=p.accuracy["safety"],
+    accuracy_path=snakemake.input.accuracy, safety=p.accuracy["safety"], floor_tolerance=p.floor_tolerance,
 )
-log.info("%d of %d rows not resolved (below the kernel's accuracy floor, SPEC §2): left out of every summary",
-         int((~table["resolved"]).sum()), len(table))
+log.info("%d of %d rows not resolved (SPEC §2), left out of every summary: %d below the kernel's accuracy floor, "
+         "%d more whose excess risk, GCV or LOO move by %.2g or more at half or twice the floor",
+         int((~table["resolved"]).sum()), len(table), int((~table["resolved_floor"]).sum()),
+         int((table["resolved_floor"] & ~table["resolved"]).sum()), p.floor_tolerance)
 log.info("%d rows over %d subsamples; noise levels %s", len(table), len(p.subsamples),
          sorted({(k, v) for k, v in zip(table["noise"], table["level"])}))
 save_table(snakemake.output[0], table)

@@ -16,7 +16,11 @@ with largest eigenvalue ``λ_max``:
   not the floor, decides what the directions at the floor contribute) or when the
   spectrum has a gap around the floor: no eigenvalue in ``(f/safety, f·safety]``,
   so no direction's membership in the null space depends on the kernel's error
-  or on the choice of ``safety`` within a factor ``safety``.
+  or on the choice of ``safety`` within a factor ``safety``;
+- and, since the floor is a hard threshold that eigenvalues may crowd, a resolved row
+  must also survive its own cutoff: its test risk, GCV and LOO may change by less than
+  a tolerance (default 1%) when the floor is halved and when it is doubled
+  (:func:`floor_change`, :func:`flag_resolved`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ import numpy as np
 
 ROUNDOFF = float(np.finfo(np.float64).eps) / 2  # u = 2⁻⁵³, unit round-off of float64
 DEFAULT_SAFETY = 10.0
+DEFAULT_FLOOR_TOLERANCE = 0.01  # largest relative change of a resolved row at floor/2 and 2·floor
+FLOOR_STEP = 2.0  # the floor is divided and multiplied by this to test a row's sensitivity
+FLOOR_SENSITIVE = ("test_risk", "gcv", "loo")  # the path quantities that must survive the cutoff
 
 
 def _spectrum(eigvals) -> np.ndarray:
@@ -128,3 +135,78 @@ def resolved_ridges(eigvals, n: int, lambdas, floor: float, safety: float = DEFA
     lam = np.atleast_1d(np.asarray(lambdas, dtype=np.float64))
     gap = spectrum_has_gap(eigvals, floor, safety)
     return (n * lam >= floor) | gap
+
+
+def relative_change(values, reference) -> np.ndarray:
+    """``|values − reference| / |reference|`` elementwise: 0 where the two are equal (equal
+    infinities included), ``inf`` where only one is finite or the reference alone is 0."""
+    a, b = np.asarray(values, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        change = np.abs(a - b) / np.abs(b)
+    return np.where(a == b, 0.0, np.where(np.isnan(change), np.inf, change))
+
+
+def floor_change(
+    eigvals, floor: float, lambdas, reference, path_at, keys=FLOOR_SENSITIVE, step: float = FLOOR_STEP
+) -> np.ndarray:
+    """(L,) the largest relative change of ``keys`` (test risk, GCV, LOO) of each ridge row
+    when the floor is divided by ``step`` and when it is multiplied by it.
+
+    Parameters
+    ----------
+    eigvals : (k,) the block's eigenvalues before flooring (k = n, or r on a thin basis).
+    floor : the floor the ``reference`` path was computed with.
+    lambdas : (L,) absolute ridges of the reference path.
+    reference : dict of (L,) arrays, the path at ``floor``.
+    path_at : callable ``(floor, lambdas) -> dict of arrays``, the same path at another floor
+        on a subset of the ridges.
+
+    Only what can change is recomputed: when no eigenvalue lies between the two floors the
+    nulled spectrum is the same, every number of the rows with ``λ > 0`` is unchanged, and
+    only the LOO of the ``λ = 0`` rows is recomputed (its limit decides by the floor which
+    points alone span a direction). A zero floor has no neighbours: the change is 0.
+    """
+    d = _spectrum(eigvals)
+    lam = np.atleast_1d(np.asarray(lambdas, dtype=np.float64))
+    change = np.zeros(lam.size)
+    if not floor > 0:
+        return change
+    if not step > 1:
+        raise ValueError(f"step must be larger than 1, got {step!r}")
+    base = null_mask(d, floor)
+    for other in (floor / step, floor * step):
+        same = np.array_equal(null_mask(d, other), base)
+        rows = lam == 0 if same else np.ones(lam.size, dtype=bool)
+        if not rows.any():
+            continue
+        moved = path_at(other, lam[rows])
+        for key in keys:
+            if key in reference and (key == "loo" or not same):
+                step_change = relative_change(moved[key], np.asarray(reference[key])[rows])
+                change[rows] = np.maximum(change[rows], step_change)
+    return change
+
+
+def flag_resolved(
+    path: dict, eigvals, n: int, lambdas, floor: float, safety: float, tolerance: float | None, path_at
+) -> dict:
+    """Add the resolution flags of SPEC §2 to a ridge path's dict (in place; returned):
+
+    - ``resolved_floor`` (L,) bool: :func:`resolved_ridges` (``nλ ≥ f`` or a gap around ``f``);
+    - ``floor_change`` (L,): :func:`floor_change` (only when ``tolerance`` is not None);
+    - ``resolved`` (L,) bool: ``resolved_floor`` and ``floor_change < tolerance``.
+
+    ``eigvals`` are the block's eigenvalues before flooring, ``n`` the block size, ``path_at``
+    as for :func:`floor_change`; ``tolerance`` None keeps the floor rule alone.
+    """
+    lam = np.atleast_1d(np.asarray(lambdas, dtype=np.float64))
+    by_floor = resolved_ridges(eigvals, n, lam, floor, safety)
+    path["resolved_floor"] = by_floor
+    if tolerance is None:
+        path["resolved"] = by_floor.copy()
+        return path
+    if not (np.isfinite(tolerance) and tolerance > 0):
+        raise ValueError(f"floor tolerance must be finite and positive, got {tolerance!r}")
+    path["floor_change"] = floor_change(eigvals, floor, lam, path, path_at)
+    path["resolved"] = by_floor & (path["floor_change"] < float(tolerance))
+    return path

@@ -45,11 +45,16 @@ def kernel_scale(pool_diagonal: np.ndarray) -> float:
     It is the expected ``tr(K)/n`` of every training subsample, and, being one
     number per kernel, keeps a relative ridge the same absolute ridge for all n.
     """
-    diag = np.asarray(pool_diagonal, dtype=np.float64)
-    scale = float(diag.mean())
-    if not np.isfinite(scale) or scale <= 0:
-        raise ValueError(f"kernel scale tr(K)/N must be finite and positive, got {scale}")
-    return scale
+    return check_scale(np.asarray(pool_diagonal, dtype=np.float64).mean())
+
+
+def check_scale(scale) -> float:
+    """A kernel scale passed in (e.g. pool.npz's stored ``tr(K_pool)/N_pool``) as a float;
+    ``ValueError`` unless finite and positive."""
+    value = float(scale)
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"kernel scale tr(K)/N must be finite and positive, got {scale!r}")
+    return value
 
 
 def subsample_indices(n_pool: int, n: int, seed: int) -> np.ndarray:

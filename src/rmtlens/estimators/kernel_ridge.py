@@ -102,7 +102,7 @@ def ridge_path_table(k_train, y_train, k_test, y_test, lambdas, *, relative: boo
         raise ValueError(f"lambdas must be a non-empty 1-d array, got shape {lam.shape}")
     absolute = lam * scale if relative else lam
     eigvals, eigvecs = training_eigh(k_train)
-    path = ridge_path(eigvals, eigvecs, y_train, k_test, y_test, absolute, rcond=rcond)
+    path = ridge_path(eigvals, eigvecs, y_train, k_test, y_test, absolute, rcond=rcond, floor_tolerance=None)
     path["lambda_rel"] = absolute / scale
     return pd.DataFrame({c: np.asarray(path[c], dtype=np.float64) for c in RIDGE_PATH_COLUMNS})
 
@@ -114,7 +114,8 @@ def _training_estimate(k_train, y_train, lam: float, key: str, rcond: float) -> 
     eigvals, eigvecs = training_eigh(k_train)
     Y = np.asarray(y_train, dtype=np.float64)
     # the path needs test rows; the first training row serves (its test columns are unused)
-    path = ridge_path(eigvals, eigvecs, Y, np.asarray(k_train, dtype=np.float64)[:1], Y[:1], [lam], rcond=rcond)
+    path = ridge_path(eigvals, eigvecs, Y, np.asarray(k_train, dtype=np.float64)[:1], Y[:1], [lam], rcond=rcond,
+                      floor_tolerance=None)  # no flags reported: the floor-sensitivity solves would be wasted
     return float(path[key][0])
 
 

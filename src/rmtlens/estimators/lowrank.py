@@ -28,7 +28,14 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from rmtlens.estimators.accuracy import DEFAULT_SAFETY, accuracy_floor, apply_floor, path_floor, resolved_ridges
+from rmtlens.estimators.accuracy import (
+    DEFAULT_FLOOR_TOLERANCE,
+    DEFAULT_SAFETY,
+    accuracy_floor,
+    apply_floor,
+    flag_resolved,
+    path_floor,
+)
 from rmtlens.estimators.ridge import null_space, ridge_path_in_eigenbasis
 from rmtlens.estimators.spectra import eigh_descending
 
@@ -90,6 +97,7 @@ def ridge_path_low_rank(
     block_size: int = 2**24,
     floor: float | None = None,
     safety: float = DEFAULT_SAFETY,
+    floor_tolerance: float | None = DEFAULT_FLOOR_TOLERANCE,
 ) -> dict[str, np.ndarray]:
     """:func:`rmtlens.estimators.ridge.ridge_path` from a thin eigendecomposition.
 
@@ -107,12 +115,15 @@ def ridge_path_low_rank(
         for the block size ``n`` (:func:`rmtlens.estimators.accuracy.accuracy_floor` with
         ``n=``); range directions at or below it join the null space.
     safety : the floor's safety factor (sets the band of ``resolved``).
+    floor_tolerance : as for the dense path: the largest relative change of test risk, GCV
+        and LOO at half and twice the floor that a resolved row may show.
 
     Returns
     -------
-    The dict of :func:`ridge_path` (same keys, same definitions, ``resolved``
-    included; the ``n − r`` exact zeros of the complement never fall in the
-    resolution band of a positive floor), computed in
+    The dict of :func:`ridge_path` (same keys, same definitions, ``resolved``,
+    ``resolved_floor`` and ``floor_change`` included; the ``n − r`` exact zeros of the
+    complement never fall in the resolution band of a positive floor, nor between a
+    floor and its half), computed in
     ``O(n r (L C + r))`` time and ``O(n (r + L C))`` memory.
     """
     d = np.asarray(eigvals, dtype=np.float64)
@@ -138,12 +149,14 @@ def ridge_path_low_rank(
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{name} contains NaN or infinite values")
     floor = path_floor(d, floor, rcond, safety, n=n, caller="ridge_path_low_rank")
-    resolved = resolved_ridges(d, n, lam, floor, safety)
-    d = apply_floor(d, floor)
     Yt = U.T @ Y
-    out = ridge_path_in_eigenbasis(d, U, Yt, A, Ys, lam, block_size, null=null_space(U, Y, Yt), floor=floor)
-    out["resolved"] = resolved
-    return out
+    null = null_space(U, Y, Yt)
+
+    def path_at(cutoff, lams):
+        return ridge_path_in_eigenbasis(apply_floor(d, cutoff), U, Yt, A, Ys, lams, block_size, null=null, floor=cutoff)
+
+    out = path_at(floor, lam)
+    return flag_resolved(out, d, n, lam, floor, safety, floor_tolerance, path_at)
 
 
 def feature_pool_spectrum(

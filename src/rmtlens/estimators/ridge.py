@@ -29,11 +29,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from rmtlens.estimators.accuracy import (
+    DEFAULT_FLOOR_TOLERANCE,
     DEFAULT_SAFETY,
     ROUNDOFF,
     apply_floor,
+    flag_resolved,
     path_floor,
-    resolved_ridges,
 )
 
 
@@ -148,6 +149,7 @@ def ridge_path(
     block_size: int = 2**24,
     floor: float | None = None,
     safety: float = DEFAULT_SAFETY,
+    floor_tolerance: float | None = DEFAULT_FLOOR_TOLERANCE,
 ) -> dict[str, np.ndarray]:
     """Test risk, test error, train risk, GCV, LOO and ``tr(S)`` for every ridge.
 
@@ -167,23 +169,29 @@ def ridge_path(
         when given it replaces ``rcond``.
     safety : the floor's safety factor, which sets the band of
         :func:`rmtlens.estimators.accuracy.resolved_ridges`.
+    floor_tolerance : a row stays resolved only if its test risk, GCV and LOO change by
+        less than this (relative) when the floor is halved and when it is doubled
+        (:func:`rmtlens.estimators.accuracy.flag_resolved`); None keeps the floor rule alone.
 
     Returns
     -------
     dict of (L,) arrays: ``lambda``, ``test_risk`` (mean over test rows of
     the squared error summed over outputs), ``test_error`` (classification error),
-    ``train_risk``, ``gcv``, ``loo`` and ``dof`` (``tr S``), float64, and ``resolved``
-    (bool, :func:`rmtlens.estimators.accuracy.resolved_ridges`). LOO keeps the
+    ``train_risk``, ``gcv``, ``loo`` and ``dof`` (``tr S``), float64, ``floor_change``
+    (the largest relative change of test risk, GCV and LOO at half and twice the floor),
+    and the flags ``resolved_floor`` (:func:`rmtlens.estimators.accuracy.resolved_ridges`)
+    and ``resolved`` (that and ``floor_change < floor_tolerance``), bool. LOO keeps the
     absolute ridge ``nλ`` fixed when a point is left out.
     """
     d, U, Y, Ks, Ys, lam = check_ridge_inputs(eigvals, eigvecs, y_train, k_test, y_test, lambdas)
     floor = path_floor(d, floor, rcond, safety, caller="ridge_path")
-    resolved = resolved_ridges(d, d.size, lam, floor, safety)
-    d = apply_floor(d, floor)
-    # targets in the eigenbasis, and K* U formed once for the whole grid
-    out = ridge_path_in_eigenbasis(d, U, U.T @ Y, Ks @ U, Ys, lam, block_size, floor=floor)
-    out["resolved"] = resolved
-    return out
+    Yt, A = U.T @ Y, Ks @ U  # targets in the eigenbasis, and K* U formed once for the whole grid
+
+    def path_at(cutoff, lams):
+        return ridge_path_in_eigenbasis(apply_floor(d, cutoff), U, Yt, A, Ys, lams, block_size, floor=cutoff)
+
+    out = path_at(floor, lam)
+    return flag_resolved(out, d, d.size, lam, floor, safety, floor_tolerance, path_at)
 
 
 def _ridgeless_loo_terms(

@@ -39,6 +39,7 @@ _EXPORTS = {
     "CLAIM_COLUMNS": "claims",
     "scaling_claims": "claims",
     "relative_error": "tables",
+    "resolution_counts": "tables",
     "resolved_rows": "tables",
     "ridge_table": "tables",
     "seed_bootstrap": "uncertainty",

@@ -34,6 +34,25 @@ def resolved_rows(table: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return table[mask].reset_index(drop=True), int((~mask).sum())
 
 
+def resolution_counts(table: pd.DataFrame) -> pd.DataFrame:
+    """Per kernel, how many ridge rows each part of the SPEC §2 rule leaves out: ``rows``,
+    ``unresolved_by_floor`` (``resolved_floor`` False: ``nλ`` below the floor and no gap),
+    ``unresolved_by_cutoff`` (above the floor, but test risk, GCV or LOO move by the floor
+    tolerance or more at half or twice the floor) and ``resolved``."""
+    missing = [c for c in [*KERNEL_KEYS, "resolved_floor", "resolved"] if c not in table]
+    if missing:
+        raise ValueError(f"ridge table lacks columns {missing}")
+    floor, both = table["resolved_floor"].astype(bool), table["resolved"].astype(bool)
+    if (both & ~floor).any():
+        raise ValueError("a row is resolved although the floor rule leaves it out")
+    flags = table[KERNEL_KEYS].assign(unresolved_by_floor=~floor, unresolved_by_cutoff=floor & ~both, resolved=both)
+    counts = flags.groupby(KERNEL_KEYS, sort=True).agg(
+        rows=("resolved", "size"), unresolved_by_floor=("unresolved_by_floor", "sum"),
+        unresolved_by_cutoff=("unresolved_by_cutoff", "sum"), resolved=("resolved", "sum"),
+    )
+    return counts.astype(np.int64).reset_index()
+
+
 def relative_error(estimate, actual) -> np.ndarray:
     """``|estimate − actual| / actual`` elementwise."""
     estimate, actual = np.asarray(estimate, dtype=float), np.asarray(actual, dtype=float)

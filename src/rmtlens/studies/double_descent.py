@@ -375,7 +375,8 @@ def feature_ridge(
 
     Returns
     -------
-    The :func:`rmtlens.estimators.ridge.ridge_path` dict of (L,) arrays.
+    The :func:`rmtlens.estimators.ridge.ridge_path` dict of (L,) arrays (``resolved`` by the
+    floor rule alone).
     """
     Ft = _as_matrix("features_train", features_train)
     Fs = _as_matrix("features_test", features_test)
@@ -385,7 +386,8 @@ def feature_ridge(
     K = Ft @ Ft.T / q
     d, U = np.linalg.eigh(K)
     floor = gram_floor(d, q, np.trace(K), rcond, safety)
-    return ridge_path(d, U, y_train, Fs @ Ft.T / q, y_test, lambdas, floor=floor, safety=safety)
+    # E6 reports no resolution flags: the floor-sensitivity solves (SPEC §2) would be wasted
+    return ridge_path(d, U, y_train, Fs @ Ft.T / q, y_test, lambdas, floor=floor, safety=safety, floor_tolerance=None)
 
 
 def _check_sweep_args(n_pool: int, n_train: Sequence[int], ratios, seeds, ridge: float):

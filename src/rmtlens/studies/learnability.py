@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from rmtlens.estimators.grids import check_scale
 from rmtlens.estimators.theory import population_from_pool, solve_kappa
 
 
@@ -29,7 +30,7 @@ def learnabilities(mu, kappa: float) -> np.ndarray:
 
 
 def learnability_tables(
-    eigvals, proj, target_map, sample_sizes, lambdas_rel, rcond: float = 1e-10, modes: int = 200,
+    eigvals, proj, target_map, sample_sizes, lambdas_rel, rcond: float = 1e-10, modes: int = 200, *, scale: float,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Summary per (n, λ) and per-mode curves from the pool spectrum.
 
@@ -37,8 +38,11 @@ def learnability_tables(
     ----------
     eigvals, proj, target_map, rcond : as for :func:`population_from_pool`.
     sample_sizes : (S,) n values.
-    lambdas_rel : (L,) relative ridges (absolute ``λ_rel · tr(K_pool)/N_pool``).
+    lambdas_rel : (L,) relative ridges (absolute ``λ_rel · scale``).
     modes : number of leading modes kept in the per-mode table.
+    scale : the kernel scale ``tr(K_pool)/N_pool`` the ridge path uses (pool.npz's ``scale``,
+        :func:`rmtlens.estimators.grids.kernel_scale` of the pool diagonal). Required: a sum
+        of the clipped spectrum is larger wherever the kernel has negative eigenvalues.
 
     Returns
     -------
@@ -49,8 +53,7 @@ def learnability_tables(
     """
     pop = population_from_pool(eigvals, proj, target_map, rcond)
     mu, b2 = pop["mu"], pop["beta_sq"]
-    D = np.asarray(eigvals, dtype=np.float64)
-    scale = float(np.sum(np.clip(D, 0, None)) / D.size)
+    scale = check_scale(scale)
     total = float(b2.sum())
     summary, curves = [], []
     for n in sample_sizes:

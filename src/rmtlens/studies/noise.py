@@ -16,8 +16,8 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from rmtlens.estimators.accuracy import DEFAULT_SAFETY, apply_floor, resolved_ridges
-from rmtlens.estimators.grids import KERNEL_KEYS
+from rmtlens.estimators.accuracy import DEFAULT_FLOOR_TOLERANCE, DEFAULT_SAFETY, apply_floor, flag_resolved
+from rmtlens.estimators.grids import KERNEL_KEYS, check_scale
 from rmtlens.estimators.noise import flip_target_map, label_noise_predictions
 from rmtlens.estimators.ridge import check_ridge_inputs, null_space, ridge_path_in_eigenbasis
 from rmtlens.inputs.targets import flip_labels, gaussian_target_noise, make_targets
@@ -43,6 +43,7 @@ def noise_rows(
     problem, train_labels: np.ndarray, test_labels: np.ndarray, n_classes: int, targets: Mapping,
     levels: Iterable[tuple[str, float]], variance: float, lambdas_rel: np.ndarray, noise_seed: int,
     seed: int, rcond: float | None = None, safety: float = DEFAULT_SAFETY,
+    floor_tolerance: float | None = DEFAULT_FLOOR_TOLERANCE,
 ) -> pd.DataFrame:
     """Measured risks and training-data estimators of one subsample at every noise level.
 
@@ -59,14 +60,18 @@ def noise_rows(
     noise_seed, seed : the noise draw is seeded by ``(noise_seed, n, seed, level index)``.
     rcond, safety : the eigenvalue floor, as in the ridge path (SPEC §2): the problem's
         accuracy floor ``safety · (ε + n·u) · λ_max``, or ``rcond · λ_max`` when given.
+    floor_tolerance : as in the ridge path: a resolved row's excess risk, GCV and LOO change
+        by less than this (relative) at half and twice the floor; None: the floor rule alone.
 
     Returns
     -------
     DataFrame, one row per level and ridge: ``noise``, ``level``, ``noise_var``,
     ``lambda_rel``, ``lambda``, ``excess_risk``, ``noisy_risk``, ``test_error``
     (against clean test labels), ``train_risk``, ``gcv``, ``loo``, ``dof``, ``flipped``,
-    and ``resolved`` (the ridge path's flag: the row's numbers are above the kernel's
-    accuracy floor; the same for every level, since it depends on the spectrum only).
+    and the ridge path's flags ``resolved_floor`` (the row is above the kernel's accuracy
+    floor, the same at every level), ``floor_change`` and ``resolved`` (both, per level:
+    the noisy targets decide how much the directions at the floor matter). The clean
+    level's rows are the ridge path's.
     """
     lam_rel = np.asarray(lambdas_rel, dtype=np.float64)
     if problem.low_rank:  # thin range basis (n, r) and K* U from the embeddings (SPEC §2.1)
@@ -81,13 +86,14 @@ def noise_rows(
         A = Ks @ U
     # the ridge path's own cutoff: the kernel's accuracy floor (SPEC §2), or rcond if given
     floor = problem.floor(safety, rcond)
-    resolved = resolved_ridges(d, len(problem.index), lam, floor, safety)
-    d = apply_floor(d, floor)
 
-    def path_for(Y_fit, Y_test, loo=True):
+    def path_for(Y_fit, Y_test, loo=True, cutoff=floor, lams=lam):
         Yt = U.T @ Y_fit
         null = null_space(U, Y_fit, Yt) if problem.low_rank else None
-        return ridge_path_in_eigenbasis(d, U, Yt, A, Y_test, lam, loo=loo, null=null)
+        # floor=: the cutoff that made d decides which training points alone span a
+        # direction in the ridgeless LOO, exactly as in the ridge path (issue 21)
+        return ridge_path_in_eigenbasis(apply_floor(d, cutoff), U, Yt, A, Y_test, lams, loo=loo, null=null,
+                                        floor=cutoff)
 
     n = U.shape[0]
     T = make_targets(np.arange(n_classes), n_classes, targets["kind"], targets["positive_classes"])
@@ -106,7 +112,8 @@ def noise_rows(
             Y_noisy = Y
         else:
             raise ValueError(f"unknown noise kind {kind!r}")
-        path = path_for(Y_noisy, Ys)
+        path = flag_resolved(path_for(Y_noisy, Ys), d, len(problem.index), lam, floor, safety, floor_tolerance,
+                             lambda cutoff, lams: path_for(Y_noisy, Ys, cutoff=cutoff, lams=lams))
         frame = pd.DataFrame(path).rename(columns={"test_risk": "excess_risk"})
         if kind == "flip":
             mean_map, per_class = flip_target_map(T, level)
@@ -122,23 +129,23 @@ def noise_rows(
         frame.insert(1, "level", float(level))
         frame.insert(2, "lambda_rel", lam_rel)
         frame["flipped"] = flipped
-        frame["resolved"] = resolved
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
 
 def noise_predictions(
     eigvals, proj, n_classes: int, targets: Mapping, class_counts, levels, variance: float,
-    sample_sizes, lambdas_rel, rcond: float = 1e-10,
+    sample_sizes, lambdas_rel, rcond: float = 1e-10, *, scale: float,
 ) -> pd.DataFrame:
     """Deterministic equivalents (excess and noisy risk) of every level on the (n, λ) grid.
 
     ``eigvals``, ``proj`` are the pool spectrum and ``Vᵀ E`` (one-hot projections);
-    the absolute ridge is ``λ_rel · tr(K_pool)/N_pool`` as in the ridge path.
+    the absolute ridge is ``λ_rel · scale`` with ``scale`` the stored kernel scale
+    ``tr(K_pool)/N_pool`` (pool.npz's ``scale``), the one the ridge path and the rows use.
     """
     T = make_targets(np.arange(n_classes), n_classes, targets["kind"], targets["positive_classes"])
     D = np.asarray(eigvals, dtype=np.float64)
-    scale = float(np.sum(np.clip(D, 0, None)) / D.size)
+    scale = check_scale(scale)
     n = np.asarray(sample_sizes, dtype=np.float64)
     lam_rel = np.asarray(lambdas_rel, dtype=np.float64)
     nn, ll = np.meshgrid(n, lam_rel, indexing="ij")

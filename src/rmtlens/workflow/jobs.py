@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rmtlens.estimators.accuracy import DEFAULT_SAFETY, accuracy_floor
+from rmtlens.estimators.accuracy import DEFAULT_FLOOR_TOLERANCE, DEFAULT_SAFETY, accuracy_floor
 from rmtlens.estimators.grids import kernel_scale
 from rmtlens.estimators.lowrank import feature_test_basis, ridge_path_low_rank
 from rmtlens.estimators.ridge import ridge_path
@@ -115,15 +115,18 @@ def load_any_ridge_problem(inputs, targets: dict) -> RidgeProblem:
 
 
 def solve_ridge_path(prob: RidgeProblem, lambdas, safety: float = DEFAULT_SAFETY,
-                     rcond: float | None = None) -> dict[str, np.ndarray]:
+                     rcond: float | None = None,
+                     floor_tolerance: float | None = DEFAULT_FLOOR_TOLERANCE) -> dict[str, np.ndarray]:
     """The ridge path of a problem on its own path (dense or low-rank), with the problem's
-    accuracy floor (:meth:`RidgeProblem.floor`) deciding the null directions and ``resolved``."""
+    accuracy floor (:meth:`RidgeProblem.floor`) deciding the null directions and ``resolved``
+    (which also asks that test risk, GCV and LOO move by less than ``floor_tolerance`` at half
+    and twice the floor, SPEC §2)."""
     floor = prob.floor(safety, rcond)
     if prob.low_rank:
         return ridge_path_low_rank(prob.eigvals, prob.eigvecs, prob.y_train, prob.test_basis, prob.y_test,
-                                   lambdas, floor=floor, safety=safety)
+                                   lambdas, floor=floor, safety=safety, floor_tolerance=floor_tolerance)
     return ridge_path(prob.eigvals, prob.eigvecs, prob.y_train, prob.k_test, prob.y_test, lambdas,
-                      floor=floor, safety=safety)
+                      floor=floor, safety=safety, floor_tolerance=floor_tolerance)
 
 
 def solve_gradient_flow(prob: RidgeProblem, times, learning_rate: float, safety: float = DEFAULT_SAFETY,

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from rmtlens.estimators.accuracy import DEFAULT_SAFETY
+from rmtlens.estimators.accuracy import DEFAULT_FLOOR_TOLERANCE, DEFAULT_SAFETY
 from rmtlens.inputs.datasets import PreparedDataset
 from rmtlens.inputs.targets import make_targets, target_variance
 from rmtlens.io import load_npz
@@ -33,6 +33,7 @@ def noise_study_job(
     dataset_path, kernel_path, spectrum_path, eigh_paths: Sequence, subsamples: Sequence[tuple[int, int]],
     targets: Mapping, noise: Mapping, lambdas_rel, rcond: float, meta: Mapping, progress=None,
     embeddings_path=None, accuracy_path=None, safety: float = DEFAULT_SAFETY,
+    floor_tolerance: float | None = DEFAULT_FLOOR_TOLERANCE,
 ) -> pd.DataFrame:
     """All noise-study rows of one kernel, with their deterministic equivalents joined.
 
@@ -47,6 +48,8 @@ def noise_study_job(
     noise : ``targets.noise`` (``gaussian``, ``flip``, ``seed``).
     lambdas_rel : the relative ridge grid.
     rcond, safety : the eigenvalue floor's override and safety factor (SPEC §2).
+    floor_tolerance : the largest relative change at half and twice the floor that a
+        resolved row may show (SPEC §2), as in the ridge path.
     meta : kernel keys (dataset, backbone, weights, kernel) put on every row.
     accuracy_path : the kernel's ``.accuracy.json``: its relative error sets the floor,
         so the noise study keeps and flags exactly the ridge path's directions and rows.
@@ -58,6 +61,8 @@ def noise_study_job(
     clean = {"kind": targets["kind"], "positive_classes": targets["positive_classes"]}
     variance = target_variance(make_targets(pool_labels, n_classes, clean["kind"], clean["positive_classes"]))
     levels = noise_levels(noise)
+    spectrum = load_npz(spectrum_path)
+    scale = float(spectrum["scale"])  # tr(K_pool)/N_pool: the rows' and the predictions' one scale
     frames = []
     if len(eigh_paths) != len(subsamples):
         raise ValueError(f"{len(eigh_paths)} eigh files for {len(subsamples)} subsamples")
@@ -66,9 +71,12 @@ def noise_study_job(
             problem = load_feature_ridge_problem(dataset_path, path, embeddings_path, clean, accuracy_path)
         else:
             problem = load_ridge_problem(dataset_path, path, kernel_path, clean, accuracy_path)
+        if not np.isclose(problem.scale, scale, rtol=1e-12, atol=0.0):
+            raise ValueError(f"{spectrum_path}: stored kernel scale {scale!r} differs from the kernel's "
+                             f"tr(K_pool)/N_pool = {problem.scale!r}: spectrum and kernel do not match")
         rows = noise_rows(
             problem, pool_labels[problem.index], test_labels, n_classes, clean, levels, variance,
-            lambdas_rel, int(noise.get("seed", 0)), int(seed), rcond, safety,
+            lambdas_rel, int(noise.get("seed", 0)), int(seed), rcond, safety, floor_tolerance,
         )
         rows.insert(0, "seed", int(seed))
         rows.insert(0, "n", int(n))
@@ -76,12 +84,11 @@ def noise_study_job(
         if progress is not None:
             progress()
     table = pd.concat(frames, ignore_index=True)
-    spectrum = load_npz(spectrum_path)
     counts = np.bincount(pool_labels, minlength=n_classes)
     sizes = sorted({int(n) for n, _ in subsamples})
     predictions = noise_predictions(
         spectrum["eigvals"], spectrum["proj_onehot"], n_classes, clean, counts, levels, variance,
-        sizes, lambdas_rel, spectrum_rcond(spectrum, rcond),
+        sizes, lambdas_rel, spectrum_rcond(spectrum, rcond), scale=scale,
     )
     table = join_noise_predictions(table, predictions)
     for i, (key, value) in enumerate(meta.items()):
