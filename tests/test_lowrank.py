@@ -122,8 +122,9 @@ def test_theory_table_agrees_with_the_dense_pool_spectrum(case):
     Dl, Pl, method = feature_pool_spectrum(phi, labels, 4)
     assert method == ("gram" if p + 4 <= N else "dense") and Dl.shape == (N,) and Pl.shape == (N, 4)
     sizes, target = [10, 37, N // 2, N], np.eye(4) - 0.25
-    grid, fits, curves = predict_grid(D, P, target, sizes, LAMBDAS, (2, 20))
-    grid_l, fits_l, curves_l = predict_grid(Dl, Pl, target, sizes, LAMBDAS, (2, 20))
+    scale = np.trace(K_pool) / N
+    grid, fits, curves = predict_grid(D, P, target, sizes, LAMBDAS, (2, 20), scale)
+    grid_l, fits_l, curves_l = predict_grid(Dl, Pl, target, sizes, LAMBDAS, (2, 20), scale)
     # γ = 1 − (1 − γ) is formed by a subtraction: its accuracy is absolute (1e-15 near γ = 0)
     assert_columns_close(grid_l, grid, atol={"gamma": 1e-12})
     assert_fits_close(fits_l, fits)

@@ -136,7 +136,8 @@ def test_truncated_power_law_de_equals_the_omniscient_de_on_an_exact_law(null_ma
     mu, b2 = exact_law(1.5, 2.2, rank, n_pool, null_mass)
     D, P = pool_inputs(mu, b2)
     sizes, lambdas = [20, 100, 400, 1000], np.r_[0.0, np.geomspace(1e-6, 1.0, 7)]
-    grid, fits, _ = predict_grid(D, P, np.eye(1), sizes, lambdas, (2, 100), (100, 1000), "rank", floor=0.0)
+    scale = D.sum() / n_pool  # tr(K_pool)/N_pool of a kernel with this spectrum
+    grid, fits, _ = predict_grid(D, P, np.eye(1), sizes, lambdas, (2, 100), scale, (100, 1000), "rank", floor=0.0)
     np.testing.assert_allclose(grid["truncated_powerlaw_test_risk"], grid["omniscient_test_risk"], rtol=1e-8)
     primary = next(f for f in fits if f["primary"])
     assert primary["window"] == "rank" and primary["rank"] == rank
@@ -145,7 +146,7 @@ def test_truncated_power_law_de_equals_the_omniscient_de_on_an_exact_law(null_ma
     # the idealised DE spreads the laws over all N_pool directions and drops the floor
     mu_i, b2_i = idealised_spectra(primary, n_pool)
     ideal = deterministic_equivalent(mu_i, b2_i, np.repeat(sizes, lambdas.size),
-                                     np.tile(lambdas * grid["lambda"][1] / lambdas[1], len(sizes)))["test_risk"]
+                                     np.tile(lambdas * scale, len(sizes)))["test_risk"]
     np.testing.assert_allclose(grid["powerlaw_test_risk"], ideal, rtol=1e-12)
     if null_mass > 0:  # the floor is what the idealisation misses at large n
         big = grid["n"] == 1000
@@ -209,4 +210,4 @@ def test_rates_and_validation():
     with pytest.raises(ValueError, match="window"):
         fit_tail_exponent(np.ones(10), 10, 5, 12)
     with pytest.raises(ValueError, match="primary"):
-        predict_grid(np.ones(5), np.ones((5, 1)), np.eye(1), [2], [0.1], (2, 4), None, "middle")
+        predict_grid(np.ones(5), np.ones((5, 1)), np.eye(1), [2], [0.1], (2, 4), 1.0, None, "middle")

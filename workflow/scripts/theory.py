@@ -14,8 +14,8 @@ target_map = make_targets(np.arange(n_classes), n_classes, p.targets["kind"], p.
 window = p.powerlaw["powerlaw_window"]
 grid, fits, curves = predict_grid(
     spectrum["eigvals"], spectrum["proj_onehot"], target_map, p.sample_sizes, p.lambdas_rel,
-    (window["k_min"], window["k_max"]), p.n_range, p.powerlaw["powerlaw_primary"],
-    floor=float(spectrum["floor"]), scale=float(spectrum["scale"]), min_r2=p.powerlaw["powerlaw_min_r2"],
+    (window["k_min"], window["k_max"]), float(spectrum["scale"]), n_range=p.n_range,
+    primary=p.powerlaw["powerlaw_primary"], floor=float(spectrum["floor"]), min_r2=p.powerlaw["powerlaw_min_r2"],
 )
 keys = dict(dataset=wc.dataset, backbone=wc.backbone, weights=wc.weights, kernel=wc.kernel)
 fits = pd.DataFrame([{**keys, **fit} for fit in fits])

@@ -32,7 +32,6 @@ from __future__ import annotations
 import numpy as np
 
 from rmtlens.estimators.accuracy import apply_floor
-from rmtlens.estimators.grids import kernel_scale
 from rmtlens.estimators.powerlaw import (
     DEFAULT_MIN_POINTS,
     DEFAULT_MIN_R2,
@@ -305,11 +304,11 @@ def predict_grid(
     sample_sizes,
     lambdas_rel,
     fixed_window: tuple[int, int],
+    scale: float,
     n_range: tuple[float, float] | None = None,
     primary: str = "rank",
     rcond: float = 1e-10,
     floor: float | None = None,
-    scale: float | None = None,
     min_r2: float = DEFAULT_MIN_R2,
     min_points: int = DEFAULT_MIN_POINTS,
 ) -> tuple[dict[str, np.ndarray], list[dict], dict[str, np.ndarray]]:
@@ -325,8 +324,8 @@ def predict_grid(
         :func:`rmtlens.estimators.powerlaw.power_law_windows` makes the fit windows.
     primary : the window whose fit the power-law DEs use (``fixed``, ``rank``, ``n_range``).
     scale : the kernel scale ``s = tr(K_pool)/N_pool`` (:func:`rmtlens.estimators.grids.kernel_scale`
-        of the pool diagonal), the one the ridge path uses; when None, ``Σ_k D_k / N_pool``,
-        the same trace from the spectrum.
+        of the pool diagonal, as stored by the pool-spectrum jobs), the one the ridge path
+        uses, so that predictions and ridge rows share the absolute λ (SPEC §2).
     min_r2, min_points : validity thresholds of the fits.
 
     Returns
@@ -351,8 +350,6 @@ def predict_grid(
     pop = population_from_pool(eigvals, proj, target_map, rcond, floor)
     mu, b2 = pop["mu"], pop["beta_sq"]
     n_pool = mu.size
-    if scale is None:
-        scale = kernel_scale(np.asarray(eigvals, dtype=np.float64))  # mean eigenvalue = tr(K_pool)/N_pool
     scale = float(scale)
     if not (np.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be finite and positive, got {scale!r}")
