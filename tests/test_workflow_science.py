@@ -1,4 +1,4 @@
-"""Issue 15 outputs of the test-config DAG, checked against independent recomputations."""
+"""Label noise, ridge selection and learnability in the test-config DAG, against independent recomputations."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from snakemake.utils import validate
 from rmtlens.estimators import ridge_grid, sample_size_grid
 from rmtlens.kernels import entk_tiles
 from rmtlens.io import PARTIAL_DIR_ENV, remove_partials
+from rmtlens.workflow import ConfigError, check_config
 
 # Jobs write temporary files here, never under results/; a killed job's leftovers
 # are removed when the next run starts.
@@ -29,105 +30,12 @@ onstart:
 validate(config, schema="../schemas/config.schema.yaml")
 
 
-def config_error(field, message):
-    raise WorkflowError(f"invalid configuration at '{field}': {message}")
-
-
-def check_config(cfg):
-    """Checks the schema cannot express: cross-field ranges and known model names."""
-    for name, ds in cfg["datasets"].items():
-        n_max = cfg["sample_sizes"]["max"]
-        if n_max is not None and n_max > ds["n_pool"]:
-            config_error(
-                "sample_sizes.max",
-                f"{n_max} exceeds datasets.{name}.n_pool = {ds['n_pool']}",
-            )
-        if cfg["sample_sizes"]["min"] > (n_max or ds["n_pool"]):
-            config_error(
-                "sample_sizes.min",
-                f"{cfg['sample_sizes']['min']} exceeds the largest sample size {n_max or ds['n_pool']} of dataset {name}",
-            )
-    for name, ds in cfg["datasets"].items():
-        for b in ds["backbones"] or []:
-            if b not in cfg["backbones"]:
-                config_error(
-                    f"datasets.{name}.backbones", f"{b!r} is not a name under backbones"
-                )
-    for name, task in cfg["source_tasks"].items():
-        if task["dataset"] not in cfg["datasets"]:
-            config_error(
-                f"source_tasks.{name}.dataset",
-                f"{task['dataset']!r} is not a name under datasets",
-            )
-    for name, bb in cfg["backbones"].items():
-        if (
-            "trained" in bb["weights"]
-            and bb["pretrain"]["task"] not in cfg["source_tasks"]
-        ):
-            config_error(
-                f"backbones.{name}.pretrain.task",
-                f"{bb['pretrain']['task']!r} is not a name under source_tasks",
-            )
-    dd = cfg["double_descent"]
-    if dd["enabled"]:
-        if dd["dataset"] not in cfg["datasets"]:
-            config_error(
-                "double_descent.dataset",
-                f"{dd['dataset']!r} is not a name under datasets",
-            )
-        for field, value in (
-            ("inputs", dd["inputs"]),
-            ("linear.embedding", dd["linear"]["embedding"]),
-        ):
-            if field == "inputs" and value == "pixels":
-                continue
-            backbone, _, weights = value.partition("/")
-            if (
-                backbone not in cfg["backbones"]
-                or weights not in cfg["backbones"][backbone]["weights"]
-            ):
-                config_error(
-                    f"double_descent.{field}",
-                    f"{value!r} is not '<backbone>/<weights>' of a configured backbone",
-                )
-        if dd["n"] > cfg["datasets"][dd["dataset"]]["n_pool"]:
-            config_error(
-                "double_descent.n", f"{dd['n']} exceeds the pool of {dd['dataset']}"
-            )
-    lin = cfg["linearisation"]
-    if lin["enabled"]:
-        if lin["dataset"] not in cfg["datasets"]:
-            config_error(
-                "linearisation.dataset",
-                f"{lin['dataset']!r} is not a name under datasets",
-            )
-        if max(lin["checkpoints"]) > lin["epochs"]:
-            config_error(
-                "linearisation.checkpoints",
-                f"{max(lin['checkpoints'])} exceeds linearisation.epochs = {lin['epochs']}",
-            )
-    if cfg["ridge"]["min"] > cfg["ridge"]["max"]:
-        config_error(
-            "ridge.min",
-            f"{cfg['ridge']['min']} exceeds ridge.max = {cfg['ridge']['max']}",
-        )
-    if cfg["targets"]["kind"] == "binary" and not cfg["targets"]["positive_classes"]:
-        config_error(
-            "targets.positive_classes", "kind 'binary' needs the classes labelled +1"
-        )
-    if not workflow.is_main_process:
-        return  # a cluster job re-reads the Snakefile; the main process already checked
-    # imports timm: only this check needs it
-    from rmtlens.inputs import check_model_name
-
-    for name, bb in cfg["backbones"].items():
-        try:
-            check_model_name(bb["model"])
-        except ValueError as err:
-            config_error(f"backbones.{name}.model", str(err))
-
-
-check_config(config)
+# Cross-field checks the schema cannot express (rmtlens.workflow.config_checks); a
+# cluster job re-reads the Snakefile and skips the model-name check (it imports timm).
+try:
+    check_config(config, model_names=workflow.is_main_process)
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
 
 
 wildcard_constraints:
@@ -440,7 +348,7 @@ def final_outputs():
     ]
 
 
-# Issue 15 (rules in noise.smk): label noise, ridge selection, learnability.
+# The label-noise study, ridge selection and learnability (rules in noise.smk).
 def noise_enabled():
     return config["targets"]["noise"]["enabled"]
 
@@ -470,12 +378,9 @@ def science_outputs():
 
 
 def noise_subsamples(wildcards):
+    """(n, seed) of the noise study: the grid up to ``targets.noise.n_max`` (checked by
+    check_config to keep at least the smallest n)."""
     n_max = config["targets"]["noise"]["n_max"]
-    if n_max is not None and n_max < min(sample_sizes(wildcards.dataset)):
-        config_error(
-            "targets.noise.n_max",
-            f"{n_max} is below the smallest sample size of dataset {wildcards.dataset}",
-        )
     return [
         (n, s)
         for n in sample_sizes(wildcards.dataset)

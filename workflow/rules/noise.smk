@@ -1,4 +1,4 @@
-# Beyond the papers (issue 15): label noise, ridge selection, per-mode learnability.
+# Beyond the papers: label noise, ridge selection, per-mode learnability.
 
 
 rule noise_study:
