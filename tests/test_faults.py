@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, TEST_CONFIG, snakemake
+from conftest import TEST_CONFIG, snakemake, snakemake_command
 
 pytestmark = pytest.mark.workflow
 TABLES = "results/tables"
@@ -50,8 +49,7 @@ def run_until(workdir: Path, checkpoint: str, target: str, timeout: float = 900)
     marker = workdir / "fault.marker"
     marker.unlink(missing_ok=True)
     env = dict(os.environ, RMTLENS_FAULT_PAUSE=checkpoint, RMTLENS_FAULT_MARKER=str(marker))
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(TEST_CONFIG), "--cores", "2", "--rerun-incomplete", target]
+    cmd = snakemake_command(workdir, "--configfile", str(TEST_CONFIG), "--cores", "2", "--rerun-incomplete", target)
     log = open(workdir / f"run-{len(list(workdir.glob('run-*.log')))}.log", "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + timeout

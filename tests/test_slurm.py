@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 import time
 
 import pytest
-from conftest import REPO, missing_prerequisite
+from conftest import REPO, job_counts, missing_prerequisite, snakemake
 from slurm_cluster import SlurmUnavailable, start_cluster
 
 pytestmark = pytest.mark.workflow
@@ -30,25 +29,12 @@ def slurm_cluster():
 
 
 def run_snakemake(workdir, *args, env=None, timeout=1500) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(TEST_CONFIG), *args]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env, timeout=timeout)
-    if proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
-    return proc
+    return snakemake(workdir, "--configfile", str(TEST_CONFIG), *args, env=env, cwd=workdir, timeout=timeout)
 
 
 def job_stats(output: str) -> dict[str, int]:
-    """Snakemake's 'Job stats' table (the first one printed) as {rule: count}."""
-    lines = output.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats:"))
-    counts = {}
-    for line in lines[start + 3 :]:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        counts[parts[0]] = int(parts[1])
-    return counts
+    """Snakemake's 'Job stats' table (the first one printed) as {rule: count}, with 'total'."""
+    return job_counts(output, total=True)
 
 
 # The whole DAG of config/test.yaml takes ~10 minutes through Slurm on the CI machine's two
