@@ -107,6 +107,11 @@ def missing_prerequisite(name: str, reason: str) -> None:
 
 
 TEST_CONFIG = REPO / "config" / "test.yaml"
+# Where a run of config/test.yaml (or of a test's variant of it) puts its outputs and logs,
+# relative to the working directory.
+RUN = "test"
+RESULTS = f"results/{RUN}"
+LOGS = f"logs/{RUN}"
 
 
 @pytest.fixture(scope="session")

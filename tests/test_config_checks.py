@@ -135,3 +135,41 @@ def test_noise_n_max_is_checked_against_the_grid_not_the_configured_minimum():
     with pytest.raises(ConfigError) as err:
         check_config(cfg, model_names=False)
     assert err.value.field == "targets.noise.n_max" and "120" in str(err.value)
+
+
+def test_missing_input_files_are_named_with_the_option_that_gives_them(tmp_path):
+    from rmtlens.workflow import check_input_files
+
+    archive, weights = tmp_path / "images.tar.gz", tmp_path / "published.pth"
+    cfg = config()
+    set_field(cfg, "datasets.digits", dict(cfg["datasets"]["digits"], source="imagefolder", archive=str(archive)))
+    set_field(cfg, "backbones.tvit.weights", ["init", "pretrained"])
+    set_field(cfg, "backbones.tvit.pretrained_file", str(weights))
+    with pytest.raises(ConfigError) as err:
+        check_input_files(cfg)
+    assert err.value.field == "datasets.digits.archive"
+    assert str(archive) in str(err.value)
+    assert "--config 'datasets={digits: {archive: /path/to/images.tar.gz}}'" in str(err.value)
+    archive.write_bytes(b"")
+    with pytest.raises(ConfigError) as err:
+        check_input_files(cfg)
+    assert err.value.field == "backbones.tvit.pretrained_file"
+    assert "--config 'backbones={tvit: {pretrained_file: /path/to/published.pth}}'" in str(err.value)
+    weights.write_bytes(b"")
+    check_input_files(cfg)
+    # a weights file is read only for 'pretrained' weights, an archive only for image folders
+    weights.unlink()
+    set_field(cfg, "backbones.tvit.weights", ["init"])
+    check_input_files(cfg)
+    archive.unlink()
+    set_field(cfg, "datasets.digits.source", "digits")
+    check_input_files(cfg)
+
+
+def test_the_cifar10_preset_reads_its_archive_only():
+    from rmtlens.workflow import check_input_files
+
+    cfg = config("config/cifar10.yaml")
+    asked = []
+    check_input_files(cfg, exists=lambda path: asked.append(path) or True)
+    assert asked == [cfg["datasets"]["cifar10"]["archive"]]

@@ -99,3 +99,14 @@ def test_every_preset_validates_and_plans(tmp_path, preset):
     proc = snakemake(tmp_path, *args, check=False)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "Job stats:" in proc.stdout + proc.stderr
+
+
+@pytest.mark.workflow
+def test_a_preset_whose_archive_is_missing_stops_naming_it_and_the_option(tmp_path):
+    """cifar10-full without the archive's path (its placeholder does not exist here): a dry
+    run fails before any job, naming the file and the --config that gives it."""
+    proc = snakemake(tmp_path, "--configfile", str(REPO / "config" / "cifar10-full.yaml"), "-n", check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "datasets.cifar10.archive" in output and "'resources/cifar10-jpeg.tar.gz' does not exist" in output, output
+    assert "--config 'datasets={cifar10: {archive: /path/to/cifar10-jpeg.tar.gz}}'" in output, output

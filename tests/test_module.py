@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, TEST_CONFIG, dry_run_jobs, job_counts, snakemake
+from conftest import REPO, RESULTS, TEST_CONFIG, dry_run_jobs, job_counts, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -87,9 +87,9 @@ def test_module_run_reproduces_the_direct_run(finished_run, tmp_path):
     # module make them again
     unit = "digits/tvit/init"
     redone = [
-        f"results/embeddings/{unit}.npy",
-        f"results/eigh/{unit}/features/n16_s0.npz",
-        f"results/ridge/{unit}/features/n16_s0.parquet",
+        f"{RESULTS}/embeddings/{unit}.npy",
+        f"{RESULTS}/eigh/{unit}/features/n16_s0.npz",
+        f"{RESULTS}/ridge/{unit}/features/n16_s0.parquet",
     ]
     for rel in redone:
         (outer / rel).unlink()
@@ -102,7 +102,7 @@ def test_module_run_reproduces_the_direct_run(finished_run, tmp_path):
     expected = {"rmtlens_embed": 1, "rmtlens_feature_accuracy": 1, "rmtlens_factor": 1, "rmtlens_ridge_path": 1}
     assert counts == expected, counts
     assert not leftover.exists(), "the module's cleanup of killed jobs' leftovers did not run"
-    record = f"results/kernels/{unit}/features.accuracy.json"
+    record = f"{RESULTS}/kernels/{unit}/features.accuracy.json"
     assert json.loads((outer / record).read_text()) == json.loads((finished_run / record).read_text())
 
     for rel in redone:

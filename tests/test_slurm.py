@@ -7,7 +7,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import REPO, job_counts, missing_prerequisite, snakemake
+from conftest import REPO, RESULTS, job_counts, missing_prerequisite, snakemake
 from slurm_cluster import SlurmUnavailable, start_cluster
 
 pytestmark = pytest.mark.workflow
@@ -50,11 +50,10 @@ SLURM_UNIT = re.compile(r"/tresnet/trained[/.]")
 
 
 def unit_targets(local_dir) -> list[str]:
-    """Every file of the local run under results/ and resources/ that belongs to the unit."""
+    """Every file of the local run (under results/<run>/) that belongs to the unit."""
     return sorted(
         str(path.relative_to(local_dir))
-        for top in ("results", "resources")
-        for path in (local_dir / top).rglob("*")
+        for path in (local_dir / RESULTS).rglob("*")
         if path.is_file() and SLURM_UNIT.search("/" + str(path.relative_to(local_dir)))
     )
 
@@ -78,7 +77,7 @@ def slurm_and_local_runs(slurm_cluster, finished_run, tmp_path_factory):
 
 def test_slurm_run_reproduces_the_local_files_bit_for_bit(slurm_and_local_runs):
     slurm_dir, local_dir, _, _, targets = slurm_and_local_runs
-    kinds = {path.split("/")[1] for path in targets}
+    kinds = {path.split("/")[2] for path in targets}  # results/<run>/<kind>/...
     assert {"weights", "embeddings", "kernels", "eigh", "ridge", "spectra", "theory", "dynamics", "noise"} <= kinds
     assert any("entk_tiles" in path for path in targets) and any("/features/" in path for path in targets)
     for path in targets:

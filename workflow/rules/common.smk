@@ -1,6 +1,7 @@
 # Helpers shared by every stage: config validation, wildcard constraints and the
 # functions that list the files a configuration asks for.
 import os
+import re
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -8,7 +9,7 @@ from snakemake.utils import validate
 from rmtlens.estimators import ridge_grid, sample_size_grid
 from rmtlens.kernels import entk_tiles
 from rmtlens.io import PARTIAL_DIR_ENV, remove_partials
-from rmtlens.workflow import ConfigError, check_config
+from rmtlens.workflow import ConfigError, check_config, check_input_files
 
 # Jobs write temporary files here, never under results/; a killed job's leftovers
 # are removed when the next run starts.
@@ -30,15 +31,26 @@ onstart:
 validate(config, schema="../schemas/config.schema.yaml")
 
 
-# Cross-field checks the schema cannot express (rmtlens.workflow.config_checks); a
-# cluster job re-reads the Snakefile and skips the model-name check (it imports timm).
+# Cross-field checks the schema cannot express and the input files the configuration
+# names (rmtlens.workflow.config_checks); a cluster job re-reads the Snakefile and skips
+# the model-name check (it imports timm) and the file check (its main process did both).
 try:
     check_config(config, model_names=workflow.is_main_process)
+    if workflow.is_main_process:
+        check_input_files(config)
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
+# Every output of a run lies under its own folders, named by `run`: results/<run>/,
+# logs/<run>/ and benchmarks/<run>/ (rule files write the {run} wildcard, helpers below
+# RESULTS), so runs of different configurations sit side by side. Downloads in
+# resources/ are shared.
+RUN = config["run"]
+RESULTS = f"results/{RUN}"
+
 
 wildcard_constraints:
+    run=re.escape(RUN),
     dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     backbone=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     weights=r"init|pretrained|trained",
@@ -111,7 +123,7 @@ def pretrain_spec(wildcards):
 
 
 def pretrain_source_task(wildcards):
-    return f"results/source_tasks/{backbone_spec(wildcards)['pretrain']['task']}.npz"
+    return f"{RESULTS}/source_tasks/{backbone_spec(wildcards)['pretrain']['task']}.npz"
 
 
 def weights_inputs(wildcards):
@@ -119,7 +131,7 @@ def weights_inputs(wildcards):
     bb = backbone_spec(wildcards)
     if wildcards.weights == "trained":
         return {
-            "trained": f"resources/weights/{wildcards.backbone}/trained.safetensors"
+            "trained": f"{RESULTS}/weights/{wildcards.backbone}/trained.safetensors"
         }
     if wildcards.weights == "pretrained" and bb["pretrained_file"]:
         return {"pretrained_file": bb["pretrained_file"]}
@@ -152,7 +164,7 @@ def entk_spec(wildcards):
 
 def kernel_accuracy(wildcards):
     """The accuracy record beside a kernel (SPEC §2)."""
-    return f"results/kernels/{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}/{wildcards.kernel}.accuracy.json"
+    return f"{RESULTS}/kernels/{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}/{wildcards.kernel}.accuracy.json"
 
 
 def accuracy_params():
@@ -164,7 +176,7 @@ def accuracy_params():
 
 def entk_tile_files(wildcards):
     return [
-        f"results/kernels/{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}/entk_tiles/r{t.row}_c{t.col}.npy"
+        f"{RESULTS}/kernels/{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}/entk_tiles/r{t.row}_c{t.col}.npy"
         for t in entk_layout(wildcards.dataset)
         if t.mirror is None
     ]
@@ -210,13 +222,14 @@ def kernel_units():
 
 
 def unit_files(pattern):
-    """``pattern`` filled in for every kernel unit, in the order of :func:`kernel_units`."""
-    return [pattern.format(**u) for u in kernel_units()]
+    """``pattern`` filled in for every kernel unit (and this run), in the order of
+    :func:`kernel_units`."""
+    return [pattern.format(run=RUN, **u) for u in kernel_units()]
 
 
 def ridge_path_files(wildcards=None):
     return [
-        f"results/ridge/{u['dataset']}/{u['backbone']}/{u['weights']}/{u['kernel']}/n{n}_s{s}.parquet"
+        f"{RESULTS}/ridge/{u['dataset']}/{u['backbone']}/{u['weights']}/{u['kernel']}/n{n}_s{s}.parquet"
         for u in kernel_units()
         for n in sample_sizes(u["dataset"])
         for s in config["seeds"]
@@ -298,17 +311,17 @@ FIGURES = [
 def pretraining_outputs():
     if not trained_backbones():
         return []
-    return [f"results/figures/pretraining.{ext}" for ext in ("png", "svg")]
+    return [f"{RESULTS}/figures/pretraining.{ext}" for ext in ("png", "svg")]
 
 
 def double_descent_embeddings(wildcards):
     """The embedding file of the linear-ridge sweep (and of random features on embeddings)."""
     spec = config["double_descent"]
     files = {
-        "linear": f"results/embeddings/{spec['dataset']}/{spec['linear']['embedding']}.npy"
+        "linear": f"{RESULTS}/embeddings/{spec['dataset']}/{spec['linear']['embedding']}.npy"
     }
     if spec["inputs"] != "pixels":
-        files["rf"] = f"results/embeddings/{spec['dataset']}/{spec['inputs']}.npy"
+        files["rf"] = f"{RESULTS}/embeddings/{spec['dataset']}/{spec['inputs']}.npy"
     return files
 
 
@@ -316,18 +329,18 @@ def extension_outputs():
     out = []
     if config["double_descent"]["enabled"]:
         out += [
-            "results/tables/double_descent.csv",
-            "results/figures/double_descent.png",
+            f"{RESULTS}/tables/double_descent.csv",
+            f"{RESULTS}/figures/double_descent.png",
         ]
     if config["learning_dynamics"]["enabled"]:
         out += [
-            "results/tables/learning_dynamics.csv",
-            "results/figures/learning_dynamics.png",
+            f"{RESULTS}/tables/learning_dynamics.csv",
+            f"{RESULTS}/figures/learning_dynamics.png",
         ]
     if config["linearisation"]["enabled"]:
         out += [
-            "results/tables/linearisation_accuracy.csv",
-            "results/figures/linearisation.png",
+            f"{RESULTS}/tables/linearisation_accuracy.csv",
+            f"{RESULTS}/figures/linearisation.png",
         ]
     return out
 
@@ -335,15 +348,15 @@ def extension_outputs():
 def final_outputs():
     return [
         *extension_outputs(),
-        "results/tables/ridge.parquet",
-        "results/tables/gcv_accuracy.csv",
-        "results/tables/best_risk.csv",
+        f"{RESULTS}/tables/ridge.parquet",
+        f"{RESULTS}/tables/gcv_accuracy.csv",
+        f"{RESULTS}/tables/best_risk.csv",
         *pretraining_outputs(),
-        "results/tables/estimators.csv",
-        "results/tables/representations.csv",
-        "results/tables/scaling.csv",
-        "results/tables/local_law.csv",
-        *[f"results/figures/{f}.{ext}" for f in FIGURES for ext in ("png", "svg")],
+        f"{RESULTS}/tables/estimators.csv",
+        f"{RESULTS}/tables/representations.csv",
+        f"{RESULTS}/tables/scaling.csv",
+        f"{RESULTS}/tables/local_law.csv",
+        *[f"{RESULTS}/figures/{f}.{ext}" for f in FIGURES for ext in ("png", "svg")],
         *science_outputs(),
     ]
 
@@ -355,21 +368,21 @@ def noise_enabled():
 
 def science_outputs():
     out = [
-        "results/tables/ridge_selection.csv",
-        "results/tables/ridge_regret.csv",
-        "results/tables/learnability.csv",
+        f"{RESULTS}/tables/ridge_selection.csv",
+        f"{RESULTS}/tables/ridge_regret.csv",
+        f"{RESULTS}/tables/learnability.csv",
         *[
-            f"results/figures/{f}.{ext}"
+            f"{RESULTS}/figures/{f}.{ext}"
             for f in ("ridge_selection", "learnability")
             for ext in ("png", "svg")
         ],
     ]
     if noise_enabled():
         out += [
-            "results/tables/noise_accuracy.csv",
-            "results/tables/noise_peaks.csv",
+            f"{RESULTS}/tables/noise_accuracy.csv",
+            f"{RESULTS}/tables/noise_peaks.csv",
             *[
-                f"results/figures/{f}.{ext}"
+                f"{RESULTS}/figures/{f}.{ext}"
                 for f in ("noise", "noise_accuracy")
                 for ext in ("png", "svg")
             ],
@@ -391,7 +404,7 @@ def noise_subsamples(wildcards):
 
 def noise_eigh_files(wildcards):
     return [
-        f"results/eigh/{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}/{wildcards.kernel}/n{n}_s{s}.npz"
+        f"{RESULTS}/eigh/{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}/{wildcards.kernel}/n{n}_s{s}.npz"
         for n, s in noise_subsamples(wildcards)
     ]
 
@@ -401,8 +414,8 @@ def kernel_source(wildcards):
     """A ridge/flow job's kernel input: the embeddings for `features`, else the kernel file."""
     unit = f"{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}"
     if wildcards.kernel == "features":
-        return {"embeddings": f"results/embeddings/{unit}.npy"}
-    return {"kernel": f"results/kernels/{unit}/{wildcards.kernel}.npy"}
+        return {"embeddings": f"{RESULTS}/embeddings/{unit}.npy"}
+    return {"kernel": f"{RESULTS}/kernels/{unit}/{wildcards.kernel}.npy"}
 
 
 def spectral_mem_mb(wildcards, n):

@@ -8,13 +8,13 @@
 
 rule feature_accuracy:
     input:
-        embeddings="results/embeddings/{dataset}/{backbone}/{weights}.npy",
+        embeddings="results/{run}/embeddings/{dataset}/{backbone}/{weights}.npy",
     output:
-        "results/kernels/{dataset}/{backbone}/{weights}/features.accuracy.json",
+        "results/{run}/kernels/{dataset}/{backbone}/{weights}/features.accuracy.json",
     log:
-        "logs/feature_accuracy/{dataset}/{backbone}/{weights}.log",
+        "logs/{run}/feature_accuracy/{dataset}/{backbone}/{weights}.log",
     benchmark:
-        "benchmarks/feature_accuracy/{dataset}/{backbone}/{weights}.tsv"
+        "benchmarks/{run}/feature_accuracy/{dataset}/{backbone}/{weights}.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     resources:
@@ -28,13 +28,13 @@ rule feature_accuracy:
 
 rule factor:
     input:
-        embeddings="results/embeddings/{dataset}/{backbone}/{weights}.npy",
+        embeddings="results/{run}/embeddings/{dataset}/{backbone}/{weights}.npy",
     output:
-        "results/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.npz",
+        "results/{run}/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.npz",
     log:
-        "logs/factor/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.log",
+        "logs/{run}/factor/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.log",
     benchmark:
-        "benchmarks/factor/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.tsv"
+        "benchmarks/{run}/factor/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.tsv"
     wildcard_constraints:
         kernel="features",
     conda:
@@ -53,15 +53,15 @@ ruleorder: factor > eigh
 
 rule feature_pool_spectrum:
     input:
-        embeddings="results/embeddings/{dataset}/{backbone}/{weights}.npy",
-        dataset="results/datasets/{dataset}.npz",
+        embeddings="results/{run}/embeddings/{dataset}/{backbone}/{weights}.npy",
+        dataset="results/{run}/datasets/{dataset}.npz",
         accuracy=kernel_accuracy,
     output:
-        "results/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz",
+        "results/{run}/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz",
     log:
-        "logs/pool_spectrum/{dataset}/{backbone}/{weights}/{kernel}.log",
+        "logs/{run}/pool_spectrum/{dataset}/{backbone}/{weights}/{kernel}.log",
     benchmark:
-        "benchmarks/pool_spectrum/{dataset}/{backbone}/{weights}/{kernel}.tsv"
+        "benchmarks/{run}/pool_spectrum/{dataset}/{backbone}/{weights}/{kernel}.tsv"
     wildcard_constraints:
         kernel="features",
     conda:

@@ -1,15 +1,15 @@
 rule ridge_path:
     input:
         unpack(kernel_source),
-        eigh="results/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.npz",
-        dataset="results/datasets/{dataset}.npz",
+        eigh="results/{run}/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.npz",
+        dataset="results/{run}/datasets/{dataset}.npz",
         accuracy=kernel_accuracy,
     output:
-        "results/ridge/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.parquet",
+        "results/{run}/ridge/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.parquet",
     log:
-        "logs/ridge_path/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.log",
+        "logs/{run}/ridge_path/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.log",
     benchmark:
-        "benchmarks/ridge_path/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.tsv"
+        "benchmarks/{run}/ridge_path/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     resources:
@@ -27,25 +27,25 @@ rule aggregate:
     input:
         ridge_path_files,
     output:
-        table="results/tables/ridge.parquet",
+        table="results/{run}/tables/ridge.parquet",
         accuracy=report(
-            "results/tables/gcv_accuracy.csv",
+            "results/{run}/tables/gcv_accuracy.csv",
             caption="../report/table_gcv_accuracy.rst",
             category="Summary tables",
             subcategory="E1 ridge paths",
             labels=report_labels("GCV accuracy", kind="table"),
         ),
         best=report(
-            "results/tables/best_risk.csv",
+            "results/{run}/tables/best_risk.csv",
             caption="../report/table_best_risk.rst",
             category="Summary tables",
             subcategory="E1 ridge paths",
             labels=report_labels("best risk per kernel", kind="table"),
         ),
     log:
-        "logs/aggregate.log",
+        "logs/{run}/aggregate.log",
     benchmark:
-        "benchmarks/aggregate.tsv"
+        "benchmarks/{run}/aggregate.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     params:

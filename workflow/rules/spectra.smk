@@ -1,12 +1,12 @@
 rule eigh:
     input:
-        kernel="results/kernels/{dataset}/{backbone}/{weights}/{kernel}.npy",
+        kernel="results/{run}/kernels/{dataset}/{backbone}/{weights}/{kernel}.npy",
     output:
-        "results/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.npz",
+        "results/{run}/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.npz",
     log:
-        "logs/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.log",
+        "logs/{run}/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.log",
     benchmark:
-        "benchmarks/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.tsv"
+        "benchmarks/{run}/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     resources:
@@ -20,15 +20,15 @@ rule eigh:
 
 rule pool_spectrum:
     input:
-        kernel="results/kernels/{dataset}/{backbone}/{weights}/{kernel}.npy",
-        dataset="results/datasets/{dataset}.npz",
+        kernel="results/{run}/kernels/{dataset}/{backbone}/{weights}/{kernel}.npy",
+        dataset="results/{run}/datasets/{dataset}.npz",
         accuracy=kernel_accuracy,
     output:
-        "results/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz",
+        "results/{run}/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz",
     log:
-        "logs/pool_spectrum/{dataset}/{backbone}/{weights}/{kernel}.log",
+        "logs/{run}/pool_spectrum/{dataset}/{backbone}/{weights}/{kernel}.log",
     benchmark:
-        "benchmarks/pool_spectrum/{dataset}/{backbone}/{weights}/{kernel}.tsv"
+        "benchmarks/{run}/pool_spectrum/{dataset}/{backbone}/{weights}/{kernel}.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     resources:

@@ -1,13 +1,13 @@
 rule theory:
     input:
-        spectrum="results/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz",
+        spectrum="results/{run}/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz",
     output:
-        predictions="results/theory/{dataset}/{backbone}/{weights}/{kernel}/predictions.parquet",
-        fit="results/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw.csv",
+        predictions="results/{run}/theory/{dataset}/{backbone}/{weights}/{kernel}/predictions.parquet",
+        fit="results/{run}/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw.csv",
     log:
-        "logs/theory/{dataset}/{backbone}/{weights}/{kernel}.log",
+        "logs/{run}/theory/{dataset}/{backbone}/{weights}/{kernel}.log",
     benchmark:
-        "benchmarks/theory/{dataset}/{backbone}/{weights}/{kernel}.tsv"
+        "benchmarks/{run}/theory/{dataset}/{backbone}/{weights}/{kernel}.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     resources:
@@ -24,42 +24,42 @@ rule theory:
 
 rule estimators:
     input:
-        table="results/tables/ridge.parquet",
+        table="results/{run}/tables/ridge.parquet",
         predictions=unit_files(
-            "results/theory/{dataset}/{backbone}/{weights}/{kernel}/predictions.parquet"
+            "results/{run}/theory/{dataset}/{backbone}/{weights}/{kernel}/predictions.parquet"
         ),
     output:
-        joined="results/tables/theory.parquet",
+        joined="results/{run}/tables/theory.parquet",
         de_bias=report(
-            "results/tables/de_bias.csv",
+            "results/{run}/tables/de_bias.csv",
             caption="../report/table_de_bias.rst",
             category="Summary tables",
             subcategory="E2 estimators",
             labels=report_labels("DE bias by n/N_pool", kind="table"),
         ),
         estimators=report(
-            "results/tables/estimators.csv",
+            "results/{run}/tables/estimators.csv",
             caption="../report/table_estimators.rst",
             category="Summary tables",
             subcategory="E2 estimators",
             labels=report_labels("estimator accuracy", kind="table"),
         ),
         png=report(
-            "results/figures/estimators.png",
+            "results/{run}/figures/estimators.png",
             caption="../report/estimators.rst",
             category="Estimators",
             labels=report_labels("estimators versus risk", "png"),
         ),
         svg=report(
-            "results/figures/estimators.svg",
+            "results/{run}/figures/estimators.svg",
             caption="../report/estimators.rst",
             category="Estimators",
             labels=report_labels("estimators versus risk", "svg"),
         ),
     log:
-        "logs/estimators.log",
+        "logs/{run}/estimators.log",
     benchmark:
-        "benchmarks/estimators.tsv"
+        "benchmarks/{run}/estimators.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     params:
@@ -73,38 +73,38 @@ rule estimators:
 rule representations:
     input:
         spectra=unit_files(
-            "results/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz"
+            "results/{run}/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz"
         ),
         fits=unit_files(
-            "results/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw.csv"
+            "results/{run}/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw.csv"
         ),
-        best="results/tables/best_risk.csv",
+        best="results/{run}/tables/best_risk.csv",
     output:
         table=report(
-            "results/tables/representations.csv",
+            "results/{run}/tables/representations.csv",
             caption="../report/table_representations.rst",
             category="Summary tables",
             subcategory="E3 representations",
             labels=report_labels("representations", kind="table"),
         ),
         png=report(
-            "results/figures/representations.png",
+            "results/{run}/figures/representations.png",
             caption="../report/representations.rst",
             category="Representations",
             subcategory="spectra and alignment",
             labels=report_labels("spectra and alignment", "png"),
         ),
         svg=report(
-            "results/figures/representations.svg",
+            "results/{run}/figures/representations.svg",
             caption="../report/representations.rst",
             category="Representations",
             subcategory="spectra and alignment",
             labels=report_labels("spectra and alignment", "svg"),
         ),
     log:
-        "logs/representations.log",
+        "logs/{run}/representations.log",
     benchmark:
-        "benchmarks/representations.tsv"
+        "benchmarks/{run}/representations.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     params:
@@ -119,34 +119,34 @@ rule representations:
 
 rule scaling:
     input:
-        joined="results/tables/theory.parquet",
+        joined="results/{run}/tables/theory.parquet",
         fits=unit_files(
-            "results/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw.csv"
+            "results/{run}/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw.csv"
         ),
     output:
         table=report(
-            "results/tables/scaling.csv",
+            "results/{run}/tables/scaling.csv",
             caption="../report/table_scaling.rst",
             category="Summary tables",
             subcategory="E4 scaling",
             labels=report_labels("scaling exponents", kind="table"),
         ),
         png=report(
-            "results/figures/scaling.png",
+            "results/{run}/figures/scaling.png",
             caption="../report/scaling.rst",
             category="Scaling laws",
             labels=report_labels("scaling laws", "png"),
         ),
         svg=report(
-            "results/figures/scaling.svg",
+            "results/{run}/figures/scaling.svg",
             caption="../report/scaling.rst",
             category="Scaling laws",
             labels=report_labels("scaling laws", "svg"),
         ),
     log:
-        "logs/scaling.log",
+        "logs/{run}/scaling.log",
     benchmark:
-        "benchmarks/scaling.tsv"
+        "benchmarks/{run}/scaling.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     params:
@@ -159,25 +159,25 @@ rule scaling:
 
 rule local_law:
     input:
-        joined="results/tables/theory.parquet",
+        joined="results/{run}/tables/theory.parquet",
     output:
-        table="results/tables/local_law.csv",
+        table="results/{run}/tables/local_law.csv",
         png=report(
-            "results/figures/local_law.png",
+            "results/{run}/figures/local_law.png",
             caption="../report/local_law.rst",
             category="Local law",
             labels=report_labels("local-law deviations", "png"),
         ),
         svg=report(
-            "results/figures/local_law.svg",
+            "results/{run}/figures/local_law.svg",
             caption="../report/local_law.rst",
             category="Local law",
             labels=report_labels("local-law deviations", "svg"),
         ),
     log:
-        "logs/local_law.log",
+        "logs/{run}/local_law.log",
     benchmark:
-        "benchmarks/local_law.tsv"
+        "benchmarks/{run}/local_law.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     script:

@@ -12,6 +12,7 @@ from rmtlens._lazy import lazy_exports
 _EXPORTS = {
     "ConfigError": "config_checks",
     "check_config": "config_checks",
+    "check_input_files": "config_checks",
     "spectrum_rcond": "noise",
     "RidgeProblem": "jobs",
     "kernel_relative_error": "jobs",

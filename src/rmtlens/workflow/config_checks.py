@@ -5,11 +5,14 @@ Snakemake validates a configuration against ``workflow/schemas/config.schema.yam
 spans several fields, on the validated configuration (defaults filled in). Each
 rule is a small function of the configuration that raises :class:`ConfigError`
 naming the offending field; the rule files call :func:`check_config` once, before
-any job is planned.
+any job is planned, and :func:`check_input_files` for the files a configuration names
+(image archives, weights files), which must exist whatever results earlier runs left.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import PurePath
 from typing import Any, Callable, Mapping
 
 from rmtlens.estimators import sample_size_grid
@@ -149,6 +152,45 @@ CROSS_FIELD_CHECKS: tuple[Callable[[Config], None], ...] = (
     check_ridge,
     check_targets,
 )
+
+
+def input_files(cfg: Config) -> list[tuple[tuple[str, ...], str]]:
+    """Files the configuration names and its run reads, as ``(key path, file path)``: the
+    ``archive`` of every ``imagefolder`` dataset and the ``pretrained_file`` of every
+    backbone with ``pretrained`` weights. Paths are as given (relative ones are relative to
+    the working directory)."""
+    files = [
+        (("datasets", name, "archive"), ds["archive"])
+        for name, ds in cfg["datasets"].items()
+        if ds["source"] == "imagefolder" and ds.get("archive")
+    ]
+    files += [
+        (("backbones", name, "pretrained_file"), bb["pretrained_file"])
+        for name, bb in cfg["backbones"].items()
+        if "pretrained" in bb["weights"] and bb.get("pretrained_file")
+    ]
+    return files
+
+
+def config_option(keys: tuple[str, ...], value: str) -> str:
+    """The ``--config`` option that sets the nested field ``keys`` to ``value``, e.g.
+    ``--config 'datasets={cifar10: {archive: /path/to/x.tar.gz}}'``."""
+    text = value
+    for key in reversed(keys[1:]):
+        text = f"{{{key}: {text}}}"
+    return f"--config '{keys[0]}={text}'"
+
+
+def check_input_files(cfg: Config, exists: Callable[[str], bool] = os.path.isfile) -> None:
+    """Every file of :func:`input_files` exists (``exists``: a predicate on paths); else a
+    :class:`ConfigError` naming the field, the file and the ``--config`` option that gives
+    its path. Checked before any job, whatever results of earlier runs exist."""
+    for keys, path in input_files(cfg):
+        if not exists(path):
+            option = config_option(keys, f"/path/to/{PurePath(path).name}")
+            raise ConfigError(
+                ".".join(keys), f"the file {path!r} does not exist: give its path on the command line, e.g. {option}"
+            )
 
 
 def check_config(cfg: Config, *, model_names: bool = True) -> None:
