@@ -138,6 +138,13 @@ def weights_inputs(wildcards):
     return {}
 
 
+def per_seed(pattern):
+    """``pattern`` for every subsample seed, its other wildcards kept: the files of one
+    eigh, factor or ridge_path job, which covers one sample size n and every seed (one
+    interpreter start instead of one per seed; a file per (n, seed) as before)."""
+    return expand(pattern, seed=config["seeds"], allow_missing=True)
+
+
 def entk_layout(dataset):
     ds = config["datasets"][dataset]
     return entk_tiles(ds["n_pool"], ds["n_test"], config["entk"]["tile_size"])

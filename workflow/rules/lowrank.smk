@@ -3,7 +3,8 @@
 # from an N x N kernel file, so no `features.npy` is written; so does the kernel's
 # accuracy record (SPEC §2, float64 round-off bound). The eNTK keeps the
 # dense rules (eigh, pool_spectrum). Each job picks the thin (p < n) or the square
-# factorisation itself and logs which; a new ridge grid reruns neither.
+# factorisation itself and logs which; a new ridge grid reruns neither. Like eigh and
+# ridge_path, one factor job covers one sample size n and every seed (one file each).
 
 
 rule feature_accuracy:
@@ -30,20 +31,24 @@ rule factor:
     input:
         embeddings="results/{run}/embeddings/{dataset}/{backbone}/{weights}.npy",
     output:
-        "results/{run}/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.npz",
+        per_seed(
+            "results/{run}/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.npz"
+        ),
     log:
-        "logs/{run}/factor/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.log",
+        "logs/{run}/factor/{dataset}/{backbone}/{weights}/{kernel}/n{n}.log",
     benchmark:
-        "benchmarks/{run}/factor/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.tsv"
+        "benchmarks/{run}/factor/{dataset}/{backbone}/{weights}/{kernel}/n{n}.tsv"
     wildcard_constraints:
         kernel="features",
     conda:
         "../../envs/rmtlens.yaml"
     resources:
         mem_mb=lambda wc: spectral_mem_mb(wc, int(wc.n)),
-        runtime=lambda wc, attempt: minutes_for(int(wc.n), 5, 1, attempt),
+        runtime=lambda wc, attempt: len(config["seeds"])
+        * minutes_for(int(wc.n), 5, 1, attempt),
     params:
         n_pool=n_pool,
+        seeds=config["seeds"],
     script:
         "../scripts/factor.py"
 

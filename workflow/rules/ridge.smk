@@ -1,21 +1,27 @@
 rule ridge_path:
     input:
         unpack(kernel_source),
-        eigh="results/{run}/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.npz",
+        eigh=per_seed(
+            "results/{run}/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.npz"
+        ),
         dataset="results/{run}/datasets/{dataset}.npz",
         accuracy=kernel_accuracy,
     output:
-        "results/{run}/ridge/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.parquet",
+        per_seed(
+            "results/{run}/ridge/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.parquet"
+        ),
     log:
-        "logs/{run}/ridge_path/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.log",
+        "logs/{run}/ridge_path/{dataset}/{backbone}/{weights}/{kernel}/n{n}.log",
     benchmark:
-        "benchmarks/{run}/ridge_path/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.tsv"
+        "benchmarks/{run}/ridge_path/{dataset}/{backbone}/{weights}/{kernel}/n{n}.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     resources:
         mem_mb=lambda wc: spectral_mem_mb(wc, int(wc.n)),
-        runtime=lambda wc, attempt: minutes_for(int(wc.n), 60, 2, attempt),
+        runtime=lambda wc, attempt: len(config["seeds"])
+        * minutes_for(int(wc.n), 60, 2, attempt),
     params:
+        seeds=config["seeds"],
         lambdas_rel=relative_ridges(),
         accuracy=accuracy_params(),
         targets=clean_targets(),

@@ -2,18 +2,22 @@ rule eigh:
     input:
         kernel="results/{run}/kernels/{dataset}/{backbone}/{weights}/{kernel}.npy",
     output:
-        "results/{run}/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.npz",
+        per_seed(
+            "results/{run}/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.npz"
+        ),
     log:
-        "logs/{run}/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.log",
+        "logs/{run}/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}.log",
     benchmark:
-        "benchmarks/{run}/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.tsv"
+        "benchmarks/{run}/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     resources:
         mem_mb=lambda wc: 1000 + 48 * int(wc.n) ** 2 // 10**6,
-        runtime=lambda wc, attempt: minutes_for(int(wc.n), 90, 3, attempt),
+        runtime=lambda wc, attempt: len(config["seeds"])
+        * minutes_for(int(wc.n), 90, 3, attempt),
     params:
         n_pool=n_pool,
+        seeds=config["seeds"],
     script:
         "../scripts/eigh.py"
 
