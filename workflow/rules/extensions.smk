@@ -36,7 +36,9 @@ rule double_descent:
         "benchmarks/{run}/double_descent.tsv"
     conda:
         "../../envs/rmtlens.yaml"
-    threads: 2
+    # one thread: on CPU its numbers are the same with two (measured bit for bit), and a
+    # second core serves another job better than this job's small products
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=60,
@@ -155,7 +157,9 @@ rule linearisation:
         "benchmarks/{run}/linearisation.tsv"
     conda:
         "../../envs/rmtlens.yaml"
-    threads: 2
+    # one thread: on CPU its numbers are the same with two (measured bit for bit), and a
+    # second core serves another job better than this job's small products
+    threads: 1
     resources:
         mem_mb=lambda wc, attempt: 6000 * attempt,
         runtime=120,

@@ -29,6 +29,8 @@ rule pretrain:
         "logs/{run}/pretrain/{backbone}.log",
     benchmark:
         "benchmarks/{run}/pretrain/{backbone}.tsv"
+    # first among the jobs ready together: every 'trained' unit waits for it
+    priority: 10
     conda:
         "../../envs/rmtlens.yaml"
     threads: 2
