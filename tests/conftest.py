@@ -1,4 +1,6 @@
-"""Shared helpers: running the Snakemake workflow in a temporary directory."""
+"""Shared fixtures and the one Snakemake runner of the tests (only from tests marked
+``workflow``, checked), job counts, and where the test configuration's run puts its outputs.
+Models, inputs and reference kernels shared with the bench scripts are in ``helpers.py``."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR10_ENV = "RMTLENS_CIFAR10_JPEG"
@@ -109,7 +112,7 @@ def missing_prerequisite(name: str, reason: str) -> None:
 TEST_CONFIG = REPO / "config" / "test.yaml"
 # Where a run of config/test.yaml (or of a test's variant of it) puts its outputs and logs,
 # relative to the working directory.
-RUN = "test"
+RUN = yaml.safe_load(TEST_CONFIG.read_text())["run"]
 RESULTS = f"results/{RUN}"
 LOGS = f"logs/{RUN}"
 
