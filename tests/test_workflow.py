@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO, RESULTS, TEST_CONFIG, dry_run_jobs, snakemake
+from conftest import REPO, RESULTS, RUN, TEST_CONFIG, dry_run_jobs, snakemake
 
 from rmtlens.inputs import PreparedDataset, create_backbone, embed_images
 from rmtlens.io import load_npz
@@ -317,7 +317,7 @@ def test_two_runs_sit_side_by_side(finished_run, tmp_path):
     still has nothing to do."""
     workdir = tmp_path / "copy"
     shutil.copytree(finished_run, workdir, symlinks=True)
-    first = {top: tree_state(workdir / top / "test") for top in ("results", "logs", "benchmarks")}
+    first = {top: tree_state(workdir / top / RUN) for top in ("results", "logs", "benchmarks")}
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     cfg["run"] = "other"
     cfg["backbones"] = {"tvit": cfg["backbones"]["tvit"] | {"kernels": ["features"]}}
@@ -332,9 +332,9 @@ def test_two_runs_sit_side_by_side(finished_run, tmp_path):
     planned = dry_run_jobs(workdir, "--configfile", str(other))
     assert planned["prepare_dataset"] == 1 and planned["embed"] == 1  # nothing taken from the first run
     snakemake(workdir, "--configfile", str(other), "--cores", "2")
-    assert {top: tree_state(workdir / top / "test") for top in first} == first
+    assert {top: tree_state(workdir / top / RUN) for top in first} == first
     for top in ("results", "logs", "benchmarks"):
-        assert sorted(p.name for p in (workdir / top).iterdir()) == ["other", "test"], top
+        assert sorted(p.name for p in (workdir / top).iterdir()) == sorted(["other", RUN]), top
     best = pd.read_csv(workdir / "results/other/tables/best_risk.csv")
     assert set(zip(best.backbone, best.weights, best.kernel)) == {("tvit", "init", "features")}
     assert dry_run_jobs(workdir, "--configfile", str(TEST_CONFIG)) == {}
