@@ -21,9 +21,14 @@ import os
 import sys
 import time
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.helpers
+from tests.helpers import HiddenScale, MHANet, float64_network, jacobian_kernel, mixer  # noqa: E402
 
 # (label, timm name, image size, create_model kwargs); "mha" rows are built below
 FAMILIES = [
@@ -47,50 +52,12 @@ FAMILIES = [
     ("resmlp", "MlpMixer", 32, dict(patch_size=8, num_blocks=2, embed_dim=32, mlp_ratio=4, resmlp=True)),
     ("levit_128s", "levit_128s", 32, {}),
     ("cait", "cait_xxs24_224", 32, dict(patch_size=8, embed_dim=32, depth=2, num_heads=2, depth_token_only=1)),
-    ("mha batch_first", "mha", 16, dict(batch_first=True)),
-    ("mha seq-first", "mha", 16, dict(batch_first=False)),
+    ("mha batch_first", "mha", 16, dict(batch_first=True, width=16)),
+    ("mha seq-first", "mha", 16, dict(batch_first=False, width=16)),
     ("toy: autograd.Function", "hidden", 16, {}),  # shows the whole-network fallback
 ]
 
 PATHS = [("structured", "S"), ("explicit", "E"), ("affine", "A"), ("generic", "V"), ("fallback", "F"), ("unused", "Z")]
-
-
-class MHANet(nn.Module):
-    """Conv stem + ``nn.TransformerEncoderLayer`` (``nn.MultiheadAttention``) + pooling."""
-
-    def __init__(self, batch_first: bool, width: int = 16, heads: int = 2):
-        super().__init__()
-        self.batch_first = batch_first
-        self.stem = nn.Conv2d(3, width, 4, stride=4)
-        self.pos = nn.Parameter(0.1 * torch.randn(1, 16, width))
-        self.block = nn.TransformerEncoderLayer(width, heads, 2 * width, dropout=0.0, batch_first=batch_first)
-        self.num_features = width
-
-    def forward(self, x):
-        h = self.stem(x).flatten(2).transpose(1, 2) + self.pos  # (B, 16, C)
-        if not self.batch_first:
-            h = h.transpose(0, 1)
-        h = self.block(h)
-        return h.mean(1 if self.batch_first else 0)
-
-
-class HiddenScale(torch.autograd.Function):
-    """Uses a weight where the interception cannot see it (inside a custom Function)."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x, w):
-        return x * w.sum()
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
-
-    @staticmethod
-    def backward(ctx, g):
-        x, w = ctx.saved_tensors
-        return g * w.sum(), (g * x).sum() * torch.ones_like(w)
 
 
 class HiddenNet(nn.Module):
@@ -108,76 +75,21 @@ class HiddenNet(nn.Module):
         return HiddenScale.apply(h, self.lin.weight)
 
 
-def uncached_attention_biases(module):
-    """timm's LeViT caches its attention biases in eval mode (an inference shortcut):
-    after the first forward no gradient reaches ``attention_biases``, for autograd,
-    jacrev and a per-sample check alike. Recompute them on every call instead."""
-
-    def get_attention_biases(device):
-        return module.attention_biases[:, module.attention_bias_idxs]
-
-    return get_attention_biases
-
-
-def make_backbone(name: str, image_size: int, kwargs: dict, seed: int = 0) -> nn.Module:
+def backbone_factory(name: str, image_size: int, kwargs: dict, seed: int = 0):
+    """A function that builds the backbone of a FAMILIES row."""
     if name == "mha":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return MHANet(**kwargs).eval()
+        return lambda: MHANet(**kwargs)
     if name == "hidden":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return HiddenNet(**kwargs).eval()
+        return lambda: HiddenNet(**kwargs)
     if name == "MlpMixer":  # timm's mixer_*/resmlp_* fix depth and width: the class itself
-        from timm.models.mlp_mixer import Affine, MlpMixer, ResBlock
-
-        kwargs = dict(kwargs)
-        if kwargs.pop("resmlp", False):
-            kwargs.update(block_layer=ResBlock, norm_layer=Affine)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return MlpMixer(num_classes=0, img_size=image_size, **kwargs).eval()
+        return lambda: mixer(image_size, **kwargs)
     from rmtlens.inputs.backbones import create_backbone
 
-    return create_backbone(name, image_size, seed, model_kwargs=kwargs)
+    return lambda: create_backbone(name, image_size, seed, model_kwargs=kwargs)
 
 
 def network(name: str, image_size: int, kwargs: dict, seed: int = 0) -> nn.Module:
-    from rmtlens.kernels import scalar_network
-
-    backbone = make_backbone(name, image_size, kwargs, seed)
-    for m in backbone.modules():
-        if hasattr(m, "attention_bias_cache"):  # LeViT: see uncached_attention_biases
-            m.get_attention_biases = uncached_attention_biases(m)
-    g = torch.Generator().manual_seed(seed)
-    for m in backbone.modules():  # non-trivial running statistics: BatchNorm is no identity
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
-            m.running_mean.copy_(0.3 * torch.randn(m.running_mean.shape, generator=g))
-            m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
-    with torch.no_grad():
-        p = backbone(torch.zeros(1, 3, image_size, image_size)).reshape(1, -1).shape[1]
-    return scalar_network(backbone, p, head_seed=seed + 1).double()
-
-
-def jacrev_kernel(model: nn.Module, x: torch.Tensor) -> np.ndarray:
-    """``J Jᵀ`` from per-sample Jacobians by ``torch.func.jacrev``, float64.
-
-    ``f(x_i)`` is evaluated on the batch ``(x_i, x_i)`` (first output): PyTorch's
-    backward at batch 1 is wrong for some models (timm's LeViT stem, checked
-    against finite differences), and samples are independent in eval mode."""
-    from torch.func import functional_call, jacrev
-
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    buffers = dict(model.named_buffers())
-    rows = []
-    for i in range(x.shape[0]):
-        def f(p, xi=x[[i, i]]):
-            return functional_call(model, {**p, **buffers}, (xi,)).reshape(2)[0]
-
-        J = jacrev(f)(params)
-        rows.append(torch.cat([J[k].reshape(-1) for k in params]))
-    J = torch.stack(rows)
-    return (J @ J.T).numpy()
+    return float64_network(backbone_factory(name, image_size, kwargs, seed), image_size, seed)
 
 
 def path_counts(plan) -> dict[str, int]:
@@ -213,7 +125,7 @@ def measure(label, name, image_size, kwargs, n, seed=0) -> dict:
     finally:
         pieces._fallback_grads = original
     t0 = time.perf_counter()
-    R = jacrev_kernel(model, x)
+    R = jacobian_kernel(model, x)
     t_jac = time.perf_counter() - t0
     plan = timings["schedule"].plan
     cov = plan.coverage
@@ -240,7 +152,7 @@ def main(argv=None):
     head = f"{'model':24s} {'params':>10s} {'max rel err':>11s} {'S':>4s} {'E':>4s} {'A':>4s} {'V':>4s} {'F':>4s} {'Z':>3s} {'probe':>5s} {'plan s':>6s} {'entk s':>7s} {'jacrev s':>8s} {'entk/jacrev':>11s}"
     print(head)
     print("-" * len(head))
-    measure("warm-up", "mha", 16, dict(batch_first=True), 2)  # first-call imports and caches
+    measure("warm-up", "mha", 16, dict(batch_first=True, width=16), 2)  # first-call imports and caches
     notes = []
     worst = 0.0
     for label, name, size, kwargs in chosen:

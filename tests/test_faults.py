@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, TEST_CONFIG, snakemake
+from conftest import RESULTS, TEST_CONFIG, snakemake, snakemake_command
 
 pytestmark = pytest.mark.workflow
-TABLES = "results/tables"
+TABLES = f"{RESULTS}/tables"
 
 
 def table_bytes(workdir: Path) -> dict[str, bytes]:
@@ -50,8 +49,7 @@ def run_until(workdir: Path, checkpoint: str, target: str, timeout: float = 900)
     marker = workdir / "fault.marker"
     marker.unlink(missing_ok=True)
     env = dict(os.environ, RMTLENS_FAULT_PAUSE=checkpoint, RMTLENS_FAULT_MARKER=str(marker))
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(TEST_CONFIG), "--cores", "2", "--rerun-incomplete", target]
+    cmd = snakemake_command(workdir, "--configfile", str(TEST_CONFIG), "--cores", "2", "--rerun-incomplete", target)
     log = open(workdir / f"run-{len(list(workdir.glob('run-*.log')))}.log", "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + timeout
@@ -72,19 +70,19 @@ def run_until(workdir: Path, checkpoint: str, target: str, timeout: float = 900)
 def test_sigkill_at_several_points_resumes_to_identical_tables(finished_run, tmp_path):
     workdir = tmp_path / "killed"
     workdir.mkdir()
-    kernel = "results/kernels/digits/tresnet/trained"
+    kernel = f"{RESULTS}/kernels/digits/tresnet/trained"
     # two tiles finished before any kill: the tile kill below must leave them untouched
     snakemake(workdir, "--configfile", str(TEST_CONFIG), "--cores", "2", f"{kernel}/entk_tiles/r0_c0.npy",
               f"{kernel}/entk_tiles/r1_c0.npy")
     # (checkpoint, the output whose job holds it): each run builds only that output, which no
     # earlier run built, so every point is reached whatever order Snakemake picks for the jobs
     points = [
-        ("write:results/embeddings/digits/tresnet/trained.npy", "results/embeddings/digits/tresnet/trained.npy"),
+        (f"write:{RESULTS}/embeddings/digits/tresnet/trained.npy", f"{RESULTS}/embeddings/digits/tresnet/trained.npy"),
         (f"entk_tile:{kernel}/entk_tiles/r2_c1.npy", f"{kernel}/entk.npy"),  # halfway through a tile
-        ("write:results/ridge/digits/tresnet/trained/entk/n61_s1.parquet",
-         "results/ridge/digits/tresnet/trained/entk/n61_s1.parquet"),  # inside a ridge-path table write
-        ("write:results/tables/ridge.parquet", "results/tables/ridge.parquet"),  # the aggregate table write
-        ("write:results/tables/scaling.csv", "results/tables/scaling.csv"),  # a late summary-table write
+        (f"write:{RESULTS}/ridge/digits/tresnet/trained/entk/n61_s1.parquet",
+         f"{RESULTS}/ridge/digits/tresnet/trained/entk/n61_s1.parquet"),  # inside a ridge-path table write
+        (f"write:{RESULTS}/tables/ridge.parquet", f"{RESULTS}/tables/ridge.parquet"),  # the aggregate table write
+        (f"write:{RESULTS}/tables/scaling.csv", f"{RESULTS}/tables/scaling.csv"),  # a late summary-table write
     ]
     finished_tiles = {}
     for point, target in points:
@@ -94,7 +92,7 @@ def test_sigkill_at_several_points_resumes_to_identical_tables(finished_run, tmp
             assert any((workdir / ".partial").iterdir()), f"the kill at {reached} left no temporary file to clean"
         else:  # killed inside a tile: its output does not exist, finished tiles do
             assert not (workdir / reached.removeprefix("entk_tile:")).exists()
-            finished_tiles = {p: p.stat().st_mtime_ns for p in workdir.glob("results/kernels/*/*/*/entk_tiles/*.npy")}
+            finished_tiles = {p: p.stat().st_mtime_ns for p in workdir.glob(f"{RESULTS}/kernels/*/*/*/entk_tiles/*.npy")}
             assert finished_tiles
         snakemake(workdir, "--unlock", "--configfile", str(TEST_CONFIG))
     snakemake(workdir, "--configfile", str(TEST_CONFIG), "--cores", "2", "--rerun-incomplete")
@@ -122,7 +120,7 @@ def finished_copy(finished_run, tmp_path):
 )
 def test_corrupt_kernel_file_stops_with_a_clear_error_and_changes_no_table(finished_copy, corrupt, message):
     before = table_bytes(finished_copy)
-    path = finished_copy / "results/kernels/digits/tresnet/init/entk.npy"
+    path = finished_copy / f"{RESULTS}/kernels/digits/tresnet/init/entk.npy"
     np.save(path, corrupt(np.load(path)))
     proc = snakemake(finished_copy, "--configfile", str(TEST_CONFIG), "--cores", "2", check=False)
     assert proc.returncode != 0
@@ -137,5 +135,7 @@ def test_missing_upstream_file_is_named_before_any_job(tmp_path):
     config_file = tmp_path / "missing.yaml"
     config_file.write_text(yaml.safe_dump(cfg))
     proc = snakemake(tmp_path, "--configfile", str(config_file), "--cores", "1", check=False)
-    assert proc.returncode != 0 and str(missing) in proc.stdout + proc.stderr
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and str(missing) in output
+    assert "--config 'datasets={digits: {archive: /path/to/images.tar.gz}}'" in output, output[-3000:]
     assert not (tmp_path / "results").exists()

@@ -3,14 +3,13 @@
 import subprocess
 import sys
 
-from conftest import REPO
+import pytest
+from conftest import REPO, snakemake
 
 
+@pytest.mark.workflow
 def test_snakemake_lint_is_clean():
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--lint", "-s", str(REPO / "Snakefile"), "--directory", str(REPO)],
-        capture_output=True, text=True, timeout=300,
-    )
+    proc = snakemake(REPO, "--lint", check=False, timeout=300)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
     assert "Lints for" not in output and "good condition" in output, output

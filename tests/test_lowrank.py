@@ -189,7 +189,7 @@ def test_low_rank_path_allocates_no_n_by_n_array():
 
 
 def test_noise_rows_of_the_low_rank_path_equal_the_dense_path():
-    """The label-noise study (issue 15) on a feature kernel with p < n: the thin
+    """The label-noise study on a feature kernel with p < n: the thin
     factorisation and the dense eigendecomposition give the same rows."""
     from rmtlens.inputs.targets import make_targets, target_variance
     from rmtlens.studies.noise import noise_levels, noise_rows

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import CIFAR10_SHA256, TEST_CONFIG, snakemake
+from conftest import CIFAR10_SHA256, LOGS, RESULTS, TEST_CONFIG, snakemake
 
 from rmtlens.estimators import eigh_descending, pool_spectrum, predict_grid, ridge_path
 from rmtlens.inputs import PreparedDataset, make_targets
@@ -46,8 +46,8 @@ def cifar_run(cifar10_archive, tmp_path_factory):
 
 
 def dense_inputs(workdir, cfg):
-    data = PreparedDataset.from_arrays(load_npz(workdir / "results/datasets/cifar10.npz"))
-    phi = np.load(workdir / "results/embeddings/cifar10/tresnet/init.npy").astype(np.float64)
+    data = PreparedDataset.from_arrays(load_npz(workdir / f"{RESULTS}/datasets/cifar10.npz"))
+    phi = np.load(workdir / f"{RESULTS}/embeddings/cifar10/tresnet/init.npy").astype(np.float64)
     K_all = phi @ phi[:N_POOL].T / phi.shape[1]
     t = cfg["targets"]
     Y = make_targets(data.labels, len(data.classes), t["kind"], t["positive_classes"])
@@ -56,20 +56,20 @@ def dense_inputs(workdir, cfg):
 
 def test_no_feature_kernel_file_and_no_pool_by_pool_array(cifar_run):
     workdir, _ = cifar_run
-    assert not list(workdir.glob("results/kernels/**/*.npy"))
-    for path in workdir.glob("results/**/*.np[yz]"):
+    assert not list(workdir.glob(f"{RESULTS}/kernels/**/*.npy"))
+    for path in workdir.glob(f"{RESULTS}/**/*.np[yz]"):
         arrays = [np.load(path, mmap_mode="r")] if path.suffix == ".npy" else list(np.load(path).values())
         for arr in arrays:
             assert sum(dim >= N_POOL for dim in arr.shape) < 2, (path, arr.shape)
-    logs = "".join(p.read_text() for p in workdir.glob("logs/factor/**/*.log"))
+    logs = "".join(p.read_text() for p in workdir.glob(f"{LOGS}/factor/**/*.log"))
     assert "n=2000, p=96: svd" in logs and "n=50, p=96: dense" in logs
-    assert "p x p Gram (low-rank)" in (workdir / "logs/pool_spectrum/cifar10/tresnet/init/features.log").read_text()
+    assert "p x p Gram (low-rank)" in (workdir / f"{LOGS}/pool_spectrum/cifar10/tresnet/init/features.log").read_text()
 
 
 def test_ridge_rows_equal_direct_solves_on_the_dense_kernel(cifar_run):
     workdir, cfg = cifar_run
     data, phi, K_all, Y = dense_inputs(workdir, cfg)
-    table = pd.read_parquet(workdir / "results/tables/ridge.parquet")
+    table = pd.read_parquet(workdir / f"{RESULTS}/tables/ridge.parquet")
     scale = np.trace(K_all[:N_POOL]) / N_POOL
     for n in (316, 2000):
         idx = np.random.default_rng(0).permutation(N_POOL)[:n]
@@ -100,14 +100,14 @@ def test_ridge_rows_equal_direct_solves_on_the_dense_kernel(cifar_run):
 def test_theory_and_flow_rows_equal_the_dense_path(cifar_run):
     workdir, cfg = cifar_run
     data, phi, K_all, Y = dense_inputs(workdir, cfg)
-    joined = pd.read_parquet(workdir / "results/tables/theory.parquet")
+    joined = pd.read_parquet(workdir / f"{RESULTS}/tables/theory.parquet")
     D, P = pool_spectrum(K_all[:N_POOL], data.labels[:N_POOL], len(data.classes))
     C = len(data.classes)
     target_map = np.eye(C) - 1.0 / C
     w = cfg["theory"]["powerlaw_window"]
     lam_rel = np.sort(joined.lambda_rel.unique())
     # the accuracy floor of SPEC §2 from the record the workflow wrote from the embeddings, recomputed with numpy
-    record = json.loads((workdir / "results/kernels/cifar10/tresnet/init/features.accuracy.json").read_text())
+    record = json.loads((workdir / f"{RESULTS}/kernels/cifar10/tresnet/init/features.accuracy.json").read_text())
     assert record["method"] == "float64 round-off bound" and record["p"] == phi.shape[1]
     eps, safety, u = record["relative_error"], cfg["accuracy"]["safety"], 2.0**-53
     grid, _, _ = predict_grid(D, P, target_map, [50, 316, 2000], lam_rel, (w["k_min"], w["k_max"]),
@@ -119,7 +119,7 @@ def test_theory_and_flow_rows_equal_the_dense_path(cifar_run):
                 "truncated_powerlaw_test_risk", "omniscient_excess_bias", "omniscient_excess_noise"):
         np.testing.assert_allclose(got[key], got[key + "_dense"], rtol=1e-9, err_msg=key)
 
-    flow = pd.read_parquet(workdir / "results/dynamics/cifar10/tresnet/init/features.parquet")
+    flow = pd.read_parquet(workdir / f"{RESULTS}/dynamics/cifar10/tresnet/init/features.parquet")
     idx = np.random.default_rng(0).permutation(N_POOL)[:2000]
     d, U = eigh_descending(K_all[np.ix_(idx, idx)])
     times = time_grid(np.trace(K_all[:N_POOL]) / N_POOL, cfg["ridge"]["min"], cfg["ridge"]["max"],

@@ -7,14 +7,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, TEST_CONFIG, dry_run_jobs
+from conftest import REPO, RESULTS, TEST_CONFIG, dry_run_jobs, job_counts, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -49,26 +48,11 @@ def outer_workflow(workdir: Path) -> Path:
 
 
 def run_outer(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(workdir / "Snakefile"), "--directory", str(workdir), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0:
-        raise AssertionError(f"outer snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
-    return proc
+    return snakemake(workdir, *args, snakefile=workdir / "Snakefile", timeout=900)
 
 
-def job_counts(proc: subprocess.CompletedProcess) -> dict[str, int]:
-    lines = (proc.stdout + proc.stderr).splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith("Job stats:")), None)
-    counts: dict[str, int] = {}
-    if start is None:
-        return counts
-    for line in lines[start + 3 :]:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        if parts[0] != "total":
-            counts[parts[0]] = int(parts[1])
-    return counts
+def outer_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    return job_counts(proc.stdout + proc.stderr)
 
 
 def dead_pid() -> int:
@@ -87,7 +71,7 @@ def dead_pid() -> int:
 def test_module_dag_is_the_direct_dag_renamed(tmp_path):
     (tmp_path / "direct").mkdir()
     direct = dry_run_jobs(tmp_path / "direct", "--configfile", str(TEST_CONFIG))
-    module = job_counts(run_outer(outer_workflow(tmp_path / "outer"), "-n"))
+    module = outer_jobs(run_outer(outer_workflow(tmp_path / "outer"), "-n"))
     assert direct and module == {f"rmtlens_{rule}": count for rule, count in direct.items()}
 
 
@@ -96,16 +80,16 @@ def test_module_run_reproduces_the_direct_run(finished_run, tmp_path):
     shutil.copytree(finished_run, outer, symlinks=True)
     outer_workflow(outer)
     # the direct run's outputs and records are the module's: nothing is left to do
-    assert job_counts(run_outer(outer, "-n")) == {}
+    assert outer_jobs(run_outer(outer, "-n")) == {}
 
     # remove a backbone's embedding and one subsample's factorisation and ridge path (feature
     # kernels have no kernel file: SPEC §2.1), plant a killed job's leftover, and let the
     # module make them again
     unit = "digits/tvit/init"
     redone = [
-        f"results/embeddings/{unit}.npy",
-        f"results/eigh/{unit}/features/n16_s0.npz",
-        f"results/ridge/{unit}/features/n16_s0.parquet",
+        f"{RESULTS}/embeddings/{unit}.npy",
+        f"{RESULTS}/eigh/{unit}/features/n16_s0.npz",
+        f"{RESULTS}/ridge/{unit}/features/n16_s0.parquet",
     ]
     for rel in redone:
         (outer / rel).unlink()
@@ -113,12 +97,12 @@ def test_module_run_reproduces_the_direct_run(finished_run, tmp_path):
     leftover.parent.mkdir(exist_ok=True)
     leftover.write_bytes(b"half a kernel")
     proc = run_outer(outer, "--cores", "2", *redone[1:])
-    counts = job_counts(proc)
+    counts = outer_jobs(proc)
     # the feature kernel's accuracy record is made from the new embedding too (SPEC §2)
     expected = {"rmtlens_embed": 1, "rmtlens_feature_accuracy": 1, "rmtlens_factor": 1, "rmtlens_ridge_path": 1}
     assert counts == expected, counts
     assert not leftover.exists(), "the module's cleanup of killed jobs' leftovers did not run"
-    record = f"results/kernels/{unit}/features.accuracy.json"
+    record = f"{RESULTS}/kernels/{unit}/features.accuracy.json"
     assert json.loads((outer / record).read_text()) == json.loads((finished_run / record).read_text())
 
     for rel in redone:

@@ -9,8 +9,16 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from helpers import (
+    HiddenScale,
+    inputs,
+    jacobian_kernel,
+    randomise_batchnorm_stats,
+    rel_err,
+    timm_network,
+    torch_threads,
+)
 from torch import nn
-from torch.func import functional_call, jacrev
 
 from rmtlens.inputs import create_backbone, feature_dim
 from rmtlens.kernels import entk, entk_flops, scalar_network
@@ -29,52 +37,8 @@ MEMORY_OVERHEAD_GB = 0.1
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny kernels: one thread is fastest and immune to a busy machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def jacobian_kernel(model, x_rows, x_cols=None):
-    """Reference ``J Jᵀ`` from full per-sample Jacobians, float64, no shortcuts."""
-    model = model.double()
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    buffers = dict(model.named_buffers())
-
-    def jac(x):
-        rows = []
-        for i in range(x.shape[0]):
-            f = lambda p: functional_call(model, {**p, **buffers}, (x[i : i + 1].double(),)).sum()
-            J = jacrev(f)(params)
-            rows.append(torch.cat([J[k].reshape(-1) for k in params]))
-        return torch.stack(rows)
-
-    Jr = jac(x_rows)
-    Jc = Jr if x_cols is None else jac(x_cols)
-    return (Jr @ Jc.T).numpy()
-
-
-def timm_network(name, image_size, seed=0):
-    backbone = create_backbone(name, image_size, seed)
-    return scalar_network(backbone, feature_dim(backbone, image_size), head_seed=seed + 1)
-
-
-def inputs(n, image_size, seed=0):
-    return torch.randn(n, 3, image_size, image_size, generator=torch.Generator().manual_seed(seed))
-
-
-def randomise_batchnorm_stats(model, seed=0):
-    """Non-trivial running statistics so that BatchNorm is not the identity."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(0.3 * torch.randn(m.running_mean.shape, generator=g))
-            m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
-    return model
-
-
-def rel_err(a, b):
-    return np.abs(a - b).max() / np.abs(b).max()
+    with torch_threads(1):
+        yield
 
 
 @pytest.mark.parametrize(
@@ -144,25 +108,6 @@ def test_awkward_model_every_path():
     assert cov["generic"] == 12  # scale, shift, transposed (its batch axis is axis 1)
     assert cov["fallback"] == 4 * 4 + 4  # mixed.weight, mixed.bias
     assert cov["unused"] == 3
-
-
-class HiddenScale(torch.autograd.Function):
-    """Uses a weight where the interception cannot see it."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x, w):
-        return x * w.sum()
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
-
-    @staticmethod
-    def backward(ctx, g):
-        x, w = ctx.saved_tensors
-        return g * w.sum(), (g * x).sum() * torch.ones_like(w)
 
 
 class Hidden(nn.Module):

@@ -8,19 +8,17 @@ diagonal blocks of the PyTorch rank-k path.
 import numpy as np
 import pytest
 import torch
+from helpers import inputs, randomise_batchnorm_stats, timm_network, torch_threads
 from torch.func import functional_call, grad, vmap
 
-from rmtlens.inputs import create_backbone, feature_dim
-from rmtlens.kernels import entk, scalar_network
+from rmtlens.kernels import entk
 from rmtlens.kernels.ntk import contraction
 
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture
@@ -85,13 +83,8 @@ def per_sample_kernel(model, x_rows, x_cols):
 def test_whole_pool_kernel_beyond_one_leaf(route, blas):
     """N = 300 > one leaf of 256: symmetric, rectangular and prefix layouts against vmap(grad)."""
     blas(route)
-    backbone = create_backbone("test_resnet", 8, 0)
-    model = scalar_network(backbone, feature_dim(backbone, 8), head_seed=1).double()
-    with torch.no_grad():  # non-trivial running statistics
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.running_var.uniform_(0.5, 1.5, generator=torch.Generator().manual_seed(3))
-    x = torch.randn(300, 3, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    model = randomise_batchnorm_stats(timm_network("test_resnet", 8)).double()
+    x = inputs(300, 8, seed=2, dtype=torch.float64)
     ref = per_sample_kernel(model, x, x)
     scale = np.abs(ref).max()
     K = entk(model, x)

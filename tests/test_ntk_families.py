@@ -1,11 +1,10 @@
 """eNTK engine: more model families and adversarial toy models against jacrev (float64),
 the per-sample self-check, and the main pass's loud failures."""
 
-import numpy as np
 import pytest
 import torch
+from helpers import MHANet, float64_network, jacobian_kernel, mixer, rel_err, seeded, torch_threads
 from torch import nn
-from torch.func import functional_call, jacrev
 
 from rmtlens.inputs import create_backbone
 from rmtlens.kernels import entk, entk_flops, scalar_network
@@ -16,62 +15,8 @@ N = 6
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def pair_jacobian_kernel(model, x):
-    """Reference ``J Jᵀ`` by ``jacrev``, float64; ``f(x_i)`` evaluated as the first
-    output on the batch ``(x_i, x_i)`` (PyTorch's backward at batch 1 is wrong for
-    timm's LeViT stem against finite differences; eval mode: samples independent)."""
-    model = model.double()
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    buffers = dict(model.named_buffers())
-    rows = []
-    for i in range(x.shape[0]):
-        f = lambda p, xi=x[[i, i]].double(): functional_call(model, {**p, **buffers}, (xi,)).reshape(2)[0]
-        J = jacrev(f)(params)
-        rows.append(torch.cat([J[k].reshape(-1) for k in params]))
-    J = torch.stack(rows)
-    return (J @ J.T).numpy()
-
-
-def rel_err(a, b):
-    return np.abs(a - b).max() / np.abs(b).max()
-
-
-class MHANet(nn.Module):
-    """Conv stem + ``nn.TransformerEncoderLayer`` (``nn.MultiheadAttention``)."""
-
-    def __init__(self, batch_first: bool, width: int = 8, heads: int = 2):
-        super().__init__()
-        self.batch_first = batch_first
-        self.stem = nn.Conv2d(3, width, 4, stride=4)
-        self.pos = nn.Parameter(0.1 * torch.randn(1, 16, width))
-        self.block = nn.TransformerEncoderLayer(width, heads, 2 * width, dropout=0.0, batch_first=batch_first)
-
-    def forward(self, x):
-        h = self.stem(x).flatten(2).transpose(1, 2) + self.pos
-        if not self.batch_first:
-            h = h.transpose(0, 1)
-        return self.block(h).mean(1 if self.batch_first else 0)
-
-
-def uncache_levit(backbone):
-    """timm's LeViT caches its attention biases in eval mode, after which no gradient
-    reaches them (for autograd and jacrev too): recompute them on every call."""
-    for m in backbone.modules():
-        if hasattr(m, "attention_bias_cache"):
-            m.get_attention_biases = lambda device, m=m: m.attention_biases[:, m.attention_bias_idxs]
-
-
-def mixer(resmlp: bool):
-    from timm.models.mlp_mixer import Affine, MlpMixer, ResBlock
-
-    extra = dict(block_layer=ResBlock, norm_layer=Affine, mlp_ratio=4) if resmlp else {}
-    return MlpMixer(num_classes=0, img_size=32, patch_size=8, num_blocks=2, embed_dim=16, **extra)
+    with torch_threads(1):
+        yield
 
 
 FAMILIES = {  # name -> (backbone factory, image size); smallest variants timm allows
@@ -89,8 +34,8 @@ FAMILIES = {  # name -> (backbone factory, image size); smallest variants timm a
         lambda: create_backbone("mobilenetv3_small_050", 32, 0), 32),
     "efficientnet evonorm": (lambda: create_backbone("test_efficientnet_evos", 32, 0), 32),
     "regnetx_002": (lambda: create_backbone("regnetx_002", 32, 0), 32),
-    "mlp-mixer": (lambda: mixer(False), 32),
-    "resmlp (affine)": (lambda: mixer(True), 32),
+    "mlp-mixer": (lambda: mixer(patch_size=8, num_blocks=2, embed_dim=16), 32),
+    "resmlp (affine)": (lambda: mixer(resmlp=True, patch_size=8, num_blocks=2, embed_dim=16, mlp_ratio=4), 32),
     "levit (attention biases, BatchNorm on tokens)": (lambda: create_backbone(
         "levit_128s", 32, 0, model_kwargs=dict(embed_dim=(16, 24, 32), depth=(1, 1, 1),
                                               num_heads=(1, 2, 2), key_dim=8)), 32),
@@ -102,18 +47,7 @@ FAMILIES = {  # name -> (backbone factory, image size); smallest variants timm a
 
 def family_network(name):
     factory, size = FAMILIES[name]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        backbone = factory().eval()
-    uncache_levit(backbone)
-    g = torch.Generator().manual_seed(1)
-    for m in backbone.modules():  # BatchNorm must not be the identity
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
-            m.running_mean.copy_(0.3 * torch.randn(m.running_mean.shape, generator=g))
-            m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
-    with torch.no_grad():
-        p = backbone(torch.zeros(2, 3, size, size)).reshape(2, -1).shape[1]
-    return scalar_network(backbone, p, head_seed=2).double(), size
+    return float64_network(factory, size, seed=0), size
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
@@ -122,7 +56,7 @@ def test_family_matches_jacrev(name):
     x = torch.randn(N, 3, size, size, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     timings = {}
     K = engine._entk(model, x, None, 2.0, torch.float64, None, False, False, timings)
-    assert rel_err(K, pair_jacobian_kernel(model, x)) < 1e-10
+    assert rel_err(K, jacobian_kernel(model, x)) < 1e-10
     plan = timings["schedule"].plan
     assert not plan.fallback  # every family here runs without the whole-network fallback
     assert plan.probe_size >= 3
@@ -200,10 +134,10 @@ def test_toy_models_exact(cls):
     torch.manual_seed(0)
     model = cls().eval()
     x = torch.randn(N, 4, dtype=torch.float64)
-    assert rel_err(entk(model, x), pair_jacobian_kernel(model, x)) < 1e-10
+    assert rel_err(entk(model, x), jacobian_kernel(model, x)) < 1e-10
     for n in (2, 5):  # batch sizes that equal one of the model's dims, or not
         xs = x[:n]
-        assert rel_err(entk(model, xs), pair_jacobian_kernel(model, xs)) < 1e-10
+        assert rel_err(entk(model, xs), jacobian_kernel(model, xs)) < 1e-10
 
 
 def test_lookalike_use_is_split_along_its_batch_axis():
@@ -236,9 +170,7 @@ def test_sample_mixing_model_is_refused():
 
 def test_cached_parameter_tensor_gets_a_clear_error():
     factory, size = FAMILIES["levit (attention biases, BatchNorm on tokens)"]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        backbone = factory().eval()  # attention-bias cache left on
+    backbone = seeded(factory, 0)  # attention-bias cache left on
     with torch.no_grad():
         p = backbone(torch.zeros(2, 3, size, size)).shape[1]
     model = scalar_network(backbone, p, head_seed=2)
@@ -275,7 +207,7 @@ def test_per_sample_check_catches_what_the_sum_check_missed(monkeypatch):
     timings = {}
     K = engine._entk(model, x, None, 2.0, torch.float64, None, False, False, timings)
     assert "p" in timings["schedule"].plan.fallback  # rejected, recomputed exactly
-    assert rel_err(K, pair_jacobian_kernel(model, x)) < 1e-10
+    assert rel_err(K, jacobian_kernel(model, x)) < 1e-10
 
 
 def test_unfed_site_fails_loudly(monkeypatch):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
-from conftest import TEST_CONFIG, snakemake
+from conftest import RESULTS, TEST_CONFIG, snakemake
 
 pytestmark = pytest.mark.workflow
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -14,7 +15,7 @@ BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backgr
 
 @pytest.fixture(scope="module")
 def report(finished_run):
-    path = finished_run / "results" / "report.html"
+    path = finished_run / RESULTS / "report.html"
     snakemake(finished_run, "--configfile", str(TEST_CONFIG), "--report", str(path))
     return path
 
@@ -31,6 +32,7 @@ def test_every_report_item_loads_in_chromium(report, chromium, tmp_path):
         results = page.evaluate("results")
         categories = page.evaluate("categories")
         assert {"Ridge paths", "Estimators", "Scaling laws", "Summary tables"} <= set(categories)
+        assert all(k.startswith(f"{RESULTS}/") for k in results), list(results)  # one run's outputs only
         figures = [k for k in results if k.endswith((".png", ".svg"))]
         tables = [k for k in results if k.endswith(".csv")]
         assert len(figures) >= 20 and len(tables) >= 7
@@ -53,7 +55,7 @@ def test_every_report_item_loads_in_chromium(report, chromium, tmp_path):
                 page.get_by_text(category, exact=True).first.click()
                 if len(groups) > 1:
                     page.get_by_text(subcategory, exact=True).first.click()
-                shown += show_entries(page, results, keys, report.parent.parent)
+                shown += show_entries(page, results, keys, report.parents[len(Path(RESULTS).parts)])
         page.screenshot(path=str(tmp_path / "last.png"))
         browser.close()
     assert shown == len(figures)

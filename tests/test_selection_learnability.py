@@ -1,4 +1,4 @@
-"""Ridge selection, per-mode learnability and seed-bootstrap intervals (issue 15)."""
+"""Ridge selection, per-mode learnability and seed-bootstrap intervals."""
 
 import numpy as np
 import pandas as pd

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 import time
 
 import pytest
-from conftest import REPO, missing_prerequisite
+from conftest import REPO, RESULTS, job_counts, missing_prerequisite, snakemake
 from slurm_cluster import SlurmUnavailable, start_cluster
 
 pytestmark = pytest.mark.workflow
@@ -30,25 +29,12 @@ def slurm_cluster():
 
 
 def run_snakemake(workdir, *args, env=None, timeout=1500) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(TEST_CONFIG), *args]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env, timeout=timeout)
-    if proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
-    return proc
+    return snakemake(workdir, "--configfile", str(TEST_CONFIG), *args, env=env, cwd=workdir, timeout=timeout)
 
 
 def job_stats(output: str) -> dict[str, int]:
-    """Snakemake's 'Job stats' table (the first one printed) as {rule: count}."""
-    lines = output.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats:"))
-    counts = {}
-    for line in lines[start + 3 :]:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        counts[parts[0]] = int(parts[1])
-    return counts
+    """Snakemake's 'Job stats' table (the first one printed) as {rule: count}, with 'total'."""
+    return job_counts(output, total=True)
 
 
 # The whole DAG of config/test.yaml takes ~10 minutes through Slurm on the CI machine's two
@@ -64,11 +50,10 @@ SLURM_UNIT = re.compile(r"/tresnet/trained[/.]")
 
 
 def unit_targets(local_dir) -> list[str]:
-    """Every file of the local run under results/ and resources/ that belongs to the unit."""
+    """Every file of the local run (under results/<run>/) that belongs to the unit."""
     return sorted(
         str(path.relative_to(local_dir))
-        for top in ("results", "resources")
-        for path in (local_dir / top).rglob("*")
+        for path in (local_dir / RESULTS).rglob("*")
         if path.is_file() and SLURM_UNIT.search("/" + str(path.relative_to(local_dir)))
     )
 
@@ -92,7 +77,7 @@ def slurm_and_local_runs(slurm_cluster, finished_run, tmp_path_factory):
 
 def test_slurm_run_reproduces_the_local_files_bit_for_bit(slurm_and_local_runs):
     slurm_dir, local_dir, _, _, targets = slurm_and_local_runs
-    kinds = {path.split("/")[1] for path in targets}
+    kinds = {path.split("/")[2] for path in targets}  # results/<run>/<kind>/...
     assert {"weights", "embeddings", "kernels", "eigh", "ridge", "spectra", "theory", "dynamics", "noise"} <= kinds
     assert any("entk_tiles" in path for path in targets) and any("/features/" in path for path in targets)
     for path in targets:

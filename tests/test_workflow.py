@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO, TEST_CONFIG, dry_run_jobs, snakemake
+from conftest import REPO, RESULTS, RUN, TEST_CONFIG, dry_run_jobs, snakemake
 
 from rmtlens.inputs import PreparedDataset, create_backbone, embed_images
 from rmtlens.io import load_npz
@@ -21,16 +21,16 @@ def kernel_matrix(workdir, dataset, backbone, weights, kernel):
     """The (N_pool + m, N_pool) kernel of a unit: the eNTK file, or for ``features``
     (low-rank path, no kernel file) ``Φ Φ_poolᵀ / p`` formed densely from the embeddings."""
     if kernel != "features":
-        return np.load(workdir / f"results/kernels/{dataset}/{backbone}/{weights}/{kernel}.npy")
-    assert not (workdir / f"results/kernels/{dataset}/{backbone}/{weights}/features.npy").exists()
-    phi = np.load(workdir / f"results/embeddings/{dataset}/{backbone}/{weights}.npy").astype(np.float64)
-    n_pool = PreparedDataset.from_arrays(load_npz(workdir / f"results/datasets/{dataset}.npz")).n_pool
+        return np.load(workdir / f"{RESULTS}/kernels/{dataset}/{backbone}/{weights}/{kernel}.npy")
+    assert not (workdir / f"{RESULTS}/kernels/{dataset}/{backbone}/{weights}/features.npy").exists()
+    phi = np.load(workdir / f"{RESULTS}/embeddings/{dataset}/{backbone}/{weights}.npy").astype(np.float64)
+    n_pool = PreparedDataset.from_arrays(load_npz(workdir / f"{RESULTS}/datasets/{dataset}.npz")).n_pool
     return phi @ phi[:n_pool].T / phi.shape[1]
 
 
 def target_rows(workdir, dataset="digits"):
     """Centred one-hot targets of every pool and test row (config/test.yaml's targets)."""
-    data = PreparedDataset.from_arrays(load_npz(workdir / f"results/datasets/{dataset}.npz"))
+    data = PreparedDataset.from_arrays(load_npz(workdir / f"{RESULTS}/datasets/{dataset}.npz"))
     return np.eye(len(data.classes))[data.labels] - 1.0 / len(data.classes)
 
 
@@ -73,14 +73,14 @@ def brute_force_row(K_all, n_pool, idx, Y, lam):
 
 def test_table_rows_match_independent_recomputation(finished_run):
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
-    table = pd.read_parquet(finished_run / "results/tables/ridge.parquet")
+    table = pd.read_parquet(finished_run / f"{RESULTS}/tables/ridge.parquet")
     n_lambdas = cfg["ridge"]["num"] + int(cfg["ridge"]["ridgeless"])
     n_units = sum(len(b["weights"]) * len(b["kernels"]) for b in cfg["backbones"].values())
     sizes = table["n"].unique()
     assert len(table) == n_units * len(sizes) * len(cfg["seeds"]) * n_lambdas
     assert sizes.min() == cfg["sample_sizes"]["min"] and sizes.max() == cfg["datasets"]["digits"]["n_pool"]
 
-    data = PreparedDataset.from_arrays(load_npz(finished_run / "results/datasets/digits.npz"))
+    data = PreparedDataset.from_arrays(load_npz(finished_run / f"{RESULTS}/datasets/digits.npz"))
     n_pool, C = data.n_pool, len(data.classes)
     Y = np.eye(C)[data.labels] - 1.0 / C
     rows = table[table["lambda_rel"] > 0].sample(12, random_state=0)
@@ -97,19 +97,19 @@ def test_feature_kernel_inputs_equal_recomputed_embeddings(finished_run):
     """Feature kernels take the low-rank path: the cached embeddings are their only input, and
     no dense feature-kernel file is written."""
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
-    data = PreparedDataset.from_arrays(load_npz(finished_run / "results/datasets/digits.npz"))
-    assert not list(finished_run.glob("results/kernels/*/*/*/features.npy"))
+    data = PreparedDataset.from_arrays(load_npz(finished_run / f"{RESULTS}/datasets/digits.npz"))
+    assert not list(finished_run.glob(f"{RESULTS}/kernels/*/*/*/features.npy"))
     for name, bb in cfg["backbones"].items():
         model = create_backbone(bb["model"], bb["image_size"], bb["seed"], bb.get("model_kwargs"))
         phi = embed_images(model, data.images, bb["image_size"], batch_size=32).astype(np.float64)
-        stored = np.load(finished_run / f"results/embeddings/digits/{name}/init.npy")
+        stored = np.load(finished_run / f"{RESULTS}/embeddings/digits/{name}/init.npy")
         np.testing.assert_allclose(stored, phi, rtol=1e-4, atol=1e-6 * np.abs(phi).max())
 
 
 def test_accuracy_table_matches_ridge_table(finished_run):
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
-    table = pd.read_parquet(finished_run / "results/tables/ridge.parquet")
-    acc = pd.read_csv(finished_run / "results/tables/gcv_accuracy.csv")
+    table = pd.read_parquet(finished_run / f"{RESULTS}/tables/ridge.parquet")
+    acc = pd.read_csv(finished_run / f"{RESULTS}/tables/gcv_accuracy.csv")
     rows = table[(table.backbone == "tresnet") & (table.weights == "init") & (table.kernel == "features")
                  & (table.n >= cfg["analysis"]["n_min"])]
     err = np.abs(rows.gcv - rows.test_risk) / rows.test_risk
@@ -124,11 +124,11 @@ def test_figures_are_real_images(finished_run):
     from PIL import Image
 
     for name in ["risk_vs_n", "gcv_vs_risk", "risk_vs_lambda"]:
-        with Image.open(finished_run / f"results/figures/{name}.png") as img:
+        with Image.open(finished_run / f"{RESULTS}/figures/{name}.png") as img:
             pixels = np.asarray(img.convert("L"))
         assert pixels.shape[0] > 200 and pixels.shape[1] > 200
         assert pixels.std() > 5  # not a blank canvas
-        svg = (finished_run / f"results/figures/{name}.svg").read_text()
+        svg = (finished_run / f"{RESULTS}/figures/{name}.svg").read_text()
         assert svg.lstrip().startswith("<?xml") and "<path" in svg
 
 
@@ -161,9 +161,9 @@ def test_cifar10_subset_end_to_end(cifar10_archive, tmp_path):
     config_file = tmp_path / "cifar.yaml"
     config_file.write_text(yaml.safe_dump(cfg))
     snakemake(tmp_path, "--configfile", str(config_file), "--cores", "2")
-    data = PreparedDataset.from_arrays(load_npz(tmp_path / "results/datasets/cifar10.npz"))
+    data = PreparedDataset.from_arrays(load_npz(tmp_path / f"{RESULTS}/datasets/cifar10.npz"))
     assert data.images.shape == (150, 32, 32, 3) and data.classes[0] == "airplane"
-    table = pd.read_parquet(tmp_path / "results/tables/ridge.parquet")
+    table = pd.read_parquet(tmp_path / f"{RESULTS}/tables/ridge.parquet")
     K_all = kernel_matrix(tmp_path, "cifar10", "tresnet", "init", "features")
     Y = np.eye(10)[data.labels] - 0.1
     row = table[(table.n == 100) & (table.lambda_rel > 0)].iloc[3]
@@ -175,10 +175,10 @@ def test_cifar10_subset_end_to_end(cifar10_archive, tmp_path):
 
 
 def test_pretraining_improves_the_source_task_and_the_kernel(finished_run):
-    history = pd.read_csv(finished_run / "results/pretrain/tresnet.csv")
+    history = pd.read_csv(finished_run / f"{RESULTS}/pretrain/tresnet.csv")
     assert history.epoch.tolist() == list(range(len(history)))
     assert history.heldout_accuracy.iloc[-1] >= history.heldout_accuracy.iloc[0] + 0.3
-    best = pd.read_csv(finished_run / "results/tables/best_risk.csv").set_index(["backbone", "weights", "kernel"])
+    best = pd.read_csv(finished_run / f"{RESULTS}/tables/best_risk.csv").set_index(["backbone", "weights", "kernel"])
     for kernel in ("features", "entk"):
         trained, init = best.loc[("tresnet", "trained", kernel)], best.loc[("tresnet", "init", kernel)]
         assert trained.best_test_risk < init.best_test_risk, kernel
@@ -190,8 +190,8 @@ def test_pretraining_is_deterministic(finished_run, tmp_path):
     workdir = tmp_path / "again"
     shutil.copytree(finished_run, workdir, symlinks=True)
     snakemake(workdir, "--configfile", str(TEST_CONFIG), "--cores", "2", "--forcerun", "pretrain", "--until", "pretrain")
-    first, name = load_backbone_state(finished_run / "resources/weights/tresnet/trained.safetensors")
-    second, _ = load_backbone_state(workdir / "resources/weights/tresnet/trained.safetensors")
+    first, name = load_backbone_state(finished_run / f"{RESULTS}/weights/tresnet/trained.safetensors")
+    second, _ = load_backbone_state(workdir / f"{RESULTS}/weights/tresnet/trained.safetensors")
     assert name == "test_resnet" and first.keys() == second.keys()
     for key in first:
         assert torch.equal(first[key], second[key]), key
@@ -210,21 +210,29 @@ def test_published_weights_from_a_local_file_reach_the_embeddings(tmp_path):
     cfg["double_descent"]["enabled"] = False
     config_file = tmp_path / "pub.yaml"
     config_file.write_text(yaml.safe_dump(cfg))
-    target = "results/embeddings/digits/pub/pretrained.npy"
+    target = f"{RESULTS}/embeddings/digits/pub/pretrained.npy"
     snakemake(tmp_path, "--configfile", str(config_file), "--cores", "2", target)
-    data = PreparedDataset.from_arrays(load_npz(tmp_path / "results/datasets/digits.npz"))
+    data = PreparedDataset.from_arrays(load_npz(tmp_path / f"{RESULTS}/datasets/digits.npz"))
     expected = embed_images(source, data.images, 32, batch_size=64)
     np.testing.assert_allclose(np.load(tmp_path / target), expected, rtol=1e-5, atol=1e-6)
     init = embed_images(create_backbone("test_resnet", 32, seed=0), data.images[:8], 32)
     assert not np.allclose(init, expected[:8], atol=1e-3)
+
+    # the weights file gone: the run stops before any job, naming it and the option that
+    # gives it, although the embedding made from it exists
+    weights_file.rename(tmp_path / "moved.safetensors")
+    proc = snakemake(tmp_path, "--configfile", str(config_file), "-n", target, check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and str(weights_file) in output, output[-3000:]
+    assert "--config 'backbones={pub: {pretrained_file: /path/to/published.safetensors}}'" in output, output[-3000:]
 
 
 def test_theory_predictions_match_an_independent_computation(finished_run):
     """The omniscient DE of a table row, recomputed from the kernel file with numpy and brentq."""
     from scipy.optimize import brentq
 
-    joined = pd.read_parquet(finished_run / "results/tables/theory.parquet")
-    data = PreparedDataset.from_arrays(load_npz(finished_run / "results/datasets/digits.npz"))
+    joined = pd.read_parquet(finished_run / f"{RESULTS}/tables/theory.parquet")
+    data = PreparedDataset.from_arrays(load_npz(finished_run / f"{RESULTS}/datasets/digits.npz"))
     N = data.n_pool
     K_pool = kernel_matrix(finished_run, "digits", "tvit", "init", "features")[:N]
     D, V = np.linalg.eigh(K_pool)
@@ -244,29 +252,29 @@ def test_theory_predictions_match_an_independent_computation(finished_run):
 
 
 def test_representation_and_scaling_tables_agree_with_direct_computations(finished_run):
-    rep = pd.read_csv(finished_run / "results/tables/representations.csv").set_index(["backbone", "weights", "kernel"])
-    data = PreparedDataset.from_arrays(load_npz(finished_run / "results/datasets/digits.npz"))
+    rep = pd.read_csv(finished_run / f"{RESULTS}/tables/representations.csv").set_index(["backbone", "weights", "kernel"])
+    data = PreparedDataset.from_arrays(load_npz(finished_run / f"{RESULTS}/datasets/digits.npz"))
     N = data.n_pool
     D = np.linalg.eigvalsh(kernel_matrix(finished_run, "digits", "tresnet", "trained", "features")[:N])
     D = np.where(D > 1e-10 * D.max(), D, 0)
     assert rep.loc[("tresnet", "trained", "features"), "effective_rank"] == pytest.approx(D.sum() ** 2 / np.sum(D**2), rel=1e-9)
 
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
-    table = pd.read_parquet(finished_run / "results/tables/ridge.parquet")
+    table = pd.read_parquet(finished_run / f"{RESULTS}/tables/ridge.parquet")
     rows = table[(table.backbone == "tvit") & (table.kernel == "features") & table.resolved]
     # GCV-selected ridge per (n, seed) from GCV alone, then the measured risk there
     chosen = rows.loc[rows.groupby(["n", "seed"])["gcv"].idxmin()]
     curve = chosen.groupby("n")["test_risk"].mean()
     curve = curve[curve.index >= cfg["scaling"]["n_window"]["min"]]
     slope = np.polyfit(np.log(curve.index), np.log(curve.to_numpy()), 1)[0]
-    scaling = pd.read_csv(finished_run / "results/tables/scaling.csv")
+    scaling = pd.read_csv(finished_run / f"{RESULTS}/tables/scaling.csv")
     got = scaling[(scaling.backbone == "tvit") & (scaling.kernel == "features") & (scaling.ridge == "gcv")].iloc[0]
     assert got.observed_exponent == pytest.approx(-slope, rel=1e-9)
 
 
 def test_learning_dynamics_limit_is_the_ridgeless_row_of_the_ridge_table(finished_run):
-    dyn = pd.read_csv(finished_run / "results/tables/learning_dynamics.csv")
-    ridge = pd.read_parquet(finished_run / "results/tables/ridge.parquet")
+    dyn = pd.read_csv(finished_run / f"{RESULTS}/tables/learning_dynamics.csv")
+    ridge = pd.read_parquet(finished_run / f"{RESULTS}/tables/ridge.parquet")
     for (backbone, weights, kernel), group in dyn.groupby(["backbone", "weights", "kernel"]):
         limit = group[~np.isfinite(group.time)].iloc[0]
         row = ridge[(ridge.backbone == backbone) & (ridge.weights == weights) & (ridge.kernel == kernel)
@@ -281,11 +289,11 @@ def test_learning_dynamics_limit_is_the_ridgeless_row_of_the_ridge_table(finishe
 def test_double_descent_linear_equivalent_matches_a_direct_formula(finished_run):
     from scipy.optimize import brentq
 
-    table = pd.read_csv(finished_run / "results/tables/double_descent.csv")
+    table = pd.read_csv(finished_run / f"{RESULTS}/tables/double_descent.csv")
     linear = table[table.model.str.startswith("linear")]
-    data = PreparedDataset.from_arrays(load_npz(finished_run / "results/datasets/digits.npz"))
+    data = PreparedDataset.from_arrays(load_npz(finished_run / f"{RESULTS}/datasets/digits.npz"))
     N = data.n_pool
-    phi = np.load(finished_run / "results/embeddings/digits/tresnet/trained.npy").astype(np.float64)
+    phi = np.load(finished_run / f"{RESULTS}/embeddings/digits/tresnet/trained.npy").astype(np.float64)
     p = phi.shape[1]
     Y = (np.eye(10)[data.labels] - 0.1)[:N]
     D, V = np.linalg.eigh(phi[:N] @ phi[:N].T / p)
@@ -296,7 +304,7 @@ def test_double_descent_linear_equivalent_matches_a_direct_formula(finished_run)
     kappa = brentq(lambda k: k - lam - (k / n) * np.sum(mu / (mu + k)), lam, lam + mu.sum() / n + 1, rtol=1e-14)
     gamma = np.sum(mu**2 / (mu + kappa) ** 2) / n
     assert row.de_mse == pytest.approx(np.sum((kappa / (mu + kappa)) ** 2 * b2) / (1 - gamma), rel=1e-6)
-    summary = pd.read_csv(finished_run / "results/tables/double_descent_summary.csv").set_index("model")
+    summary = pd.read_csv(finished_run / f"{RESULTS}/tables/double_descent_summary.csv").set_index("model")
     for model, group in table.groupby("model"):
         assert summary.loc[model, "peak_ratio_measured"] == group.groupby("ratio").test_mse.mean().idxmax()
 
@@ -309,15 +317,52 @@ def test_adding_a_backbone_schedules_only_its_jobs_and_the_summaries(finished_ru
     config_file = tmp_path / "more.yaml"
     config_file.write_text(yaml.safe_dump(cfg))
     jobs = dry_run_jobs(workdir, "--configfile", str(config_file))
-    n_sizes = len(pd.read_parquet(finished_run / "results/tables/ridge.parquet").n.unique())
+    n_sizes = len(pd.read_parquet(finished_run / f"{RESULTS}/tables/ridge.parquet").n.unique())
     per_unit = {"embed": 1, "feature_pool_spectrum": 1, "theory": 1, "learning_dynamics": 1,
-                "factor": n_sizes * len(cfg["seeds"]), "ridge_path": n_sizes * len(cfg["seeds"])}
+                "factor": n_sizes, "ridge_path": n_sizes}  # one job per n, covering every seed
     for rule, count in per_unit.items():
         assert jobs.get(rule) == count, (rule, jobs)
     for untouched in ["prepare_dataset", "prepare_source_task", "pretrain", "pretraining_figure", "double_descent",
                       "kernel", "eigh", "pool_spectrum"]:
         assert untouched not in jobs, jobs
     assert {"aggregate", "estimators", "scaling", "figures"} <= set(jobs)
+
+
+def tree_state(root):
+    """{relative path: (bytes, mtime)} of every file under ``root``."""
+    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_two_runs_sit_side_by_side(finished_run, tmp_path):
+    """A second, smaller configuration under its own run name beside the finished test run:
+    it recomputes what it needs in its own folders, leaves the first run's files untouched
+    (bytes and modification times), its tables hold only its own units, and the first run
+    still has nothing to do."""
+    workdir = tmp_path / "copy"
+    shutil.copytree(finished_run, workdir, symlinks=True)
+    first = {top: tree_state(workdir / top / RUN) for top in ("results", "logs", "benchmarks")}
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg["run"] = "other"
+    cfg["backbones"] = {"tvit": cfg["backbones"]["tvit"] | {"kernels": ["features"]}}
+    cfg["source_tasks"], cfg["seeds"] = {}, [0]
+    cfg["sample_sizes"]["num"] = 2
+    for study in ("double_descent", "learning_dynamics", "linearisation"):
+        cfg[study]["enabled"] = False
+    cfg["targets"]["noise"]["enabled"] = False
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(cfg))
+
+    target = "results/other/tables/best_risk.csv"  # the ridge-path summary: enough to show where things go
+    planned = dry_run_jobs(workdir, "--configfile", str(other), target)
+    assert planned["prepare_dataset"] == 1 and planned["embed"] == 1  # nothing taken from the first run
+    snakemake(workdir, "--configfile", str(other), "--cores", "2", target)
+    assert {top: tree_state(workdir / top / RUN) for top in first} == first
+    for top in ("results", "logs", "benchmarks"):
+        assert sorted(p.name for p in (workdir / top).iterdir()) == sorted(["other", RUN]), top
+    best = pd.read_csv(workdir / target)
+    assert set(zip(best.backbone, best.weights, best.kernel)) == {("tvit", "init", "features")}
+    assert dry_run_jobs(workdir, "--configfile", str(TEST_CONFIG)) == {}
+    assert dry_run_jobs(workdir, "--configfile", str(other), target) == {}
 
 
 def test_entk_tiles_assemble_to_the_untiled_kernel(finished_run):
@@ -327,15 +372,15 @@ def test_entk_tiles_assemble_to_the_untiled_kernel(finished_run):
     from rmtlens.kernels.ntk import entk, scalar_network
 
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
-    data = PreparedDataset.from_arrays(load_npz(finished_run / "results/datasets/digits.npz"))
+    data = PreparedDataset.from_arrays(load_npz(finished_run / f"{RESULTS}/datasets/digits.npz"))
     N = data.n_pool
-    backbone = load_trained_backbone("test_resnet", 32, 0, finished_run / "resources/weights/tresnet/trained.safetensors")
+    backbone = load_trained_backbone("test_resnet", 32, 0, finished_run / f"{RESULTS}/weights/tresnet/trained.safetensors")
     model = scalar_network(backbone, feature_dim(backbone, 32), head_seed=0)
     mean, std = normalisation(backbone)
     x = preprocess(data.images, 32, mean, std)
     reference = entk(model, x, x[:N], dtype=torch.float64)
-    K = np.load(finished_run / "results/kernels/digits/tresnet/trained/entk.npy")
-    assert cfg["entk"]["tile_size"] < N and len(list((finished_run / "results/kernels/digits/tresnet/trained/entk_tiles").iterdir())) > 3
+    K = np.load(finished_run / f"{RESULTS}/kernels/digits/tresnet/trained/entk.npy")
+    assert cfg["entk"]["tile_size"] < N and len(list((finished_run / f"{RESULTS}/kernels/digits/tresnet/trained/entk_tiles").iterdir())) > 3
     np.testing.assert_allclose(K, reference, rtol=1e-10, atol=1e-10 * np.abs(reference).max())
     pool = K[:N]
     assert np.array_equal(pool, pool.T)
@@ -357,8 +402,9 @@ def test_paper_preset_builds_the_full_dag(tmp_path):
              for d, ds in cfg["datasets"].items()}
     assert jobs["entk_tile"] == sum(tiles[d] for d, b, w, k in units if k == "entk")
     assert jobs["entk_assemble"] == sum(k == "entk" for *_, k in units)
-    assert jobs.get("eigh", 0) + jobs.get("factor", 0) == jobs["ridge_path"] == sum(sizes[d] * len(cfg["seeds"]) for d, *_ in units)
-    assert jobs.get("factor", 0) == sum(sizes[d] * len(cfg["seeds"]) for d, b, w, k in units if k == "features")
+    # one eigh/factor/ridge_path job per kernel and n, covering every seed
+    assert jobs.get("eigh", 0) + jobs.get("factor", 0) == jobs["ridge_path"] == sum(sizes[d] for d, *_ in units)
+    assert jobs.get("factor", 0) == sum(sizes[d] for d, b, w, k in units if k == "features")
     assert jobs["prepare_dataset"] == 2 and "pretrain" not in jobs
 
 
@@ -370,14 +416,14 @@ def test_linearisation_tasks_follow_the_initial_entk(finished_run):
     from rmtlens.studies.linearisation import IMAGE_MEAN, IMAGE_STD, small_cnn
 
     spec = yaml.safe_load(TEST_CONFIG.read_text())["linearisation"]
-    data = PreparedDataset.from_arrays(load_npz(finished_run / "results/datasets/digits.npz"))
+    data = PreparedDataset.from_arrays(load_npz(finished_run / f"{RESULTS}/datasets/digits.npz"))
     x = preprocess(data.images, 32, IMAGE_MEAN, IMAGE_STD).double()
     model = small_cnn(spec["width"], spec["depth"], spec["seed"]).double().eval()
     params = {k: v.detach() for k, v in model.named_parameters()}
     jac = jacrev(lambda p, xb: functional_call(model, p, (xb,)))(params, x)
     J = torch.cat([j.reshape(len(x), -1) for j in jac.values()], dim=1).numpy()
     eigvals = np.sort(np.linalg.eigvalsh(J @ J.T))[::-1]
-    acc = pd.read_csv(finished_run / "results/tables/linearisation_accuracy.csv")
+    acc = pd.read_csv(finished_run / f"{RESULTS}/tables/linearisation_accuracy.csv")
     for j in spec["eigen_indices"]:
         got = acc[(acc.task == "eigenfunction") & (acc.j == j)].eigenvalue.iloc[0]
         assert got == pytest.approx(eigvals[j], rel=1e-6)
@@ -393,12 +439,12 @@ def test_ridge_rows_are_finite_and_flagged_exactly_below_the_accuracy_floor(fini
     safety, u = cfg["accuracy"]["safety"], 2.0**-53
     tolerance = cfg["accuracy"].get("floor_tolerance", 0.01)  # the schema's default
     n_pool, removed = cfg["datasets"]["digits"]["n_pool"], 0
-    table = pd.read_parquet(finished_run / "results/tables/ridge.parquet")
+    table = pd.read_parquet(finished_run / f"{RESULTS}/tables/ridge.parquet")
     numeric = table.select_dtypes("number")
     assert np.isfinite(numeric.to_numpy()).all(), numeric.columns[~np.isfinite(numeric).all()].tolist()
     assert table["resolved"].dtype == bool
     records = {}
-    for path in (finished_run / "results/kernels/digits").glob("*/*/*.accuracy.json"):
+    for path in (finished_run / f"{RESULTS}/kernels/digits").glob("*/*/*.accuracy.json"):
         backbone, weights = path.parts[-3], path.parts[-2]
         records[(backbone, weights, path.name.split(".")[0])] = json.loads(path.read_text())
     assert set(records) == set(map(tuple, table[["backbone", "weights", "kernel"]].drop_duplicates().to_numpy()))
@@ -407,7 +453,7 @@ def test_ridge_rows_are_finite_and_flagged_exactly_below_the_accuracy_floor(fini
     assert records[("tresnet", "init", "entk")]["dtype"] == "float64"
     assert float32["relative_error"] > 100 * records[("tresnet", "init", "entk")]["relative_error"]
     for (backbone, weights, kernel, n, seed), rows in table.groupby(["backbone", "weights", "kernel", "n", "seed"]):
-        eig = np.load(finished_run / f"results/eigh/digits/{backbone}/{weights}/{kernel}/n{n}_s{seed}.npz")
+        eig = np.load(finished_run / f"{RESULTS}/eigh/digits/{backbone}/{weights}/{kernel}/n{n}_s{seed}.npz")
         K_all = kernel_matrix(finished_run, "digits", backbone, weights, kernel)  # features: from the embeddings
         d = np.linalg.eigvalsh(K_all[np.ix_(eig["index"], eig["index"])])
         floor = safety * (records[(backbone, weights, kernel)]["relative_error"] + n * u) * d.max()
@@ -432,9 +478,9 @@ def test_ridge_rows_are_finite_and_flagged_exactly_below_the_accuracy_floor(fini
             assert np.all(changes[lam > 0] == 0.0)
         assert np.array_equal(rows["resolved"].to_numpy(), expected & (changes < tolerance))
         removed += int(np.sum(expected & (changes >= tolerance)))
-    summary = pd.read_csv(finished_run / "results/tables/gcv_accuracy.csv")
+    summary = pd.read_csv(finished_run / f"{RESULTS}/tables/gcv_accuracy.csv")
     assert summary["rows"].sum() == 3 * len(table[table.resolved & (table.n >= cfg["analysis"]["n_min"])])
-    counts = pd.read_csv(finished_run / "results/tables/resolved_rows.csv")
+    counts = pd.read_csv(finished_run / f"{RESULTS}/tables/resolved_rows.csv")
     for _, row in counts.iterrows():
         unit = table[(table.backbone == row.backbone) & (table.weights == row.weights) & (table.kernel == row.kernel)]
         assert row["rows"] == len(unit) == row.unresolved_by_floor + row.unresolved_by_cutoff + row.resolved

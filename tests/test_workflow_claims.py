@@ -10,7 +10,7 @@ import yaml
 from scipy.optimize import minimize_scalar
 from scipy.stats import spearmanr
 
-from conftest import TEST_CONFIG
+from conftest import RESULTS, TEST_CONFIG
 from rmtlens.inputs import PreparedDataset
 from rmtlens.io import load_npz
 from test_workflow import kernel_matrix
@@ -22,7 +22,7 @@ KEYS = ["dataset", "backbone", "weights", "kernel"]
 
 def table(run, name):
     """A table of the run (CSV files hold 10 significant digits: comparisons with them are to 1e-9)."""
-    path = run / f"results/tables/{name}"
+    path = run / f"{RESULTS}/tables/{name}"
     return pd.read_parquet(path) if name.endswith(".parquet") else pd.read_csv(path)
 
 
@@ -31,7 +31,7 @@ def test_new_tables_and_figures_exist(finished_run):
                  "claims.csv", "scaling.csv"):
         assert len(table(finished_run, name)) > 0, name
     for name in ("power_laws", "gcv_local_law"):
-        assert (finished_run / f"results/figures/{name}.png").stat().st_size > 10_000
+        assert (finished_run / f"{RESULTS}/figures/{name}.png").stat().st_size > 10_000
 
 
 def test_power_law_fit_recomputed_from_the_kernel(finished_run):
@@ -39,10 +39,10 @@ def test_power_law_fit_recomputed_from_the_kernel(finished_run):
     tail-sum misfit) of one kernel, from its kernel matrix and the stored accuracy floor."""
     fits = table(finished_run, "power_laws.csv")
     row = fits[(fits.backbone == "tresnet") & (fits.weights == "trained") & (fits.kernel == "entk") & fits.primary].iloc[0]
-    data = PreparedDataset.from_arrays(load_npz(finished_run / "results/datasets/digits.npz"))
+    data = PreparedDataset.from_arrays(load_npz(finished_run / f"{RESULTS}/datasets/digits.npz"))
     N = data.n_pool
     K = kernel_matrix(finished_run, "digits", "tresnet", "trained", "entk")[:N]
-    floor = float(load_npz(finished_run / "results/spectra/digits/tresnet/trained/entk/pool.npz")["floor"])
+    floor = float(load_npz(finished_run / f"{RESULTS}/spectra/digits/tresnet/trained/entk/pool.npz")["floor"])
     D, V = np.linalg.eigh(K)
     order = np.argsort(-D)
     D, V = D[order], V[:, order]

@@ -1,6 +1,7 @@
 # Helpers shared by every stage: config validation, wildcard constraints and the
 # functions that list the files a configuration asks for.
 import os
+import re
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -8,6 +9,7 @@ from snakemake.utils import validate
 from rmtlens.estimators import ridge_grid, sample_size_grid
 from rmtlens.kernels import entk_tiles
 from rmtlens.io import PARTIAL_DIR_ENV, remove_partials
+from rmtlens.workflow import ConfigError, check_config, check_input_files
 
 # Jobs write temporary files here, never under results/; a killed job's leftovers
 # are removed when the next run starts.
@@ -29,108 +31,26 @@ onstart:
 validate(config, schema="../schemas/config.schema.yaml")
 
 
-def config_error(field, message):
-    raise WorkflowError(f"invalid configuration at '{field}': {message}")
+# Cross-field checks the schema cannot express and the input files the configuration
+# names (rmtlens.workflow.config_checks); a cluster job re-reads the Snakefile and skips
+# the model-name check (it imports timm) and the file check (its main process did both).
+try:
+    check_config(config, model_names=workflow.is_main_process)
+    if workflow.is_main_process:
+        check_input_files(config)
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
 
-
-def check_config(cfg):
-    """Checks the schema cannot express: cross-field ranges and known model names."""
-    for name, ds in cfg["datasets"].items():
-        n_max = cfg["sample_sizes"]["max"]
-        if n_max is not None and n_max > ds["n_pool"]:
-            config_error(
-                "sample_sizes.max",
-                f"{n_max} exceeds datasets.{name}.n_pool = {ds['n_pool']}",
-            )
-        if cfg["sample_sizes"]["min"] > (n_max or ds["n_pool"]):
-            config_error(
-                "sample_sizes.min",
-                f"{cfg['sample_sizes']['min']} exceeds the largest sample size {n_max or ds['n_pool']} of dataset {name}",
-            )
-    for name, ds in cfg["datasets"].items():
-        for b in ds["backbones"] or []:
-            if b not in cfg["backbones"]:
-                config_error(
-                    f"datasets.{name}.backbones", f"{b!r} is not a name under backbones"
-                )
-    for name, task in cfg["source_tasks"].items():
-        if task["dataset"] not in cfg["datasets"]:
-            config_error(
-                f"source_tasks.{name}.dataset",
-                f"{task['dataset']!r} is not a name under datasets",
-            )
-    for name, bb in cfg["backbones"].items():
-        if (
-            "trained" in bb["weights"]
-            and bb["pretrain"]["task"] not in cfg["source_tasks"]
-        ):
-            config_error(
-                f"backbones.{name}.pretrain.task",
-                f"{bb['pretrain']['task']!r} is not a name under source_tasks",
-            )
-    dd = cfg["double_descent"]
-    if dd["enabled"]:
-        if dd["dataset"] not in cfg["datasets"]:
-            config_error(
-                "double_descent.dataset",
-                f"{dd['dataset']!r} is not a name under datasets",
-            )
-        for field, value in (
-            ("inputs", dd["inputs"]),
-            ("linear.embedding", dd["linear"]["embedding"]),
-        ):
-            if field == "inputs" and value == "pixels":
-                continue
-            backbone, _, weights = value.partition("/")
-            if (
-                backbone not in cfg["backbones"]
-                or weights not in cfg["backbones"][backbone]["weights"]
-            ):
-                config_error(
-                    f"double_descent.{field}",
-                    f"{value!r} is not '<backbone>/<weights>' of a configured backbone",
-                )
-        if dd["n"] > cfg["datasets"][dd["dataset"]]["n_pool"]:
-            config_error(
-                "double_descent.n", f"{dd['n']} exceeds the pool of {dd['dataset']}"
-            )
-    lin = cfg["linearisation"]
-    if lin["enabled"]:
-        if lin["dataset"] not in cfg["datasets"]:
-            config_error(
-                "linearisation.dataset",
-                f"{lin['dataset']!r} is not a name under datasets",
-            )
-        if max(lin["checkpoints"]) > lin["epochs"]:
-            config_error(
-                "linearisation.checkpoints",
-                f"{max(lin['checkpoints'])} exceeds linearisation.epochs = {lin['epochs']}",
-            )
-    if cfg["ridge"]["min"] > cfg["ridge"]["max"]:
-        config_error(
-            "ridge.min",
-            f"{cfg['ridge']['min']} exceeds ridge.max = {cfg['ridge']['max']}",
-        )
-    if cfg["targets"]["kind"] == "binary" and not cfg["targets"]["positive_classes"]:
-        config_error(
-            "targets.positive_classes", "kind 'binary' needs the classes labelled +1"
-        )
-    if not workflow.is_main_process:
-        return  # a cluster job re-reads the Snakefile; the main process already checked
-    # imports timm: only this check needs it
-    from rmtlens.inputs import check_model_name
-
-    for name, bb in cfg["backbones"].items():
-        try:
-            check_model_name(bb["model"])
-        except ValueError as err:
-            config_error(f"backbones.{name}.model", str(err))
-
-
-check_config(config)
+# Every output of a run lies under its own folders, named by `run`: results/<run>/,
+# logs/<run>/ and benchmarks/<run>/ (rule files write the {run} wildcard, helpers below
+# RESULTS), so runs of different configurations sit side by side. Downloads in
+# resources/ are shared.
+RUN = config["run"]
+RESULTS = f"results/{RUN}"
 
 
 wildcard_constraints:
+    run=re.escape(RUN),
     dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     backbone=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     weights=r"init|pretrained|trained",
@@ -203,7 +123,7 @@ def pretrain_spec(wildcards):
 
 
 def pretrain_source_task(wildcards):
-    return f"results/source_tasks/{backbone_spec(wildcards)['pretrain']['task']}.npz"
+    return f"{RESULTS}/source_tasks/{backbone_spec(wildcards)['pretrain']['task']}.npz"
 
 
 def weights_inputs(wildcards):
@@ -211,11 +131,18 @@ def weights_inputs(wildcards):
     bb = backbone_spec(wildcards)
     if wildcards.weights == "trained":
         return {
-            "trained": f"resources/weights/{wildcards.backbone}/trained.safetensors"
+            "trained": f"{RESULTS}/weights/{wildcards.backbone}/trained.safetensors"
         }
     if wildcards.weights == "pretrained" and bb["pretrained_file"]:
         return {"pretrained_file": bb["pretrained_file"]}
     return {}
+
+
+def per_seed(pattern):
+    """``pattern`` for every subsample seed, its other wildcards kept: the files of one
+    eigh, factor or ridge_path job, which covers one sample size n and every seed (one
+    interpreter start instead of one per seed; a file per (n, seed) as before)."""
+    return expand(pattern, seed=config["seeds"], allow_missing=True)
 
 
 def entk_layout(dataset):
@@ -244,7 +171,7 @@ def entk_spec(wildcards):
 
 def kernel_accuracy(wildcards):
     """The accuracy record beside a kernel (SPEC §2)."""
-    return f"results/kernels/{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}/{wildcards.kernel}.accuracy.json"
+    return f"{RESULTS}/kernels/{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}/{wildcards.kernel}.accuracy.json"
 
 
 def accuracy_params():
@@ -256,7 +183,7 @@ def accuracy_params():
 
 def entk_tile_files(wildcards):
     return [
-        f"results/kernels/{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}/entk_tiles/r{t.row}_c{t.col}.npy"
+        f"{RESULTS}/kernels/{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}/entk_tiles/r{t.row}_c{t.col}.npy"
         for t in entk_layout(wildcards.dataset)
         if t.mirror is None
     ]
@@ -311,13 +238,14 @@ def kernel_units():
 
 
 def unit_files(pattern):
-    """``pattern`` filled in for every kernel unit, in the order of :func:`kernel_units`."""
-    return [pattern.format(**u) for u in kernel_units()]
+    """``pattern`` filled in for every kernel unit (and this run), in the order of
+    :func:`kernel_units`."""
+    return [pattern.format(run=RUN, **u) for u in kernel_units()]
 
 
 def ridge_path_files(wildcards=None):
     return [
-        f"results/ridge/{u['dataset']}/{u['backbone']}/{u['weights']}/{u['kernel']}/n{n}_s{s}.parquet"
+        f"{RESULTS}/ridge/{u['dataset']}/{u['backbone']}/{u['weights']}/{u['kernel']}/n{n}_s{s}.parquet"
         for u in kernel_units()
         for n in sample_sizes(u["dataset"])
         for s in config["seeds"]
@@ -401,17 +329,17 @@ FIGURES = [
 def pretraining_outputs():
     if not trained_backbones():
         return []
-    return [f"results/figures/pretraining.{ext}" for ext in ("png", "svg")]
+    return [f"{RESULTS}/figures/pretraining.{ext}" for ext in ("png", "svg")]
 
 
 def double_descent_embeddings(wildcards):
     """The embedding file of the linear-ridge sweep (and of random features on embeddings)."""
     spec = config["double_descent"]
     files = {
-        "linear": f"results/embeddings/{spec['dataset']}/{spec['linear']['embedding']}.npy"
+        "linear": f"{RESULTS}/embeddings/{spec['dataset']}/{spec['linear']['embedding']}.npy"
     }
     if spec["inputs"] != "pixels":
-        files["rf"] = f"results/embeddings/{spec['dataset']}/{spec['inputs']}.npy"
+        files["rf"] = f"{RESULTS}/embeddings/{spec['dataset']}/{spec['inputs']}.npy"
     return files
 
 
@@ -419,18 +347,18 @@ def extension_outputs():
     out = []
     if config["double_descent"]["enabled"]:
         out += [
-            "results/tables/double_descent.csv",
-            "results/figures/double_descent.png",
+            f"{RESULTS}/tables/double_descent.csv",
+            f"{RESULTS}/figures/double_descent.png",
         ]
     if config["learning_dynamics"]["enabled"]:
         out += [
-            "results/tables/learning_dynamics.csv",
-            "results/figures/learning_dynamics.png",
+            f"{RESULTS}/tables/learning_dynamics.csv",
+            f"{RESULTS}/figures/learning_dynamics.png",
         ]
     if config["linearisation"]["enabled"]:
         out += [
-            "results/tables/linearisation_accuracy.csv",
-            "results/figures/linearisation.png",
+            f"{RESULTS}/tables/linearisation_accuracy.csv",
+            f"{RESULTS}/figures/linearisation.png",
         ]
     return out
 
@@ -438,42 +366,42 @@ def extension_outputs():
 def final_outputs():
     return [
         *extension_outputs(),
-        "results/tables/ridge.parquet",
-        "results/tables/gcv_accuracy.csv",
-        "results/tables/best_risk.csv",
+        f"{RESULTS}/tables/ridge.parquet",
+        f"{RESULTS}/tables/gcv_accuracy.csv",
+        f"{RESULTS}/tables/best_risk.csv",
         *pretraining_outputs(),
-        "results/tables/estimators.csv",
-        "results/tables/representations.csv",
-        "results/tables/scaling.csv",
-        "results/tables/local_law.csv",
-        "results/tables/claims.csv",
-        *[f"results/figures/{f}.{ext}" for f in FIGURES for ext in ("png", "svg")],
+        f"{RESULTS}/tables/estimators.csv",
+        f"{RESULTS}/tables/representations.csv",
+        f"{RESULTS}/tables/scaling.csv",
+        f"{RESULTS}/tables/local_law.csv",
+        f"{RESULTS}/tables/claims.csv",
+        *[f"{RESULTS}/figures/{f}.{ext}" for f in FIGURES for ext in ("png", "svg")],
         *science_outputs(),
     ]
 
 
-# Issue 15 (rules in noise.smk): label noise, ridge selection, learnability.
+# The label-noise study, ridge selection and learnability (rules in noise.smk).
 def noise_enabled():
     return config["targets"]["noise"]["enabled"]
 
 
 def science_outputs():
     out = [
-        "results/tables/ridge_selection.csv",
-        "results/tables/ridge_regret.csv",
-        "results/tables/learnability.csv",
+        f"{RESULTS}/tables/ridge_selection.csv",
+        f"{RESULTS}/tables/ridge_regret.csv",
+        f"{RESULTS}/tables/learnability.csv",
         *[
-            f"results/figures/{f}.{ext}"
+            f"{RESULTS}/figures/{f}.{ext}"
             for f in ("ridge_selection", "learnability")
             for ext in ("png", "svg")
         ],
     ]
     if noise_enabled():
         out += [
-            "results/tables/noise_accuracy.csv",
-            "results/tables/noise_peaks.csv",
+            f"{RESULTS}/tables/noise_accuracy.csv",
+            f"{RESULTS}/tables/noise_peaks.csv",
             *[
-                f"results/figures/{f}.{ext}"
+                f"{RESULTS}/figures/{f}.{ext}"
                 for f in ("noise", "noise_accuracy")
                 for ext in ("png", "svg")
             ],
@@ -482,12 +410,9 @@ def science_outputs():
 
 
 def noise_subsamples(wildcards):
+    """(n, seed) of the noise study: the grid up to ``targets.noise.n_max`` (checked by
+    check_config to keep at least the smallest n)."""
     n_max = config["targets"]["noise"]["n_max"]
-    if n_max is not None and n_max < min(sample_sizes(wildcards.dataset)):
-        config_error(
-            "targets.noise.n_max",
-            f"{n_max} is below the smallest sample size of dataset {wildcards.dataset}",
-        )
     return [
         (n, s)
         for n in sample_sizes(wildcards.dataset)
@@ -498,7 +423,7 @@ def noise_subsamples(wildcards):
 
 def noise_eigh_files(wildcards):
     return [
-        f"results/eigh/{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}/{wildcards.kernel}/n{n}_s{s}.npz"
+        f"{RESULTS}/eigh/{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}/{wildcards.kernel}/n{n}_s{s}.npz"
         for n, s in noise_subsamples(wildcards)
     ]
 
@@ -508,8 +433,8 @@ def kernel_source(wildcards):
     """A ridge/flow job's kernel input: the embeddings for `features`, else the kernel file."""
     unit = f"{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}"
     if wildcards.kernel == "features":
-        return {"embeddings": f"results/embeddings/{unit}.npy"}
-    return {"kernel": f"results/kernels/{unit}/{wildcards.kernel}.npy"}
+        return {"embeddings": f"{RESULTS}/embeddings/{unit}.npy"}
+    return {"kernel": f"{RESULTS}/kernels/{unit}/{wildcards.kernel}.npy"}
 
 
 def spectral_mem_mb(wildcards, n):

@@ -2,11 +2,11 @@ rule prepare_dataset:
     input:
         archive=dataset_archive,
     output:
-        "results/datasets/{dataset}.npz",
+        "results/{run}/datasets/{dataset}.npz",
     log:
-        "logs/prepare_dataset/{dataset}.log",
+        "logs/{run}/prepare_dataset/{dataset}.log",
     benchmark:
-        "benchmarks/prepare_dataset/{dataset}.tsv"
+        "benchmarks/{run}/prepare_dataset/{dataset}.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     resources:

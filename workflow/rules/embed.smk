@@ -1,13 +1,13 @@
 rule embed:
     input:
         unpack(weights_inputs),
-        dataset="results/datasets/{dataset}.npz",
+        dataset="results/{run}/datasets/{dataset}.npz",
     output:
-        "results/embeddings/{dataset}/{backbone}/{weights}.npy",
+        "results/{run}/embeddings/{dataset}/{backbone}/{weights}.npy",
     log:
-        "logs/embed/{dataset}/{backbone}/{weights}.log",
+        "logs/{run}/embed/{dataset}/{backbone}/{weights}.log",
     benchmark:
-        "benchmarks/embed/{dataset}/{backbone}/{weights}.tsv"
+        "benchmarks/{run}/embed/{dataset}/{backbone}/{weights}.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     threads: 2

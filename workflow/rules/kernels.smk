@@ -1,12 +1,12 @@
 rule kernel:
     input:
-        embeddings="results/embeddings/{dataset}/{backbone}/{weights}.npy",
+        embeddings="results/{run}/embeddings/{dataset}/{backbone}/{weights}.npy",
     output:
-        kernel="results/kernels/{dataset}/{backbone}/{weights}/features.npy",
+        kernel="results/{run}/kernels/{dataset}/{backbone}/{weights}/features.npy",
     log:
-        "logs/kernel/{dataset}/{backbone}/{weights}/features.log",
+        "logs/{run}/kernel/{dataset}/{backbone}/{weights}/features.log",
     benchmark:
-        "benchmarks/kernel/{dataset}/{backbone}/{weights}/features.tsv"
+        "benchmarks/{run}/kernel/{dataset}/{backbone}/{weights}/features.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     resources:
@@ -25,13 +25,13 @@ rule kernel:
 rule entk_tile:
     input:
         unpack(weights_inputs),
-        dataset="results/datasets/{dataset}.npz",
+        dataset="results/{run}/datasets/{dataset}.npz",
     output:
-        "results/kernels/{dataset}/{backbone}/{weights}/entk_tiles/r{row}_c{col}.npy",
+        "results/{run}/kernels/{dataset}/{backbone}/{weights}/entk_tiles/r{row}_c{col}.npy",
     log:
-        "logs/entk_tile/{dataset}/{backbone}/{weights}/r{row}_c{col}.log",
+        "logs/{run}/entk_tile/{dataset}/{backbone}/{weights}/r{row}_c{col}.log",
     benchmark:
-        "benchmarks/entk_tile/{dataset}/{backbone}/{weights}/r{row}_c{col}.tsv"
+        "benchmarks/{run}/entk_tile/{dataset}/{backbone}/{weights}/r{row}_c{col}.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     threads: 2
@@ -58,13 +58,13 @@ rule entk_tile:
 rule entk_accuracy:
     input:
         unpack(weights_inputs),
-        dataset="results/datasets/{dataset}.npz",
+        dataset="results/{run}/datasets/{dataset}.npz",
     output:
-        "results/kernels/{dataset}/{backbone}/{weights}/entk.accuracy.json",
+        "results/{run}/kernels/{dataset}/{backbone}/{weights}/entk.accuracy.json",
     log:
-        "logs/entk_accuracy/{dataset}/{backbone}/{weights}.log",
+        "logs/{run}/entk_accuracy/{dataset}/{backbone}/{weights}.log",
     benchmark:
-        "benchmarks/entk_accuracy/{dataset}/{backbone}/{weights}.tsv"
+        "benchmarks/{run}/entk_accuracy/{dataset}/{backbone}/{weights}.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     threads: 2
@@ -92,11 +92,11 @@ rule entk_assemble:
     input:
         tiles=entk_tile_files,
     output:
-        "results/kernels/{dataset}/{backbone}/{weights}/entk.npy",
+        "results/{run}/kernels/{dataset}/{backbone}/{weights}/entk.npy",
     log:
-        "logs/entk_assemble/{dataset}/{backbone}/{weights}.log",
+        "logs/{run}/entk_assemble/{dataset}/{backbone}/{weights}.log",
     benchmark:
-        "benchmarks/entk_assemble/{dataset}/{backbone}/{weights}.tsv"
+        "benchmarks/{run}/entk_assemble/{dataset}/{backbone}/{weights}.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     resources:

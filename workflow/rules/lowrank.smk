@@ -3,18 +3,19 @@
 # from an N x N kernel file, so no `features.npy` is written; so does the kernel's
 # accuracy record (SPEC §2, float64 round-off bound). The eNTK keeps the
 # dense rules (eigh, pool_spectrum). Each job picks the thin (p < n) or the square
-# factorisation itself and logs which; a new ridge grid reruns neither.
+# factorisation itself and logs which; a new ridge grid reruns neither. Like eigh and
+# ridge_path, one factor job covers one sample size n and every seed (one file each).
 
 
 rule feature_accuracy:
     input:
-        embeddings="results/embeddings/{dataset}/{backbone}/{weights}.npy",
+        embeddings="results/{run}/embeddings/{dataset}/{backbone}/{weights}.npy",
     output:
-        "results/kernels/{dataset}/{backbone}/{weights}/features.accuracy.json",
+        "results/{run}/kernels/{dataset}/{backbone}/{weights}/features.accuracy.json",
     log:
-        "logs/feature_accuracy/{dataset}/{backbone}/{weights}.log",
+        "logs/{run}/feature_accuracy/{dataset}/{backbone}/{weights}.log",
     benchmark:
-        "benchmarks/feature_accuracy/{dataset}/{backbone}/{weights}.tsv"
+        "benchmarks/{run}/feature_accuracy/{dataset}/{backbone}/{weights}.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     resources:
@@ -28,22 +29,26 @@ rule feature_accuracy:
 
 rule factor:
     input:
-        embeddings="results/embeddings/{dataset}/{backbone}/{weights}.npy",
+        embeddings="results/{run}/embeddings/{dataset}/{backbone}/{weights}.npy",
     output:
-        "results/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.npz",
+        per_seed(
+            "results/{run}/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.npz"
+        ),
     log:
-        "logs/factor/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.log",
+        "logs/{run}/factor/{dataset}/{backbone}/{weights}/{kernel}/n{n}.log",
     benchmark:
-        "benchmarks/factor/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.tsv"
+        "benchmarks/{run}/factor/{dataset}/{backbone}/{weights}/{kernel}/n{n}.tsv"
     wildcard_constraints:
         kernel="features",
     conda:
         "../../envs/rmtlens.yaml"
     resources:
         mem_mb=lambda wc: spectral_mem_mb(wc, int(wc.n)),
-        runtime=lambda wc, attempt: minutes_for(int(wc.n), 5, 1, attempt),
+        runtime=lambda wc, attempt: len(config["seeds"])
+        * minutes_for(int(wc.n), 5, 1, attempt),
     params:
         n_pool=n_pool,
+        seeds=config["seeds"],
     script:
         "../scripts/factor.py"
 
@@ -53,15 +58,15 @@ ruleorder: factor > eigh
 
 rule feature_pool_spectrum:
     input:
-        embeddings="results/embeddings/{dataset}/{backbone}/{weights}.npy",
-        dataset="results/datasets/{dataset}.npz",
+        embeddings="results/{run}/embeddings/{dataset}/{backbone}/{weights}.npy",
+        dataset="results/{run}/datasets/{dataset}.npz",
         accuracy=kernel_accuracy,
     output:
-        "results/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz",
+        "results/{run}/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz",
     log:
-        "logs/pool_spectrum/{dataset}/{backbone}/{weights}/{kernel}.log",
+        "logs/{run}/pool_spectrum/{dataset}/{backbone}/{weights}/{kernel}.log",
     benchmark:
-        "benchmarks/pool_spectrum/{dataset}/{backbone}/{weights}/{kernel}.tsv"
+        "benchmarks/{run}/pool_spectrum/{dataset}/{backbone}/{weights}/{kernel}.tsv"
     wildcard_constraints:
         kernel="features",
     conda:

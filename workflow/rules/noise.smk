@@ -1,19 +1,19 @@
-# Beyond the papers (issue 15): label noise, ridge selection, per-mode learnability.
+# Beyond the papers: label noise, ridge selection, per-mode learnability.
 
 
 rule noise_study:
     input:
         unpack(kernel_source),
-        spectrum="results/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz",
-        dataset="results/datasets/{dataset}.npz",
+        spectrum="results/{run}/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz",
+        dataset="results/{run}/datasets/{dataset}.npz",
         eigh=noise_eigh_files,
         accuracy=kernel_accuracy,
     output:
-        "results/noise/{dataset}/{backbone}/{weights}/{kernel}.parquet",
+        "results/{run}/noise/{dataset}/{backbone}/{weights}/{kernel}.parquet",
     log:
-        "logs/noise_study/{dataset}/{backbone}/{weights}/{kernel}.log",
+        "logs/{run}/noise_study/{dataset}/{backbone}/{weights}/{kernel}.log",
     benchmark:
-        "benchmarks/noise_study/{dataset}/{backbone}/{weights}/{kernel}.tsv"
+        "benchmarks/{run}/noise_study/{dataset}/{backbone}/{weights}/{kernel}.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     resources:
@@ -38,18 +38,20 @@ rule noise_study:
 
 rule noise_summary:
     input:
-        unit_files("results/noise/{dataset}/{backbone}/{weights}/{kernel}.parquet"),
+        unit_files(
+            "results/{run}/noise/{dataset}/{backbone}/{weights}/{kernel}.parquet"
+        ),
     output:
-        table="results/tables/noise.parquet",
+        table="results/{run}/tables/noise.parquet",
         accuracy=report(
-            "results/tables/noise_accuracy.csv",
+            "results/{run}/tables/noise_accuracy.csv",
             caption="../report/table_noise_accuracy.rst",
             category="Summary tables",
             subcategory="Label noise",
             labels=report_labels("estimator accuracy under label noise", kind="table"),
         ),
         peaks=report(
-            "results/tables/noise_peaks.csv",
+            "results/{run}/tables/noise_peaks.csv",
             caption="../report/table_noise_peaks.rst",
             category="Summary tables",
             subcategory="Label noise",
@@ -58,33 +60,33 @@ rule noise_summary:
             ),
         ),
         png=report(
-            "results/figures/noise.png",
+            "results/{run}/figures/noise.png",
             caption="../report/noise.rst",
             category="Label noise",
             labels=report_labels("excess risk versus n per noise level", "png"),
         ),
         svg=report(
-            "results/figures/noise.svg",
+            "results/{run}/figures/noise.svg",
             caption="../report/noise.rst",
             category="Label noise",
             labels=report_labels("excess risk versus n per noise level", "svg"),
         ),
         accuracy_png=report(
-            "results/figures/noise_accuracy.png",
+            "results/{run}/figures/noise_accuracy.png",
             caption="../report/noise_accuracy.rst",
             category="Label noise",
             labels=report_labels("estimator accuracy per noise level", "png"),
         ),
         accuracy_svg=report(
-            "results/figures/noise_accuracy.svg",
+            "results/{run}/figures/noise_accuracy.svg",
             caption="../report/noise_accuracy.rst",
             category="Label noise",
             labels=report_labels("estimator accuracy per noise level", "svg"),
         ),
     log:
-        "logs/noise_summary.log",
+        "logs/{run}/noise_summary.log",
     benchmark:
-        "benchmarks/noise_summary.tsv"
+        "benchmarks/{run}/noise_summary.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     params:
@@ -96,38 +98,38 @@ rule noise_summary:
 
 rule ridge_selection:
     input:
-        joined="results/tables/theory.parquet",
+        joined="results/{run}/tables/theory.parquet",
     output:
         table=report(
-            "results/tables/ridge_selection.csv",
+            "results/{run}/tables/ridge_selection.csv",
             caption="../report/table_ridge_selection.rst",
             category="Summary tables",
             subcategory="Ridge selection",
             labels=report_labels("ridge selection", kind="table"),
         ),
         regret=report(
-            "results/tables/ridge_regret.csv",
+            "results/{run}/tables/ridge_regret.csv",
             caption="../report/table_ridge_regret.rst",
             category="Summary tables",
             subcategory="Ridge selection",
             labels=report_labels("ridge-selection regret", kind="table"),
         ),
         png=report(
-            "results/figures/ridge_selection.png",
+            "results/{run}/figures/ridge_selection.png",
             caption="../report/ridge_selection.rst",
             category="Ridge selection",
             labels=report_labels("selected ridge versus n", "png"),
         ),
         svg=report(
-            "results/figures/ridge_selection.svg",
+            "results/{run}/figures/ridge_selection.svg",
             caption="../report/ridge_selection.rst",
             category="Ridge selection",
             labels=report_labels("selected ridge versus n", "svg"),
         ),
     log:
-        "logs/ridge_selection.log",
+        "logs/{run}/ridge_selection.log",
     benchmark:
-        "benchmarks/ridge_selection.tsv"
+        "benchmarks/{run}/ridge_selection.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     params:
@@ -140,35 +142,35 @@ rule ridge_selection:
 rule learnability:
     input:
         spectra=unit_files(
-            "results/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz"
+            "results/{run}/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz"
         ),
     output:
         table=report(
-            "results/tables/learnability.csv",
+            "results/{run}/tables/learnability.csv",
             caption="../report/table_learnability.rst",
             category="Summary tables",
             subcategory="E3 representations",
             labels=report_labels("per-mode learnability", kind="table"),
         ),
-        modes="results/tables/learnability_modes.parquet",
+        modes="results/{run}/tables/learnability_modes.parquet",
         png=report(
-            "results/figures/learnability.png",
+            "results/{run}/figures/learnability.png",
             caption="../report/learnability.rst",
             category="Representations",
             subcategory="per-mode learnability",
             labels=report_labels("per-mode learnability", "png"),
         ),
         svg=report(
-            "results/figures/learnability.svg",
+            "results/{run}/figures/learnability.svg",
             caption="../report/learnability.rst",
             category="Representations",
             subcategory="per-mode learnability",
             labels=report_labels("per-mode learnability", "svg"),
         ),
     log:
-        "logs/learnability.log",
+        "logs/{run}/learnability.log",
     benchmark:
-        "benchmarks/learnability.tsv"
+        "benchmarks/{run}/learnability.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     params:

@@ -2,11 +2,11 @@ rule prepare_source_task:
     input:
         archive=source_task_archive,
     output:
-        "results/source_tasks/{task}.npz",
+        "results/{run}/source_tasks/{task}.npz",
     log:
-        "logs/prepare_source_task/{task}.log",
+        "logs/{run}/prepare_source_task/{task}.log",
     benchmark:
-        "benchmarks/prepare_source_task/{task}.tsv"
+        "benchmarks/{run}/prepare_source_task/{task}.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     resources:
@@ -23,12 +23,14 @@ rule pretrain:
     input:
         task=pretrain_source_task,
     output:
-        weights="resources/weights/{backbone}/trained.safetensors",
-        history="results/pretrain/{backbone}.csv",
+        weights="results/{run}/weights/{backbone}/trained.safetensors",
+        history="results/{run}/pretrain/{backbone}.csv",
     log:
-        "logs/pretrain/{backbone}.log",
+        "logs/{run}/pretrain/{backbone}.log",
     benchmark:
-        "benchmarks/pretrain/{backbone}.tsv"
+        "benchmarks/{run}/pretrain/{backbone}.tsv"
+    # first among the jobs ready together: every 'trained' unit waits for it
+    priority: 10
     conda:
         "../../envs/rmtlens.yaml"
     threads: 2
@@ -44,24 +46,24 @@ rule pretrain:
 
 rule pretraining_figure:
     input:
-        expand("results/pretrain/{backbone}.csv", backbone=trained_backbones()),
+        expand("results/{{run}}/pretrain/{backbone}.csv", backbone=trained_backbones()),
     output:
         png=report(
-            "results/figures/pretraining.png",
+            "results/{run}/figures/pretraining.png",
             caption="../report/pretraining.rst",
             category="Pretraining",
             labels=report_labels("training curves", "png", study="pretraining"),
         ),
         svg=report(
-            "results/figures/pretraining.svg",
+            "results/{run}/figures/pretraining.svg",
             caption="../report/pretraining.rst",
             category="Pretraining",
             labels=report_labels("training curves", "svg", study="pretraining"),
         ),
     log:
-        "logs/pretraining_figure.log",
+        "logs/{run}/pretraining_figure.log",
     benchmark:
-        "benchmarks/pretraining_figure.tsv"
+        "benchmarks/{run}/pretraining_figure.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     params:

@@ -1,21 +1,27 @@
 rule ridge_path:
     input:
         unpack(kernel_source),
-        eigh="results/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.npz",
-        dataset="results/datasets/{dataset}.npz",
+        eigh=per_seed(
+            "results/{run}/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.npz"
+        ),
+        dataset="results/{run}/datasets/{dataset}.npz",
         accuracy=kernel_accuracy,
     output:
-        "results/ridge/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.parquet",
+        per_seed(
+            "results/{run}/ridge/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.parquet"
+        ),
     log:
-        "logs/ridge_path/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.log",
+        "logs/{run}/ridge_path/{dataset}/{backbone}/{weights}/{kernel}/n{n}.log",
     benchmark:
-        "benchmarks/ridge_path/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.tsv"
+        "benchmarks/{run}/ridge_path/{dataset}/{backbone}/{weights}/{kernel}/n{n}.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     resources:
         mem_mb=lambda wc: spectral_mem_mb(wc, int(wc.n)),
-        runtime=lambda wc, attempt: minutes_for(int(wc.n), 60, 2, attempt),
+        runtime=lambda wc, attempt: len(config["seeds"])
+        * minutes_for(int(wc.n), 60, 2, attempt),
     params:
+        seeds=config["seeds"],
         lambdas_rel=relative_ridges(),
         accuracy=accuracy_params(),
         floor_tolerance=float(config["accuracy"]["floor_tolerance"]),
@@ -28,26 +34,26 @@ rule aggregate:
     input:
         ridge_path_files,
     output:
-        table="results/tables/ridge.parquet",
+        table="results/{run}/tables/ridge.parquet",
         accuracy=report(
-            "results/tables/gcv_accuracy.csv",
+            "results/{run}/tables/gcv_accuracy.csv",
             caption="../report/table_gcv_accuracy.rst",
             category="Summary tables",
             subcategory="E1 ridge paths",
             labels=report_labels("GCV accuracy", kind="table"),
         ),
         best=report(
-            "results/tables/best_risk.csv",
+            "results/{run}/tables/best_risk.csv",
             caption="../report/table_best_risk.rst",
             category="Summary tables",
             subcategory="E1 ridge paths",
             labels=report_labels("best risk per kernel", kind="table"),
         ),
-        resolved="results/tables/resolved_rows.csv",
+        resolved="results/{run}/tables/resolved_rows.csv",
     log:
-        "logs/aggregate.log",
+        "logs/{run}/aggregate.log",
     benchmark:
-        "benchmarks/aggregate.tsv"
+        "benchmarks/{run}/aggregate.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     params:

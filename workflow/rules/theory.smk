@@ -1,14 +1,14 @@
 rule theory:
     input:
-        spectrum="results/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz",
+        spectrum="results/{run}/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz",
     output:
-        predictions="results/theory/{dataset}/{backbone}/{weights}/{kernel}/predictions.parquet",
-        fit="results/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw.csv",
-        curves="results/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw_curves.parquet",
+        predictions="results/{run}/theory/{dataset}/{backbone}/{weights}/{kernel}/predictions.parquet",
+        fit="results/{run}/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw.csv",
+        curves="results/{run}/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw_curves.parquet",
     log:
-        "logs/theory/{dataset}/{backbone}/{weights}/{kernel}.log",
+        "logs/{run}/theory/{dataset}/{backbone}/{weights}/{kernel}.log",
     benchmark:
-        "benchmarks/theory/{dataset}/{backbone}/{weights}/{kernel}.tsv"
+        "benchmarks/{run}/theory/{dataset}/{backbone}/{weights}/{kernel}.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     resources:
@@ -27,35 +27,35 @@ rule theory:
 rule power_laws:
     input:
         fits=unit_files(
-            "results/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw.csv"
+            "results/{run}/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw.csv"
         ),
         curves=unit_files(
-            "results/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw_curves.parquet"
+            "results/{run}/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw_curves.parquet"
         ),
     output:
         table=report(
-            "results/tables/power_laws.csv",
+            "results/{run}/tables/power_laws.csv",
             caption="../report/table_power_laws.rst",
             category="Summary tables",
             subcategory="E4 scaling",
             labels=report_labels("power-law fits", kind="table"),
         ),
         png=report(
-            "results/figures/power_laws.png",
+            "results/{run}/figures/power_laws.png",
             caption="../report/power_laws.rst",
             category="Scaling laws",
             labels=report_labels("power-law fits", "png"),
         ),
         svg=report(
-            "results/figures/power_laws.svg",
+            "results/{run}/figures/power_laws.svg",
             caption="../report/power_laws.rst",
             category="Scaling laws",
             labels=report_labels("power-law fits", "svg"),
         ),
     log:
-        "logs/power_laws.log",
+        "logs/{run}/power_laws.log",
     benchmark:
-        "benchmarks/power_laws.tsv"
+        "benchmarks/{run}/power_laws.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     params:
@@ -66,50 +66,50 @@ rule power_laws:
 
 rule estimators:
     input:
-        table="results/tables/ridge.parquet",
+        table="results/{run}/tables/ridge.parquet",
         predictions=unit_files(
-            "results/theory/{dataset}/{backbone}/{weights}/{kernel}/predictions.parquet"
+            "results/{run}/theory/{dataset}/{backbone}/{weights}/{kernel}/predictions.parquet"
         ),
-        fits="results/tables/power_laws.csv",
+        fits="results/{run}/tables/power_laws.csv",
     output:
-        joined="results/tables/theory.parquet",
+        joined="results/{run}/tables/theory.parquet",
         de_bias=report(
-            "results/tables/de_bias.csv",
+            "results/{run}/tables/de_bias.csv",
             caption="../report/table_de_bias.rst",
             category="Summary tables",
             subcategory="E2 estimators",
             labels=report_labels("DE bias by n/N_pool", kind="table"),
         ),
         estimators=report(
-            "results/tables/estimators.csv",
+            "results/{run}/tables/estimators.csv",
             caption="../report/table_estimators.rst",
             category="Summary tables",
             subcategory="E2 estimators",
             labels=report_labels("estimator accuracy", kind="table"),
         ),
         by_regime=report(
-            "results/tables/estimators_by_regime.csv",
+            "results/{run}/tables/estimators_by_regime.csv",
             caption="../report/table_estimators_by_regime.rst",
             category="Summary tables",
             subcategory="E2 estimators",
             labels=report_labels("errors by ridge and n/N_pool", kind="table"),
         ),
         png=report(
-            "results/figures/estimators.png",
+            "results/{run}/figures/estimators.png",
             caption="../report/estimators.rst",
             category="Estimators",
             labels=report_labels("estimators versus risk", "png"),
         ),
         svg=report(
-            "results/figures/estimators.svg",
+            "results/{run}/figures/estimators.svg",
             caption="../report/estimators.rst",
             category="Estimators",
             labels=report_labels("estimators versus risk", "svg"),
         ),
     log:
-        "logs/estimators.log",
+        "logs/{run}/estimators.log",
     benchmark:
-        "benchmarks/estimators.tsv"
+        "benchmarks/{run}/estimators.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     params:
@@ -123,36 +123,36 @@ rule estimators:
 rule representations:
     input:
         spectra=unit_files(
-            "results/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz"
+            "results/{run}/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz"
         ),
-        fits="results/tables/power_laws.csv",
-        best="results/tables/best_risk.csv",
+        fits="results/{run}/tables/power_laws.csv",
+        best="results/{run}/tables/best_risk.csv",
     output:
         table=report(
-            "results/tables/representations.csv",
+            "results/{run}/tables/representations.csv",
             caption="../report/table_representations.rst",
             category="Summary tables",
             subcategory="E3 representations",
             labels=report_labels("representations", kind="table"),
         ),
         png=report(
-            "results/figures/representations.png",
+            "results/{run}/figures/representations.png",
             caption="../report/representations.rst",
             category="Representations",
             subcategory="spectra and alignment",
             labels=report_labels("spectra and alignment", "png"),
         ),
         svg=report(
-            "results/figures/representations.svg",
+            "results/{run}/figures/representations.svg",
             caption="../report/representations.rst",
             category="Representations",
             subcategory="spectra and alignment",
             labels=report_labels("spectra and alignment", "svg"),
         ),
     log:
-        "logs/representations.log",
+        "logs/{run}/representations.log",
     benchmark:
-        "benchmarks/representations.tsv"
+        "benchmarks/{run}/representations.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     params:
@@ -167,35 +167,35 @@ rule representations:
 
 rule scaling:
     input:
-        joined="results/tables/theory.parquet",
-        fits="results/tables/power_laws.csv",
+        joined="results/{run}/tables/theory.parquet",
+        fits="results/{run}/tables/power_laws.csv",
         predictions=unit_files(
-            "results/theory/{dataset}/{backbone}/{weights}/{kernel}/predictions.parquet"
+            "results/{run}/theory/{dataset}/{backbone}/{weights}/{kernel}/predictions.parquet"
         ),
     output:
         table=report(
-            "results/tables/scaling.csv",
+            "results/{run}/tables/scaling.csv",
             caption="../report/table_scaling.rst",
             category="Summary tables",
             subcategory="E4 scaling",
             labels=report_labels("scaling exponents", kind="table"),
         ),
         png=report(
-            "results/figures/scaling.png",
+            "results/{run}/figures/scaling.png",
             caption="../report/scaling.rst",
             category="Scaling laws",
             labels=report_labels("scaling laws", "png"),
         ),
         svg=report(
-            "results/figures/scaling.svg",
+            "results/{run}/figures/scaling.svg",
             caption="../report/scaling.rst",
             category="Scaling laws",
             labels=report_labels("scaling laws", "svg"),
         ),
     log:
-        "logs/scaling.log",
+        "logs/{run}/scaling.log",
     benchmark:
-        "benchmarks/scaling.tsv"
+        "benchmarks/{run}/scaling.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     params:
@@ -208,45 +208,45 @@ rule scaling:
 
 rule local_law:
     input:
-        joined="results/tables/theory.parquet",
+        joined="results/{run}/tables/theory.parquet",
     output:
-        table="results/tables/local_law.csv",
-        beside="results/tables/gcv_local_law.csv",
+        table="results/{run}/tables/local_law.csv",
+        beside="results/{run}/tables/gcv_local_law.csv",
         summary=report(
-            "results/tables/gcv_local_law_summary.csv",
+            "results/{run}/tables/gcv_local_law_summary.csv",
             caption="../report/table_gcv_local_law.rst",
             category="Summary tables",
             subcategory="E5 local law",
             labels=report_labels("GCV and the local law", kind="table"),
         ),
         beside_png=report(
-            "results/figures/gcv_local_law.png",
+            "results/{run}/figures/gcv_local_law.png",
             caption="../report/gcv_local_law.rst",
             category="Local law",
             labels=report_labels("GCV error against local-law deviation", "png"),
         ),
         beside_svg=report(
-            "results/figures/gcv_local_law.svg",
+            "results/{run}/figures/gcv_local_law.svg",
             caption="../report/gcv_local_law.rst",
             category="Local law",
             labels=report_labels("GCV error against local-law deviation", "svg"),
         ),
         png=report(
-            "results/figures/local_law.png",
+            "results/{run}/figures/local_law.png",
             caption="../report/local_law.rst",
             category="Local law",
             labels=report_labels("local-law deviations", "png"),
         ),
         svg=report(
-            "results/figures/local_law.svg",
+            "results/{run}/figures/local_law.svg",
             caption="../report/local_law.rst",
             category="Local law",
             labels=report_labels("local-law deviations", "svg"),
         ),
     log:
-        "logs/local_law.log",
+        "logs/{run}/local_law.log",
     benchmark:
-        "benchmarks/local_law.tsv"
+        "benchmarks/{run}/local_law.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     params:
@@ -257,24 +257,24 @@ rule local_law:
 
 rule claims:
     input:
-        power_laws="results/tables/power_laws.csv",
-        estimators="results/tables/estimators.csv",
-        scaling="results/tables/scaling.csv",
-        by_regime="results/tables/estimators_by_regime.csv",
-        local_law="results/tables/gcv_local_law_summary.csv",
-        de_bias="results/tables/de_bias.csv",
+        power_laws="results/{run}/tables/power_laws.csv",
+        estimators="results/{run}/tables/estimators.csv",
+        scaling="results/{run}/tables/scaling.csv",
+        by_regime="results/{run}/tables/estimators_by_regime.csv",
+        local_law="results/{run}/tables/gcv_local_law_summary.csv",
+        de_bias="results/{run}/tables/de_bias.csv",
     output:
         table=report(
-            "results/tables/claims.csv",
+            "results/{run}/tables/claims.csv",
             caption="../report/table_claims.rst",
             category="Summary tables",
             subcategory="Claims",
             labels=report_labels("claims", kind="table"),
         ),
     log:
-        "logs/claims.log",
+        "logs/{run}/claims.log",
     benchmark:
-        "benchmarks/claims.tsv"
+        "benchmarks/{run}/claims.tsv"
     conda:
         "../../envs/rmtlens.yaml"
     script:

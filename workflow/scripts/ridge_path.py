@@ -5,29 +5,31 @@ from rmtlens.report import ridge_table
 from rmtlens.workflow import job_logger, load_any_ridge_problem, solve_ridge_path
 
 wc, p = snakemake.wildcards, snakemake.params
-log = job_logger(snakemake.log[0], f"ridge_path/{wc.backbone}/{wc.weights}/{wc.kernel}/n{wc.n}_s{wc.seed}")
-prob = load_any_ridge_problem(snakemake.input, p.targets)
-log.info("%s path: %d eigen-directions for n = %d", "low-rank" if prob.low_rank else "dense", len(prob.eigvals),
-         len(prob.index))
+log = job_logger(snakemake.log[0], f"ridge_path/{wc.backbone}/{wc.weights}/{wc.kernel}/n{wc.n}")
 lambdas_rel = np.asarray(p.lambdas_rel)
 safety, rcond = p.accuracy["safety"], p.accuracy["rcond"]
-floor = prob.floor(safety, rcond)
-path = solve_ridge_path(prob, lambdas_rel * prob.scale, safety, rcond, p.floor_tolerance)
-n_null = int(np.sum(prob.eigvals <= floor)) + len(prob.index) - len(prob.eigvals)  # thin path: + the complement
-meta = dict(
-    dataset=wc.dataset, backbone=wc.backbone, weights=wc.weights, kernel=wc.kernel, n=int(wc.n), seed=int(wc.seed),
-    n_test=len(prob.y_test), n_classes=prob.y_train.shape[1], kernel_scale=prob.scale,
-    relative_error=prob.relative_error, floor=floor, n_null=n_null,
-)
-table = ridge_table(path, lambdas_rel, meta)
-best = table.loc[table["test_risk"].idxmin()]
-log.info("%d ridges; best test risk %.4g (error %.3f) at λ/s = %.2g", len(table), best.test_risk, best.test_error, best.lambda_rel)
-log.info("floor %.3g (%.3g of λ_max; %s): %d of %d eigen-directions null, %d within a factor 2 of the floor; "
-         "%d of %d ridges unresolved: %d below the floor, %d more whose test risk, GCV or LOO move by %.2g or more "
-         "at half or twice the floor (SPEC §2)",
-         floor, floor / max(prob.eigvals.max(), np.finfo(float).tiny),
-         "rcond override" if rcond is not None else f"relative error {prob.relative_error:.3g}",
-         n_null, len(prob.index), int(np.sum((prob.eigvals > floor / 2) & (prob.eigvals <= 2 * floor))),
-         int((~table["resolved"]).sum()), len(table), int((~table["resolved_floor"]).sum()),
-         int((table["resolved_floor"] & ~table["resolved"]).sum()), p.floor_tolerance)
-save_table(snakemake.output[0], table)
+for seed, eigh, output in zip(p.seeds, snakemake.input.eigh, snakemake.output, strict=True):  # one file per seed
+    prob = load_any_ridge_problem(snakemake.input, p.targets, eigh=eigh)
+    log.info("seed %d, %s path: %d eigen-directions for n = %d", seed, "low-rank" if prob.low_rank else "dense",
+             len(prob.eigvals), len(prob.index))
+    floor = prob.floor(safety, rcond)
+    path = solve_ridge_path(prob, lambdas_rel * prob.scale, safety, rcond, p.floor_tolerance)
+    n_null = int(np.sum(prob.eigvals <= floor)) + len(prob.index) - len(prob.eigvals)  # thin path: + the complement
+    meta = dict(
+        dataset=wc.dataset, backbone=wc.backbone, weights=wc.weights, kernel=wc.kernel, n=int(wc.n), seed=int(seed),
+        n_test=len(prob.y_test), n_classes=prob.y_train.shape[1], kernel_scale=prob.scale,
+        relative_error=prob.relative_error, floor=floor, n_null=n_null,
+    )
+    table = ridge_table(path, lambdas_rel, meta)
+    best = table.loc[table["test_risk"].idxmin()]
+    log.info("%d ridges; best test risk %.4g (error %.3f) at λ/s = %.2g", len(table), best.test_risk, best.test_error,
+             best.lambda_rel)
+    log.info("floor %.3g (%.3g of λ_max; %s): %d of %d eigen-directions null, %d within a factor 2 of the floor; "
+             "%d of %d ridges unresolved: %d below the floor, %d more whose test risk, GCV or LOO move by %.2g or "
+             "more at half or twice the floor (SPEC §2)",
+             floor, floor / max(prob.eigvals.max(), np.finfo(float).tiny),
+             "rcond override" if rcond is not None else f"relative error {prob.relative_error:.3g}",
+             n_null, len(prob.index), int(np.sum((prob.eigvals > floor / 2) & (prob.eigvals <= 2 * floor))),
+             int((~table["resolved"]).sum()), len(table), int((~table["resolved_floor"]).sum()),
+             int((table["resolved_floor"] & ~table["resolved"]).sum()), p.floor_tolerance)
+    save_table(output, table)

@@ -62,7 +62,7 @@ def ridge_selection_rows(table: pd.DataFrame) -> pd.DataFrame:
     """Per kernel, n, seed and selector: the selected ``lambda_rel``, the test risk there
     and the regret ``R(λ_selected) / R(λ_oracle)`` (≥ 1).
 
-    ``table`` is the joined ridge/theory table (``results/tables/theory.parquet``);
+    ``table`` is the joined ridge/theory table (``results/<run>/tables/theory.parquet``);
     selectors whose column is missing (e.g. no LOO) are skipped.
     """
     out = []

@@ -1,4 +1,5 @@
-"""Layer 6, workflow support: job-level loaders and run logs, used only by ``workflow/scripts/``.
+"""Layer 6, workflow support: configuration checks for the rule files, job-level loaders
+and run logs used only by ``workflow/scripts/``.
 
 Public names are imported lazily from their modules, so importing the package
 does not import torch unless a name that needs it is used.
@@ -9,6 +10,9 @@ from __future__ import annotations
 from rmtlens._lazy import lazy_exports
 
 _EXPORTS = {
+    "ConfigError": "config_checks",
+    "check_config": "config_checks",
+    "check_input_files": "config_checks",
     "spectrum_rcond": "noise",
     "RidgeProblem": "jobs",
     "kernel_relative_error": "jobs",

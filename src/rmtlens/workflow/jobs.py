@@ -104,14 +104,17 @@ def load_feature_ridge_problem(dataset_path, factor_path, embeddings_path, targe
                         test_basis=test_basis, relative_error=relative_error)
 
 
-def load_any_ridge_problem(inputs, targets: dict) -> RidgeProblem:
+def load_any_ridge_problem(inputs, targets: dict, eigh=None) -> RidgeProblem:
     """:func:`load_ridge_problem` when the job's inputs name a ``kernel`` file, else
     :func:`load_feature_ridge_problem` (inputs ``embeddings``); ``eigh`` is the
-    factorisation either way, ``accuracy`` (when present) the kernel's accuracy record."""
+    factorisation either way (the argument, or else ``inputs.eigh``: a job solving several
+    subsamples passes each of its files), ``accuracy`` (when present) the kernel's
+    accuracy record."""
     accuracy = getattr(inputs, "accuracy", None)
+    eigh = inputs.eigh if eigh is None else eigh
     if getattr(inputs, "kernel", None) is not None:
-        return load_ridge_problem(inputs.dataset, inputs.eigh, inputs.kernel, targets, accuracy)
-    return load_feature_ridge_problem(inputs.dataset, inputs.eigh, inputs.embeddings, targets, accuracy)
+        return load_ridge_problem(inputs.dataset, eigh, inputs.kernel, targets, accuracy)
+    return load_feature_ridge_problem(inputs.dataset, eigh, inputs.embeddings, targets, accuracy)
 
 
 def solve_ridge_path(prob: RidgeProblem, lambdas, safety: float = DEFAULT_SAFETY,
