@@ -20,7 +20,7 @@ from rmtlens.estimators.accuracy import DEFAULT_SAFETY, apply_floor, resolved_ri
 from rmtlens.estimators.grids import KERNEL_KEYS
 from rmtlens.estimators.noise import flip_target_map, label_noise_predictions
 from rmtlens.estimators.ridge import check_ridge_inputs, null_space, ridge_path_in_eigenbasis
-from rmtlens.inputs.targets import flip_labels, gaussian_target_noise, make_targets
+from rmtlens.inputs.targets import flip_labels, gaussian_target_noise, target_map
 
 NOISE_KINDS = ("none", "gaussian", "flip")
 
@@ -50,9 +50,11 @@ def noise_rows(
     ----------
     problem : a :class:`rmtlens.workflow.jobs.RidgeProblem` (eigen-pairs, clean targets,
         test kernel, kernel scale).
-    train_labels, test_labels : (n,), (m,) integer classes of the training and test points.
-    n_classes : C.
-    targets : ``{"kind", "positive_classes"}`` (the clean target construction).
+    train_labels, test_labels : (n,), (m,) integer classes of the training and test points
+        (used by label flipping only; None for real-valued targets).
+    n_classes : C (real-valued targets: their number of columns).
+    targets : ``{"kind", "positive_classes"}`` (the clean target construction). With kind
+        ``regression`` there are no classes: flip levels are refused and ``test_error`` is NaN.
     levels : ``(kind, level)`` pairs from :func:`noise_levels`.
     variance : total variance of the clean pool targets; gaussian σ² = level · variance.
     lambdas_rel : (L,) relative ridges (absolute = ``λ_rel · problem.scale``).
@@ -90,7 +92,11 @@ def noise_rows(
         return ridge_path_in_eigenbasis(d, U, Yt, A, Y_test, lam, loo=loo, null=null)
 
     n = U.shape[0]
-    T = make_targets(np.arange(n_classes), n_classes, targets["kind"], targets["positive_classes"])
+    regression = targets["kind"] == "regression"
+    if regression and any(kind == "flip" for kind, _ in levels):
+        raise ValueError("label flipping replaces class labels; real-valued (regression) targets have none: "
+                         "leave targets.noise.flip empty")
+    T = target_map(n_classes, targets["kind"], targets["positive_classes"])
     frames = []
     for index, (kind, level) in enumerate(levels):
         rng_seed = [int(noise_seed), int(n), int(seed), int(index)]
@@ -123,6 +129,8 @@ def noise_rows(
         frame.insert(2, "lambda_rel", lam_rel)
         frame["flipped"] = flipped
         frame["resolved"] = resolved
+        if regression:  # argmax/sign agreement of real values is no error rate
+            frame["test_error"] = np.nan
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
@@ -136,7 +144,7 @@ def noise_predictions(
     ``eigvals``, ``proj`` are the pool spectrum and ``Vᵀ E`` (one-hot projections);
     the absolute ridge is ``λ_rel · tr(K_pool)/N_pool`` as in the ridge path.
     """
-    T = make_targets(np.arange(n_classes), n_classes, targets["kind"], targets["positive_classes"])
+    T = target_map(n_classes, targets["kind"], targets["positive_classes"])
     D = np.asarray(eigvals, dtype=np.float64)
     scale = float(np.sum(np.clip(D, 0, None)) / D.size)
     n = np.asarray(sample_sizes, dtype=np.float64)

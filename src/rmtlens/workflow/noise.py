@@ -14,7 +14,7 @@ import pandas as pd
 
 from rmtlens.estimators.accuracy import DEFAULT_SAFETY
 from rmtlens.inputs.datasets import PreparedDataset
-from rmtlens.inputs.targets import make_targets, target_variance
+from rmtlens.inputs.targets import target_variance
 from rmtlens.io import load_npz
 from rmtlens.studies.noise import join_noise_predictions, noise_levels, noise_predictions, noise_rows
 from rmtlens.workflow.jobs import load_feature_ridge_problem, load_ridge_problem
@@ -54,10 +54,14 @@ def noise_study_job(
     """
     data = PreparedDataset.from_arrays(load_npz(dataset_path))
     n_pool, n_classes = data.n_pool, len(data.classes)
-    pool_labels, test_labels = data.labels[:n_pool], data.labels[n_pool:]
     clean = {"kind": targets["kind"], "positive_classes": targets["positive_classes"]}
-    variance = target_variance(make_targets(pool_labels, n_classes, clean["kind"], clean["positive_classes"]))
+    variance = target_variance(data.targets(clean["kind"], clean["positive_classes"])[:n_pool])
     levels = noise_levels(noise)
+    if data.regression:  # real-valued targets: Gaussian noise only (noise_rows refuses flips)
+        pool_labels = test_labels = counts = None
+    else:
+        pool_labels, test_labels = data.labels[:n_pool], data.labels[n_pool:]
+        counts = np.bincount(pool_labels, minlength=n_classes)
     frames = []
     if len(eigh_paths) != len(subsamples):
         raise ValueError(f"{len(eigh_paths)} eigh files for {len(subsamples)} subsamples")
@@ -67,7 +71,8 @@ def noise_study_job(
         else:
             problem = load_ridge_problem(dataset_path, path, kernel_path, clean, accuracy_path)
         rows = noise_rows(
-            problem, pool_labels[problem.index], test_labels, n_classes, clean, levels, variance,
+            problem, None if pool_labels is None else pool_labels[problem.index], test_labels, n_classes, clean,
+            levels, variance,
             lambdas_rel, int(noise.get("seed", 0)), int(seed), rcond, safety,
         )
         rows.insert(0, "seed", int(seed))
@@ -77,7 +82,6 @@ def noise_study_job(
             progress()
     table = pd.concat(frames, ignore_index=True)
     spectrum = load_npz(spectrum_path)
-    counts = np.bincount(pool_labels, minlength=n_classes)
     sizes = sorted({int(n) for n, _ in subsamples})
     predictions = noise_predictions(
         spectrum["eigvals"], spectrum["proj_onehot"], n_classes, clean, counts, levels, variance,
