@@ -8,6 +8,8 @@ rule embed:
         "logs/embed/{dataset}/{backbone}/{weights}.log",
     benchmark:
         "benchmarks/embed/{dataset}/{backbone}/{weights}.tsv"
+    wildcard_constraints:
+        weights="init|pretrained|trained",  # weights `file`: representation_file (arrays.smk)
     conda:
         "../../envs/rmtlens.yaml"
     threads: 2

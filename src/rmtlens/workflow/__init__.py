@@ -1,4 +1,5 @@
-"""Layer 6, workflow support: job-level loaders and run logs, used only by ``workflow/scripts/``.
+"""Layer 6, workflow support: job-level loaders and run logs, used only by ``workflow/scripts/``,
+and the checks and kernel units of datasets and representations given as files (rule files).
 
 Public names are imported lazily from their modules, so importing the package
 does not import torch unless a name that needs it is used.
@@ -9,6 +10,11 @@ from __future__ import annotations
 from rmtlens._lazy import lazy_exports
 
 _EXPORTS = {
+    "ConfigError": "file_representations",
+    "FILE_WEIGHTS": "file_representations",
+    "array_datasets": "file_representations",
+    "check_file_representations": "file_representations",
+    "file_representation_units": "file_representations",
     "spectrum_rcond": "noise",
     "RidgeProblem": "jobs",
     "kernel_relative_error": "jobs",
@@ -17,6 +23,7 @@ _EXPORTS = {
     "load_ridge_problem": "jobs",
     "solve_gradient_flow": "jobs",
     "solve_ridge_path": "jobs",
+    "without_class_error": "jobs",
     "entk_job_network": "networks",
     "Progress": "runlog",
     "job_logger": "runlog",
