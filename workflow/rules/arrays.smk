@@ -6,45 +6,18 @@
 # an input of its own job only: changing it reruns that representation's chain and
 # the summaries, nothing else. Headers were checked before any job
 # (check_file_representations, common.smk); the jobs check every value.
-import re
-
-from rmtlens.workflow import array_datasets
-
-
-def array_dataset_pattern():
-    """Wildcard constraint matching exactly the datasets given as arrays (none: nothing)."""
-    return "|".join(re.escape(name) for name in array_datasets(config)) or "(?!)"
-
-
-def array_dataset_files(wildcards):
-    """The dataset's labels (or targets) file and, when given, its split file."""
-    ds = config["datasets"][wildcards.dataset]
-    files = {"outcome": (ds.get("labels") or ds.get("targets"))["file"]}
-    if ds.get("split"):
-        files["split"] = ds["split"]["file"]
-    return files
-
-
-def array_dataset_spec(wildcards):
-    """The fields that decide a dataset's rows and targets: not its representations,
-    display label or backbone list (changing those reruns no dataset job)."""
-    ds = config["datasets"][wildcards.dataset]
-    return canonical(
-        {
-            k: v
-            for k, v in ds.items()
-            if k not in ("label", "backbones", "representations")
-        }
-    )
-
-
-def representation_spec(wildcards):
-    return config["datasets"][wildcards.dataset]["representations"][wildcards.backbone]
+from rmtlens.workflow import (
+    array_dataset_fields,
+    array_dataset_files,
+    array_dataset_pattern,
+    representation_fields,
+    representation_path,
+)
 
 
 rule prepare_array_dataset:
     input:
-        unpack(array_dataset_files),
+        unpack(lambda wc: array_dataset_files(config, wc.dataset)),
     output:
         "results/datasets/{dataset}.npz",
     log:
@@ -52,14 +25,14 @@ rule prepare_array_dataset:
     benchmark:
         "benchmarks/prepare_array_dataset/{dataset}.tsv"
     wildcard_constraints:
-        dataset=array_dataset_pattern(),
+        dataset=array_dataset_pattern(config),
     conda:
         "../../envs/rmtlens.yaml"
     resources:
         mem_mb=lambda wc, input: 2000 + 4 * input.size_mb,
         runtime=10,
     params:
-        spec=array_dataset_spec,
+        spec=lambda wc: canonical(array_dataset_fields(config, wc.dataset)),
     script:
         "../scripts/prepare_array_dataset.py"
 
@@ -69,7 +42,7 @@ ruleorder: prepare_array_dataset > prepare_dataset
 
 rule representation_file:
     input:
-        embeddings=lambda wc: representation_spec(wc)["file"],
+        embeddings=lambda wc: representation_path(config, wc.dataset, wc.backbone),
         dataset="results/datasets/{dataset}.npz",
     output:
         "results/embeddings/{dataset}/{backbone}/{weights}.npy",
@@ -78,7 +51,7 @@ rule representation_file:
     benchmark:
         "benchmarks/representation_file/{dataset}/{backbone}/{weights}.tsv"
     wildcard_constraints:
-        dataset=array_dataset_pattern(),
+        dataset=array_dataset_pattern(config),
         weights="file",
     conda:
         "../../envs/rmtlens.yaml"
@@ -87,11 +60,7 @@ rule representation_file:
         runtime=10,
     params:
         spec=lambda wc: canonical(
-            {
-                k: v
-                for k, v in representation_spec(wc).items()
-                if k not in ("file", "kernels")
-            }
+            representation_fields(config, wc.dataset, wc.backbone)
         ),
     script:
         "../scripts/representation_file.py"

@@ -12,7 +12,12 @@ from rmtlens._lazy import lazy_exports
 _EXPORTS = {
     "ConfigError": "file_representations",
     "FILE_WEIGHTS": "file_representations",
+    "array_dataset_fields": "file_representations",
+    "array_dataset_files": "file_representations",
+    "array_dataset_pattern": "file_representations",
     "array_datasets": "file_representations",
+    "representation_fields": "file_representations",
+    "representation_path": "file_representations",
     "check_file_representations": "file_representations",
     "file_representation_units": "file_representations",
     "spectrum_rcond": "noise",

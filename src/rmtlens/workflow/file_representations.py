@@ -11,6 +11,7 @@ calls :func:`check_file_representations` before any job runs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from rmtlens.inputs.archives import DatasetError
@@ -31,6 +32,43 @@ class ConfigError(ValueError):
 def array_datasets(config: Mapping) -> list[str]:
     """Names of the datasets given as arrays (``source: arrays``), in config order."""
     return [name for name, ds in config["datasets"].items() if ds["source"] == "arrays"]
+
+
+def array_dataset_pattern(config: Mapping) -> str:
+    """A wildcard constraint (regex) matching exactly the datasets given as arrays; with
+    none, a pattern that matches nothing."""
+    return "|".join(re.escape(name) for name in array_datasets(config)) or "(?!)"
+
+
+def array_dataset_files(config: Mapping, dataset: str) -> dict[str, str]:
+    """The files a dataset given as arrays is prepared from: ``outcome`` (its labels or
+    targets) and, when given, ``split``. Its representations are not among them: each is
+    an input of its own job only."""
+    ds = config["datasets"][dataset]
+    files = {"outcome": str((ds.get("labels") or ds.get("targets"))["file"])}
+    if ds.get("split"):
+        files["split"] = str(ds["split"]["file"])
+    return files
+
+
+def array_dataset_fields(config: Mapping, dataset: str) -> dict:
+    """The fields that decide a dataset's rows and targets (the dataset job's params): not
+    its representations, display label or backbone list, so changing those reruns no
+    dataset job and nothing downstream of it."""
+    ds = config["datasets"][dataset]
+    return {k: v for k, v in ds.items() if k not in ("label", "backbones", "representations")}
+
+
+def representation_fields(config: Mapping, dataset: str, name: str) -> dict:
+    """How a representation's file is read (``key``, ``columns``, ``sha256``: its job's
+    params); the path is the job's input, the kernels are downstream's business."""
+    rep = config["datasets"][dataset]["representations"][name]
+    return {k: v for k, v in rep.items() if k not in ("file", "kernels")}
+
+
+def representation_path(config: Mapping, dataset: str, name: str) -> str:
+    """The path of a representation's embeddings file."""
+    return str(config["datasets"][dataset]["representations"][name]["file"])
 
 
 def file_representation_units(config: Mapping) -> list[dict[str, str]]:
