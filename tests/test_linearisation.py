@@ -121,7 +121,7 @@ def test_train_sgd_uses_seeded_batches_and_logistic_loss():
         net = small_cnn(**TINY, seed=9)
         curves.append(train_sgd(net, x_train, y, epochs=3, batch_size=4, lr=0.05, seed=seed))
         outputs.append(predict(net, x_train))
-    np.testing.assert_array_equal(outputs[0], outputs[1])
+    np.testing.assert_array_equal(outputs[0], outputs[1])  # exact: the same seeded run twice
     assert not np.array_equal(outputs[0], outputs[2])
     # one full-batch step from the same weights: loss is softplus(-y f) at those weights
     net = small_cnn(**TINY, seed=9)

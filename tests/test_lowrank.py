@@ -46,6 +46,10 @@ def embeddings(n, p, rank, m=70, seed=0):
     return phi
 
 
+# DEs on fitted power laws inherit the fits' tolerance (assert_fits_close)
+FITTED_COLUMNS = {"powerlaw_test_risk": 1e-6, "truncated_powerlaw_test_risk": 1e-6}
+
+
 def assert_columns_close(got, ref, rtol=1e-9, atol=None):
     atol = atol or {}
     assert set(got) == set(ref)
@@ -53,7 +57,22 @@ def assert_columns_close(got, ref, rtol=1e-9, atol=None):
         g, r = np.asarray(got[key], dtype=float), np.asarray(ref[key], dtype=float)
         assert np.array_equal(np.isfinite(g), np.isfinite(r)), key
         fin = np.isfinite(r)
-        np.testing.assert_allclose(g[fin], r[fin], rtol=rtol, atol=atol.get(key, 0.0), err_msg=key)
+        np.testing.assert_allclose(g[fin], r[fin], rtol=FITTED_COLUMNS.get(key, rtol), atol=atol.get(key, 0.0),
+                                   err_msg=key)
+
+
+def assert_fits_close(got, ref, rtol=1e-6, atol=1e-8):
+    """Power-law fits per window: labels and flags equal, numbers close. A least-squares
+    minimiser moves by the data's round-off over the misfit's curvature, which is small
+    when the target is no power law at all (δ near 0 here), hence the looser tolerance."""
+    assert [f["window"] for f in got] == [f["window"] for f in ref]
+    for g, r in zip(got, ref):
+        assert set(g) == set(r)
+        for key, value in r.items():
+            if isinstance(value, (str, bool, np.bool_)):
+                assert g[key] == value, (r["window"], key)
+            else:
+                np.testing.assert_allclose(g[key], value, rtol=rtol, atol=atol, err_msg=f"{r['window']}: {key}")
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -103,11 +122,12 @@ def test_theory_table_agrees_with_the_dense_pool_spectrum(case):
     Dl, Pl, method = feature_pool_spectrum(phi, labels, 4)
     assert method == ("gram" if p + 4 <= N else "dense") and Dl.shape == (N,) and Pl.shape == (N, 4)
     sizes, target = [10, 37, N // 2, N], np.eye(4) - 0.25
-    grid, fit = predict_grid(D, P, target, sizes, LAMBDAS, 2, 20)
-    grid_l, fit_l = predict_grid(Dl, Pl, target, sizes, LAMBDAS, 2, 20)
+    grid, fits, curves = predict_grid(D, P, target, sizes, LAMBDAS, (2, 20))
+    grid_l, fits_l, curves_l = predict_grid(Dl, Pl, target, sizes, LAMBDAS, (2, 20))
     # γ = 1 − (1 − γ) is formed by a subtraction: its accuracy is absolute (1e-15 near γ = 0)
     assert_columns_close(grid_l, grid, atol={"gamma": 1e-12})
-    assert_columns_close(fit_l, fit)
+    assert_fits_close(fits_l, fits)
+    assert_columns_close(curves_l, curves)
 
 
 def test_null_space_is_handled_without_the_complement_basis():
@@ -234,6 +254,9 @@ def test_accuracy_floor_gives_the_same_table_on_both_paths(case):
     dense = ridge_path(d, U, Y, K[n:], Ys, LAMBDAS * scale, floor=floor_dense)
     low = ridge_path_low_rank(dl, Ul, Y, feature_test_basis(phi[n:], phi[:n], Ul), Ys, LAMBDAS * scale,
                               floor=floor_low)
+    # The flags come from eigenvalues that the two paths compute to round-off of each other;
+    # they agree exactly unless an eigenvalue lies within round-off of a band edge, which this
+    # spectrum keeps clear of (its gap test is exercised in test_accuracy_floor.py).
     assert low["resolved"].dtype == bool and np.array_equal(low["resolved"], dense["resolved"])
     assert np.all(np.isfinite(low["loo"]))
     assert_columns_close(low, dense)
@@ -287,7 +310,7 @@ def test_theory_with_the_accuracy_floor_and_one_scale_agrees_with_the_dense_pool
     scale_low = np.sum(phi**2) / (p * N)
     assert scale_low == pytest.approx(scale_dense, rel=1e-12)
     sizes, target = [10, 37, N // 2, N], np.eye(4) - 0.25
-    grid, fit = predict_grid(D, P, target, sizes, LAMBDAS, 2, 20, floor=floor, scale=scale_dense)
-    grid_l, fit_l = predict_grid(Dl, Pl, target, sizes, LAMBDAS, 2, 20, floor=floor_l, scale=scale_low)
+    grid, fits, _ = predict_grid(D, P, target, sizes, LAMBDAS, (2, 20), floor=floor, scale=scale_dense)
+    grid_l, fits_l, _ = predict_grid(Dl, Pl, target, sizes, LAMBDAS, (2, 20), floor=floor_l, scale=scale_low)
     assert_columns_close(grid_l, grid, atol={"gamma": 1e-12})
-    assert_columns_close(fit_l, fit)
+    assert_fits_close(fits_l, fits)

@@ -110,12 +110,13 @@ def test_theory_and_flow_rows_equal_the_dense_path(cifar_run):
     record = json.loads((workdir / "results/kernels/cifar10/tresnet/init/features.accuracy.json").read_text())
     assert record["method"] == "float64 round-off bound" and record["p"] == phi.shape[1]
     eps, safety, u = record["relative_error"], cfg["accuracy"]["safety"], 2.0**-53
-    grid, _ = predict_grid(D, P, target_map, [50, 316, 2000], lam_rel, w["k_min"], w["k_max"],
-                           floor=safety * (eps + N_POOL * u) * D.max(), scale=np.trace(K_all[:N_POOL]) / N_POOL)
+    grid, _, _ = predict_grid(D, P, target_map, [50, 316, 2000], lam_rel, (w["k_min"], w["k_max"]),
+                              floor=safety * (eps + N_POOL * u) * D.max(), scale=np.trace(K_all[:N_POOL]) / N_POOL)
     ref = pd.DataFrame(grid)
     got = joined[joined.seed == 0].merge(ref, on=["n", "lambda_rel"], suffixes=("", "_dense"))
     assert len(got) == len(ref)
-    for key in ("kappa", "lambda_over_kappa", "omniscient_test_risk", "omniscient_train_risk", "powerlaw_test_risk"):
+    for key in ("kappa", "lambda_over_kappa", "omniscient_test_risk", "omniscient_train_risk", "powerlaw_test_risk",
+                "truncated_powerlaw_test_risk", "omniscient_excess_bias", "omniscient_excess_noise"):
         np.testing.assert_allclose(got[key], got[key + "_dense"], rtol=1e-9, err_msg=key)
 
     flow = pd.read_parquet(workdir / "results/dynamics/cifar10/tresnet/init/features.parquet")

@@ -211,6 +211,7 @@ def test_sweep_rows_are_nested_and_seeded():
     assert len(out["seed"]) == 2 * 2 * 2
     again = random_features_sweep(X, y, X[:50], y[:50], [80], [2.0], [1], 1e-3)
     row = (out["seed"] == 1) & (out["n"] == 80) & (out["n_features"] == 160)
+    # exact: both sweeps draw the same (80, 160) features and solve the same-shaped system
     assert out["test_mse"][row][0] == again["test_mse"][0]
     np.testing.assert_array_equal(out["ratio"], out["n_features"] / out["n"])
     # a precomputed expected kernel gives the same rows; a different one changes the theory

@@ -10,12 +10,16 @@ from rmtlens.estimators import deterministic_equivalent, ridge_path
 from rmtlens.io import load_table, save_table
 from rmtlens.studies import (
     GCV_SELECTION_COLUMNS,
+    de_regime,
+    fit_excess_exponent,
     fit_scaling_exponent,
     local_law_diagnostic,
     local_law_table,
+    oracle_lambdas,
     risk_at_selected_lambda,
     risk_vs_n_at_fixed_lambda,
     risk_vs_n_at_gcv_lambda,
+    scaling_table,
     select_lambda_by_gcv,
 )
 
@@ -226,3 +230,83 @@ def test_train_over_gcv_is_one_minus_dof_over_n_squared(ridge_table):
 def test_validation_errors_name_the_argument(ridge_table, call, match):
     with pytest.raises(ValueError, match=match):
         call(ridge_table)
+
+
+def test_excess_exponent_with_a_free_floor_recovers_a_planted_curve():
+    n = np.geomspace(100, 20000, 9)
+    fit = fit_excess_exponent(n, 0.31 + 2.0 * n**-0.64)
+    assert fit["r_inf"] == pytest.approx(0.31, rel=1e-4) and fit["exponent"] == pytest.approx(0.64, rel=1e-3)
+    assert fit["r2"] > 0.999999 and fit["n_points"] == 9
+    # no floor: the fit finds (almost) none, and the exponent of the pure power law
+    pure = fit_excess_exponent(n, 3.0 * n**-0.5)
+    assert pure["r_inf"] < 1e-4 and pure["exponent"] == pytest.approx(0.5, rel=1e-3)
+    # the total risk's exponent is far below the excess's when a floor is present
+    assert fit_scaling_exponent(n, 0.31 + 2.0 * n**-0.64)["exponent"] < 0.2
+    with pytest.raises(ValueError, match="fewer than 4"):
+        fit_excess_exponent(n[:3], n[:3] ** -1.0)
+
+
+def test_oracle_is_the_resolved_argmin_of_the_test_risk(ridge_table):
+    flagged = ridge_table.assign(resolved=ridge_table["lambda_rel"] != ridge_table["lambda_rel"].min())
+    oracle = oracle_lambdas(flagged)
+    for (n, seed), group in flagged[flagged.resolved].groupby(["n", "seed"]):
+        best = group.loc[group["test_risk"].idxmin(), "lambda"]
+        assert oracle.set_index(["n", "seed"]).loc[(n, seed), "lambda"] == best
+    assert not oracle["lambda"].isin(flagged.loc[~flagged.resolved, "lambda"]).any()
+
+
+def regime_grid(noise_var, ns=(100, 200, 400, 800), d=4000):
+    k = np.arange(1, d + 1.0)
+    mu, b2 = k**-1.5, k**-2.0
+    lambdas = np.geomspace(1e-7, 1.0, 40)
+    de = deterministic_equivalent(mu, b2, np.asarray(ns, float)[:, None], lambdas[None, :], noise_var=noise_var)
+    n_grid, lam_grid = np.meshgrid(ns, lambdas, indexing="ij")
+    return pd.DataFrame({"n": n_grid.ravel(), "lambda": lam_grid.ravel(),
+                         **{f"omniscient_{key}": de[key].ravel() for key in ("test_risk", "excess_bias", "excess_noise")}})
+
+
+def test_regime_follows_the_floor():
+    """μ_k = k^-1.5, ||β_k||² = k^-2 (ρ = 1): without a floor the DE-optimal excess is all
+    bias; with a large one the floor's share approaches ρ/(1 + ρ) = 1/2 (noisy regime)."""
+    clean = de_regime(regime_grid(0.0), 100, 800, 1.0)
+    assert clean["regime"] == "noiseless" and clean["noise_share_hi"] == 0.0
+    noisy = de_regime(regime_grid(2.0), 100, 800, 1.0)
+    assert noisy["regime"] == "noisy" and 0.25 <= min(noisy["noise_share_lo"], noisy["noise_share_hi"]) < 0.6
+    # the share at the DE-optimal ridge, recomputed
+    grid = regime_grid(2.0)
+    best = grid.loc[grid[grid.n == 800]["omniscient_test_risk"].idxmin()]
+    share = best.omniscient_excess_noise / (best.omniscient_excess_bias + best.omniscient_excess_noise)
+    assert noisy["noise_share_hi"] == pytest.approx(share, rel=1e-12)
+    # a small floor: bias dominates at small n, the floor at large n
+    assert de_regime(regime_grid(0.02, ns=(50, 1600)), 50, 1600, 1.0)["regime"] == "crossover"
+    assert de_regime(regime_grid(2.0), 100, 800, np.nan)["regime"] == "unclassified"
+
+
+def test_scaling_table_reports_rates_only_at_selected_ridges_of_valid_fits(gaussian_case):
+    table, mu, beta_sq, lambdas = gaussian_case
+    ns = [100, 200, 400]
+    de = deterministic_equivalent(mu, beta_sq, np.asarray(ns, float)[:, None], lambdas[None, :], noise_var=0.05)
+    n_grid, lam_grid = np.meshgrid(ns, lambdas, indexing="ij")
+    keys = dict(dataset="d", backbone="b", weights="init", kernel="features")
+    predictions = pd.DataFrame({**keys, "n": n_grid.ravel(), "lambda": lam_grid.ravel(),
+                                "lambda_rel": np.tile(LAMBDA_REL, len(ns)),
+                                **{f"omniscient_{k}": de[k].ravel() for k in ("test_risk", "excess_bias", "excess_noise")}})
+    joined = table.assign(**keys).merge(predictions[["n", "lambda_rel", "omniscient_test_risk"]], on=["n", "lambda_rel"])
+    floor = 0.05
+    fit = dict(keys, primary=True, alpha=1.4, delta=1.9, valid=True, noiseless_rate=0.9, noisy_rate=0.9 / 1.9,
+               null_mass=floor)
+    fixed = f"{LAMBDA_REL[3]:g}"
+    out = scaling_table(joined, pd.DataFrame([fit]), predictions, [LAMBDA_REL[3]], 100, None).set_index("ridge")
+    assert list(out.index) == ["oracle", "gcv", fixed]
+    assert out.loc[fixed, "regime"] == "saturating" and np.isnan(out.loc[fixed, "predicted_rate"])
+    assert np.isnan(out.loc[fixed, "excess_exponent"]) and np.isfinite(out.loc[fixed, "observed_exponent"])
+    # the GCV row's excess exponent, from the ridge rows directly
+    chosen = table.loc[table[table.resolved].groupby(["n", "seed"])["gcv"].idxmin()]
+    curve = chosen.groupby("n")["test_risk"].mean() - floor
+    slope = np.polyfit(np.log(curve.index), np.log(curve.to_numpy()), 1)[0]
+    assert out.loc["gcv", "excess_exponent"] == pytest.approx(-slope, rel=1e-10)
+    regime = out.loc["gcv", "regime"]
+    want = {"noiseless": 0.9, "noisy": 0.9 / 1.9}.get(regime, np.nan)
+    np.testing.assert_allclose(out.loc["gcv", "predicted_rate"], want)
+    invalid = scaling_table(joined, pd.DataFrame([{**fit, "valid": False}]), predictions, [LAMBDA_REL[3]], 100, None)
+    assert invalid["predicted_rate"].isna().all() and invalid["noiseless_rate"].isna().all()

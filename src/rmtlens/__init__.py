@@ -29,8 +29,9 @@ Estimators (``rmtlens.estimators``)
     ``gcv`` and ``loo`` (one ridge), ``eigh_descending``, ``ridge_grid``,
     ``solve_kappa`` (effective ridge κ), ``deterministic_equivalent`` (DE risk),
     ``population_from_pool`` (spectrum and target coefficients for the DE),
-    ``fit_power_law``, ``fit_spectrum_power_laws`` (``μ_k ∝ k^-α``,
-    ``||β_k||² ∝ k^-δ``), ``power_law_rate``.
+    ``fit_power_law``, ``fit_spectrum_power_laws`` (``μ_k ∝ k^-α`` on the eigenvalues,
+    ``||β_k||² ∝ k^-δ`` on the target's tail sums, ``fit_tail_exponent``), and the rates
+    ``noiseless_rate`` and ``noisy_rate`` of the excess risk.
 Studies (``rmtlens.studies``)
     ``fit_scaling_exponent`` (risk ∝ n^-exponent), ``gradient_flow_path`` (risks and
     GCV of gradient flow over time), ``time_grid``.
@@ -71,7 +72,9 @@ _EXPORTS = {
     "population_from_pool": "rmtlens.estimators",
     "fit_power_law": "rmtlens.estimators",
     "fit_spectrum_power_laws": "rmtlens.estimators",
-    "power_law_rate": "rmtlens.estimators",
+    "fit_tail_exponent": "rmtlens.estimators",
+    "noiseless_rate": "rmtlens.estimators",
+    "noisy_rate": "rmtlens.estimators",
     # studies
     "fit_scaling_exponent": "rmtlens.studies",
     "gradient_flow_path": "rmtlens.studies",

@@ -282,6 +282,15 @@ def sample_sizes(dataset):
     return sample_size_grid(grid["min"], n_max, grid["num"])
 
 
+def scaling_n_range(dataset):
+    """(n_lo, n_hi): the smallest and largest sample sizes of `dataset` inside
+    `scaling.n_window`, which the power-law fit window `n_range` follows (SPEC §5)."""
+    window = config["scaling"]["n_window"]
+    lo, hi = window["min"] or 0, window["max"] or float("inf")
+    inside = [n for n in sample_sizes(dataset) if lo <= n <= hi]
+    return [int(min(inside)), int(max(inside))] if inside else None
+
+
 def relative_ridges():
     r = config["ridge"]
     return [float(x) for x in ridge_grid(r["min"], r["max"], r["num"], r["ridgeless"])]
@@ -393,6 +402,8 @@ FIGURES = [
     "representations",
     "scaling",
     "local_law",
+    "power_laws",
+    "gcv_local_law",
 ]
 
 
@@ -444,6 +455,7 @@ def final_outputs():
         "results/tables/representations.csv",
         "results/tables/scaling.csv",
         "results/tables/local_law.csv",
+        "results/tables/claims.csv",
         *[f"results/figures/{f}.{ext}" for f in FIGURES for ext in ("png", "svg")],
         *science_outputs(),
     ]

@@ -4,6 +4,7 @@ rule theory:
     output:
         predictions="results/theory/{dataset}/{backbone}/{weights}/{kernel}/predictions.parquet",
         fit="results/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw.csv",
+        curves="results/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw_curves.parquet",
     log:
         "logs/theory/{dataset}/{backbone}/{weights}/{kernel}.log",
     benchmark:
@@ -17,9 +18,50 @@ rule theory:
         sample_sizes=lambda wc: sample_sizes(wc.dataset),
         lambdas_rel=relative_ridges(),
         targets=clean_targets(),
-        window=canonical(config["theory"]["powerlaw_window"]),
+        powerlaw=canonical(config["theory"]),
+        n_range=lambda wc: scaling_n_range(wc.dataset),
     script:
         "../scripts/theory.py"
+
+
+rule power_laws:
+    input:
+        fits=unit_files(
+            "results/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw.csv"
+        ),
+        curves=unit_files(
+            "results/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw_curves.parquet"
+        ),
+    output:
+        table=report(
+            "results/tables/power_laws.csv",
+            caption="../report/table_power_laws.rst",
+            category="Summary tables",
+            subcategory="E4 scaling",
+            labels=report_labels("power-law fits", kind="table"),
+        ),
+        png=report(
+            "results/figures/power_laws.png",
+            caption="../report/power_laws.rst",
+            category="Scaling laws",
+            labels=report_labels("power-law fits", "png"),
+        ),
+        svg=report(
+            "results/figures/power_laws.svg",
+            caption="../report/power_laws.rst",
+            category="Scaling laws",
+            labels=report_labels("power-law fits", "svg"),
+        ),
+    log:
+        "logs/power_laws.log",
+    benchmark:
+        "benchmarks/power_laws.tsv"
+    conda:
+        "../../envs/rmtlens.yaml"
+    params:
+        dataset_labels=dataset_labels(),
+    script:
+        "../scripts/power_laws.py"
 
 
 rule estimators:
@@ -28,6 +70,7 @@ rule estimators:
         predictions=unit_files(
             "results/theory/{dataset}/{backbone}/{weights}/{kernel}/predictions.parquet"
         ),
+        fits="results/tables/power_laws.csv",
     output:
         joined="results/tables/theory.parquet",
         de_bias=report(
@@ -43,6 +86,13 @@ rule estimators:
             category="Summary tables",
             subcategory="E2 estimators",
             labels=report_labels("estimator accuracy", kind="table"),
+        ),
+        by_regime=report(
+            "results/tables/estimators_by_regime.csv",
+            caption="../report/table_estimators_by_regime.rst",
+            category="Summary tables",
+            subcategory="E2 estimators",
+            labels=report_labels("errors by ridge and n/N_pool", kind="table"),
         ),
         png=report(
             "results/figures/estimators.png",
@@ -75,9 +125,7 @@ rule representations:
         spectra=unit_files(
             "results/spectra/{dataset}/{backbone}/{weights}/{kernel}/pool.npz"
         ),
-        fits=unit_files(
-            "results/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw.csv"
-        ),
+        fits="results/tables/power_laws.csv",
         best="results/tables/best_risk.csv",
     output:
         table=report(
@@ -120,8 +168,9 @@ rule representations:
 rule scaling:
     input:
         joined="results/tables/theory.parquet",
-        fits=unit_files(
-            "results/theory/{dataset}/{backbone}/{weights}/{kernel}/powerlaw.csv"
+        fits="results/tables/power_laws.csv",
+        predictions=unit_files(
+            "results/theory/{dataset}/{backbone}/{weights}/{kernel}/predictions.parquet"
         ),
     output:
         table=report(
@@ -162,6 +211,26 @@ rule local_law:
         joined="results/tables/theory.parquet",
     output:
         table="results/tables/local_law.csv",
+        beside="results/tables/gcv_local_law.csv",
+        summary=report(
+            "results/tables/gcv_local_law_summary.csv",
+            caption="../report/table_gcv_local_law.rst",
+            category="Summary tables",
+            subcategory="E5 local law",
+            labels=report_labels("GCV and the local law", kind="table"),
+        ),
+        beside_png=report(
+            "results/figures/gcv_local_law.png",
+            caption="../report/gcv_local_law.rst",
+            category="Local law",
+            labels=report_labels("GCV error against local-law deviation", "png"),
+        ),
+        beside_svg=report(
+            "results/figures/gcv_local_law.svg",
+            caption="../report/gcv_local_law.rst",
+            category="Local law",
+            labels=report_labels("GCV error against local-law deviation", "svg"),
+        ),
         png=report(
             "results/figures/local_law.png",
             caption="../report/local_law.rst",
@@ -180,5 +249,33 @@ rule local_law:
         "benchmarks/local_law.tsv"
     conda:
         "../../envs/rmtlens.yaml"
+    params:
+        n_min=config["analysis"]["n_min"],
     script:
         "../scripts/local_law.py"
+
+
+rule claims:
+    input:
+        power_laws="results/tables/power_laws.csv",
+        estimators="results/tables/estimators.csv",
+        scaling="results/tables/scaling.csv",
+        by_regime="results/tables/estimators_by_regime.csv",
+        local_law="results/tables/gcv_local_law_summary.csv",
+        de_bias="results/tables/de_bias.csv",
+    output:
+        table=report(
+            "results/tables/claims.csv",
+            caption="../report/table_claims.rst",
+            category="Summary tables",
+            subcategory="Claims",
+            labels=report_labels("claims", kind="table"),
+        ),
+    log:
+        "logs/claims.log",
+    benchmark:
+        "benchmarks/claims.tsv"
+    conda:
+        "../../envs/rmtlens.yaml"
+    script:
+        "../scripts/claims.py"

@@ -1,6 +1,4 @@
 import matplotlib.pyplot as plt
-import pandas as pd
-
 from rmtlens.io import load_npz, load_table, save_figure, save_table
 from rmtlens.report import spectra_and_alignment
 from rmtlens.studies import representation_tables
@@ -9,7 +7,8 @@ from rmtlens.workflow import job_logger
 p = snakemake.params
 log = job_logger(snakemake.log[0], "representations")
 spectra = [load_npz(f) for f in snakemake.input.spectra]
-fits = pd.concat([load_table(f) for f in snakemake.input.fits], ignore_index=True)
+fits = load_table(snakemake.input.fits)
+fits = fits[fits["primary"].astype(bool)]
 table, curves = representation_tables(p.units, spectra, fits, load_table(snakemake.input.best), p.targets["kind"],
                                       p.targets["positive_classes"], p.alignment_ks, p.rcond)
 log.info("representations\n%s", table.to_string(index=False))

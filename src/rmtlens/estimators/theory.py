@@ -33,6 +33,16 @@ import numpy as np
 
 from rmtlens.estimators.accuracy import apply_floor
 from rmtlens.estimators.grids import kernel_scale
+from rmtlens.estimators.powerlaw import (
+    DEFAULT_MIN_POINTS,
+    DEFAULT_MIN_R2,
+    WINDOW_NAMES,
+    fit_spectrum_power_laws,
+    idealised_spectra,
+    power_law_windows,
+    spectrum_curves,
+    truncated_spectra,
+)
 from rmtlens.estimators.ridge import clip_spectrum
 
 _BLOCK = 2**22  # float64 entries per (pairs x spectrum) block: 32 MiB
@@ -230,7 +240,11 @@ def deterministic_equivalent(
     -------
     dict of float64 arrays of the broadcast shape: ``kappa``, ``gamma``,
     ``lambda_over_kappa`` (prediction of ``1 − tr(S)/n``, SPEC §6), ``test_risk``
-    ``E = (Σ_k (κ/(μ_k+κ))² ||β_k||² + σ²)/(1 − γ)`` and ``train_risk`` ``(λ/κ)² E``.
+    ``E = (Σ_k (κ/(μ_k+κ))² ||β_k||² + σ²)/(1 − γ)`` and ``train_risk`` ``(λ/κ)² E``;
+    and the parts of ``E`` (SPEC §5): ``floor`` ``F = Σ_{μ_k=0} ||β_k||² + σ²``, the
+    limit of ``E`` as ``n → ∞`` at the optimal ridge (out-of-span mass acts as noise),
+    ``excess_bias`` ``Σ_{μ_k>0} (κ/(μ_k+κ))² ||β_k||² / (1 − γ)`` and ``excess_noise``
+    ``γ F / (1 − γ)``, which sum to ``E − F``.
     """
     mu = _as_spectrum(mu)
     b2 = _as_spectrum(beta_sq, "beta_sq")
@@ -251,141 +265,37 @@ def deterministic_equivalent(
     solved = kappa > 0
     ratio = np.where(solved, lam / np.where(solved, kappa, 1.0), np.maximum(1.0 - rank / n_arr, 0.0))
     spread = np.zeros(kappa.size)  # (1/n) Σ μκ/(μ+κ)²
-    bias = np.full(kappa.size, null_mass)
+    gamma = np.where(solved, 0.0, np.minimum(rank / n_arr, 1.0))  # (1/n) Σ μ²/(μ+κ)², summed, not 1 − (1 − γ)
+    in_span_bias = np.zeros(kappa.size)  # Σ_{μ>0} (κ/(μ+κ))² ||β||²
     if solved.any():
         ks = kappa[solved]
-        var_sum, bias_sum = _row_sums(
-            ks, mu_pos, lambda kk, m: (kk * m / (m + kk) ** 2, (kk / (m + kk)) ** 2 * b2_pos[None, :])
+        var_sum, gamma_sum, bias_sum = _row_sums(
+            ks, mu_pos,
+            lambda kk, m: (kk * m / (m + kk) ** 2, (m / (m + kk)) ** 2, (kk / (m + kk)) ** 2 * b2_pos[None, :]),
         )
         spread[solved] = var_sum / n_arr[solved]
-        bias[solved] += bias_sum
+        gamma[solved] = gamma_sum / n_arr[solved]
+        in_span_bias[solved] = bias_sum
     one_minus_gamma = ratio + spread
-    numerator = bias + noise_var
+    floor = null_mass + noise_var
+    numerator = in_span_bias + floor
     with np.errstate(divide="ignore", invalid="ignore"):
         test = np.where(one_minus_gamma > 0, numerator / one_minus_gamma, np.where(numerator > 0, np.inf, 0.0))
         train = np.where(ratio > 0, ratio**2 * test, 0.0)
+        excess_bias = np.where(one_minus_gamma > 0, in_span_bias / one_minus_gamma,
+                               np.where(in_span_bias > 0, np.inf, 0.0))
+        excess_noise = np.where(one_minus_gamma > 0, floor * gamma / one_minus_gamma,
+                                np.where(floor > 0, np.inf, 0.0))
     return {
         "kappa": kappa.reshape(shape),
-        "gamma": (1.0 - one_minus_gamma).reshape(shape),
+        "gamma": gamma.reshape(shape),
         "lambda_over_kappa": ratio.reshape(shape),
         "test_risk": test.reshape(shape),
         "train_risk": train.reshape(shape),
+        "floor": np.full(shape, floor),
+        "excess_bias": excess_bias.reshape(shape),
+        "excess_noise": excess_noise.reshape(shape),
     }
-
-
-def fit_power_law(x, y, x_min: float | None = None, x_max: float | None = None) -> dict[str, float]:
-    """Least-squares fit of ``y ≈ A x^(−exponent)`` on log-log axes.
-
-    Parameters
-    ----------
-    x : (P,) float, positive abscissae (an index ``k`` or a sample size ``n``).
-    y : (P,) float, values; entries with ``y ≤ 0`` cannot be logged and are
-        dropped (counted in ``n_dropped``), they never enter the fit.
-    x_min, x_max : inclusive window on ``x``; ``None`` means unbounded.
-
-    Returns
-    -------
-    dict: ``exponent`` (positive for decay), ``amplitude`` ``A``, ``r2`` (coefficient
-    of determination of ``log y``), ``x_min``/``x_max`` (the extreme ``x`` actually
-    used), ``n_points`` used, ``n_dropped``.
-
-    Raises
-    ------
-    ValueError when fewer than 3 positive points lie in the window.
-    """
-    xa = np.asarray(x, dtype=np.float64)
-    ya = np.asarray(y, dtype=np.float64)
-    if xa.ndim != 1 or xa.shape != ya.shape:
-        raise ValueError(f"x and y must be 1-d arrays of the same shape, got {xa.shape} and {ya.shape}")
-    if not np.all(np.isfinite(xa)) or np.any(xa <= 0):
-        raise ValueError("x must be finite and positive")
-    if np.any(np.isnan(ya)):
-        raise ValueError("y contains NaN values")
-    if x_min is not None and x_max is not None and x_min > x_max:
-        raise ValueError(f"x_min = {x_min} exceeds x_max = {x_max}")
-    window = np.ones(xa.size, dtype=bool)
-    if x_min is not None:
-        window &= xa >= x_min
-    if x_max is not None:
-        window &= xa <= x_max
-    use = window & (ya > 0) & np.isfinite(ya)
-    if use.sum() < 3:
-        raise ValueError(
-            f"fewer than 3 positive y values in the window [{x_min}, {x_max}] ({int(use.sum())} found)"
-        )
-    lx, ly = np.log(xa[use]), np.log(ya[use])
-    slope, intercept = np.polyfit(lx, ly, 1)
-    resid = ly - (intercept + slope * lx)
-    total = np.sum((ly - ly.mean()) ** 2)
-    r2 = 1.0 - np.sum(resid**2) / total if total > 0 else 1.0
-    return {
-        "exponent": float(-slope),
-        "amplitude": float(np.exp(intercept)),
-        "r2": float(r2),
-        "x_min": float(xa[use].min()),
-        "x_max": float(xa[use].max()),
-        "n_points": int(use.sum()),
-        "n_dropped": int((window & ~use).sum()),
-    }
-
-
-def fit_spectrum_power_laws(mu, beta_sq, k_min: int, k_max: int) -> dict[str, float]:
-    """Fit ``μ_k ≈ A k^(−α)`` and ``||β_k||² ≈ B k^(−δ)`` over indices ``k_min..k_max``.
-
-    Parameters
-    ----------
-    mu, beta_sq : (K,) float, sorted by decreasing ``μ``; index ``k`` is 1-based.
-    k_min, k_max : inclusive 1-based index window, ``1 ≤ k_min < k_max ≤ K``.
-        Non-positive values inside it are dropped (:func:`fit_power_law`).
-
-    Returns
-    -------
-    dict: ``alpha``, ``A``, ``alpha_r2``, ``alpha_points``, ``delta``, ``B``,
-    ``delta_r2``, ``delta_points``, ``k_min``, ``k_max``.
-    """
-    mu = _as_spectrum(mu)
-    b2 = _as_spectrum(beta_sq, "beta_sq")
-    if b2.shape != mu.shape:
-        raise ValueError(f"beta_sq must have the shape of mu {mu.shape}, got {b2.shape}")
-    if not (1 <= k_min < k_max <= mu.size):
-        raise ValueError(f"the window k_min = {k_min}, k_max = {k_max} must satisfy 1 ≤ k_min < k_max ≤ {mu.size}")
-    k = np.arange(1, mu.size + 1, dtype=np.float64)
-    fm = fit_power_law(k, mu, k_min, k_max)
-    fb = fit_power_law(k, b2, k_min, k_max)
-    return {
-        "alpha": fm["exponent"],
-        "A": fm["amplitude"],
-        "alpha_r2": fm["r2"],
-        "alpha_points": fm["n_points"],
-        "delta": fb["exponent"],
-        "B": fb["amplitude"],
-        "delta_r2": fb["r2"],
-        "delta_points": fb["n_points"],
-        "k_min": int(k_min),
-        "k_max": int(k_max),
-    }
-
-
-def power_law_values(amplitude: float, exponent: float, n_terms: int) -> np.ndarray:
-    """``amplitude · k^(−exponent)`` for ``k = 1..n_terms``, shape (n_terms,), float64.
-
-    Used for the idealised spectra ``μ_k = A k^(−α)`` and ``||β_k||² = B k^(−δ)``
-    that are fed back into :func:`deterministic_equivalent`.
-    """
-    if not np.isfinite(amplitude) or amplitude <= 0:
-        raise ValueError(f"amplitude must be finite and positive, got {amplitude!r}")
-    if not np.isfinite(exponent):
-        raise ValueError(f"exponent must be finite, got {exponent!r}")
-    if int(n_terms) != n_terms or n_terms < 1:
-        raise ValueError(f"n_terms must be a positive integer, got {n_terms!r}")
-    return amplitude * np.arange(1, int(n_terms) + 1, dtype=np.float64) ** (-float(exponent))
-
-
-def power_law_rate(alpha: float, delta: float) -> float:
-    """Noiseless decay exponent of the risk, ``R ∝ n^(−min(δ − 1, 2α))``."""
-    if not (np.isfinite(alpha) and np.isfinite(delta)):
-        raise ValueError(f"alpha and delta must be finite, got {alpha!r} and {delta!r}")
-    return float(min(delta - 1.0, 2.0 * alpha))
 
 
 def predict_grid(
@@ -394,34 +304,50 @@ def predict_grid(
     target_map,
     sample_sizes,
     lambdas_rel,
-    k_min: int,
-    k_max: int,
+    fixed_window: tuple[int, int],
+    n_range: tuple[float, float] | None = None,
+    primary: str = "rank",
     rcond: float = 1e-10,
     floor: float | None = None,
     scale: float | None = None,
-) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Omniscient and power-law deterministic equivalents on an (n, λ) grid (SPEC §3).
+    min_r2: float = DEFAULT_MIN_R2,
+    min_points: int = DEFAULT_MIN_POINTS,
+) -> tuple[dict[str, np.ndarray], list[dict], dict[str, np.ndarray]]:
+    """Omniscient and power-law deterministic equivalents on an (n, λ) grid (SPEC §3, §5).
 
     Parameters
     ----------
     eigvals, proj, target_map, rcond, floor : as for :func:`population_from_pool`.
     sample_sizes : (S,) sample sizes n.
     lambdas_rel : (L,) relative ridges; the absolute ridge is ``λ_rel · s``.
+    fixed_window, n_range : the configured fit window ``(k_min, k_max)`` and the sample
+        sizes ``(n_lo, n_hi)`` of the scaling fit, from which
+        :func:`rmtlens.estimators.powerlaw.power_law_windows` makes the fit windows.
+    primary : the window whose fit the power-law DEs use (``fixed``, ``rank``, ``n_range``).
     scale : the kernel scale ``s = tr(K_pool)/N_pool`` (:func:`rmtlens.estimators.grids.kernel_scale`
         of the pool diagonal), the one the ridge path uses; when None, ``Σ_k D_k / N_pool``,
         the same trace from the spectrum.
-    k_min, k_max : 1-based index window of the power-law fits; ``k_max`` is lowered
-        to the number of non-zero eigenvalues.
+    min_r2, min_points : validity thresholds of the fits.
 
     Returns
     -------
     grid : dict of (S·L,) arrays, n-major: ``n``, ``lambda_rel``, ``lambda``, ``kappa``,
         ``gamma``, ``lambda_over_kappa``, ``omniscient_test_risk``,
-        ``omniscient_train_risk``, ``powerlaw_test_risk`` (the same formula on the
-        idealised spectra ``A k^-α``, ``B k^-δ``, k = 1..N_pool).
-    fit : the power-law fit (:func:`fit_spectrum_power_laws`) plus ``rate``
-        (``min(δ − 1, 2α)``), ``scale`` and ``rank``.
+        ``omniscient_train_risk``, ``omniscient_excess_bias``, ``omniscient_excess_noise``
+        (the parts of ``E − floor``, :func:`deterministic_equivalent`),
+        ``powerlaw_test_risk`` (the same formula on the idealised spectra ``A k^-α``,
+        ``B k^-δ``, k = 1..N_pool) and ``truncated_powerlaw_test_risk`` (the same laws
+        cut at the kernel's rank, out-of-span mass kept); the power-law columns are NaN
+        when the primary window cannot be fitted.
+    fits : one dict per window (:func:`rmtlens.estimators.powerlaw.fit_spectrum_power_laws`)
+        with ``window``, ``primary``, ``rank``, ``n_pool``, ``rank_fraction``,
+        ``null_mass`` (out-of-span target power, the DE's floor), ``target_power``
+        (``Σ_k ||β_k||²``), ``out_of_span_share``, ``fitted_in_span_power``
+        (``Σ_{k≤rank} B k^-δ``, against ``target_power − null_mass``) and ``scale``.
+    curves : :func:`rmtlens.estimators.powerlaw.spectrum_curves` of the population.
     """
+    if primary not in WINDOW_NAMES:
+        raise ValueError(f"primary must be one of {WINDOW_NAMES}, got {primary!r}")
     pop = population_from_pool(eigvals, proj, target_map, rcond, floor)
     mu, b2 = pop["mu"], pop["beta_sq"]
     n_pool = mu.size
@@ -436,10 +362,19 @@ def predict_grid(
     nn, ll = np.meshgrid(n, lam, indexing="ij")
     de = deterministic_equivalent(mu, b2, nn, ll)
     rank = int(np.sum(mu > 0))
-    fit = fit_spectrum_power_laws(mu, b2, k_min, max(k_min + 2, min(k_max, rank)))
-    mu_pl = power_law_values(fit["A"], fit["alpha"], n_pool)
-    b2_pl = power_law_values(fit["B"], fit["delta"], n_pool)
-    de_pl = deterministic_equivalent(mu_pl, b2_pl, nn, ll)
+    null_mass, target_power = float(b2[rank:].sum()), float(b2.sum())
+    windows = power_law_windows(rank, fixed_window, n_range)
+    if primary not in windows:
+        raise ValueError(f"the primary window {primary!r} needs the scaling fit's n range")
+    fits = []
+    for name, (k_min, k_max) in windows.items():
+        fit = fit_spectrum_power_laws(mu, b2, k_min, k_max, min_r2, min_points)
+        fitted = float(np.sum(idealised_spectra(fit, rank)[1])) if np.isfinite(fit["delta"]) else np.nan
+        fits.append(dict(window=name, primary=name == primary, **fit, rank=rank, n_pool=n_pool,
+                         rank_fraction=rank / n_pool, null_mass=null_mass, target_power=target_power,
+                         out_of_span_share=null_mass / target_power if target_power > 0 else np.nan,
+                         fitted_in_span_power=fitted, scale=scale))
+    main = next(f for f in fits if f["primary"])
     grid = {
         "n": nn.ravel().astype(np.int64),
         "lambda_rel": np.meshgrid(n, lam_rel, indexing="ij")[1].ravel(),
@@ -449,7 +384,14 @@ def predict_grid(
         "lambda_over_kappa": de["lambda_over_kappa"].ravel(),
         "omniscient_test_risk": de["test_risk"].ravel(),
         "omniscient_train_risk": de["train_risk"].ravel(),
-        "powerlaw_test_risk": de_pl["test_risk"].ravel(),
+        "omniscient_excess_bias": de["excess_bias"].ravel(),
+        "omniscient_excess_noise": de["excess_noise"].ravel(),
+        "powerlaw_test_risk": np.full(nn.size, np.nan),
+        "truncated_powerlaw_test_risk": np.full(nn.size, np.nan),
     }
-    fit.update(rate=power_law_rate(fit["alpha"], fit["delta"]), scale=scale, rank=rank)
-    return grid, fit
+    if np.isfinite(main["alpha"]) and np.isfinite(main["delta"]):
+        ideal = deterministic_equivalent(*idealised_spectra(main, n_pool), nn, ll)
+        cut = deterministic_equivalent(*truncated_spectra(main, rank, null_mass, n_pool), nn, ll)
+        grid["powerlaw_test_risk"] = ideal["test_risk"].ravel()
+        grid["truncated_powerlaw_test_risk"] = cut["test_risk"].ravel()
+    return grid, fits, spectrum_curves(mu, b2)

@@ -102,9 +102,27 @@ THEORY_ESTIMATORS = {
     "gcv": "GCV",
     "loo": "LOO",
     "omniscient_test_risk": "omniscient DE",
-    "powerlaw_test_risk": "power-law DE",
+    "powerlaw_test_risk": "power-law DE (idealised)",
+    "truncated_powerlaw_test_risk": "power-law DE (truncated)",
     "train_risk": "train risk",
 }
+
+
+def with_power_law_fit(accuracy: pd.DataFrame, fits: pd.DataFrame) -> pd.DataFrame:
+    """``accuracy`` with each kernel's primary power-law fit beside it: ``powerlaw_window``,
+    ``powerlaw_fit_valid``, ``rank_fraction`` and ``out_of_span_share``. They tell the two
+    power-law DEs' failures apart: an idealised DE far off while the truncated one is
+    close means finite rank; both far off, or an invalid fit, means the shape is not a
+    power law."""
+    primary = fits[fits["primary"].astype(bool)]
+    if primary.duplicated(KERNEL_KEYS).any():
+        raise ValueError("fits holds more than one primary window for a kernel")
+    columns = {"window": "powerlaw_window", "valid": "powerlaw_fit_valid"}
+    extra = primary[[*KERNEL_KEYS, "window", "valid", "rank_fraction", "out_of_span_share"]].rename(columns=columns)
+    merged = accuracy.merge(extra, on=KERNEL_KEYS, how="left", validate="many_to_one")
+    if merged["powerlaw_window"].isna().any():
+        raise ValueError("fits lacks a kernel of the accuracy table")
+    return merged
 
 
 def join_predictions(table: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:

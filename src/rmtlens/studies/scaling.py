@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from rmtlens.estimators.theory import fit_power_law
+from rmtlens.estimators.powerlaw import fit_power_law
 
 GCV_SELECTION_COLUMNS = ("n", "seed", "lambda", "lambda_rel", "gcv", "resolved")
 LAMBDA_RTOL = 1e-8
@@ -285,73 +285,237 @@ def local_law_table(joined: pd.DataFrame) -> pd.DataFrame:
     return table[[*KERNEL_KEYS, *[c for c in table.columns if c not in KERNEL_KEYS]]]
 
 
-def _exponent_or_nan(n, risk, n_min, n_max) -> dict[str, float]:
+def fit_excess_exponent(n, risk, min_points: int = 4) -> dict[str, float]:
+    """Fit ``risk ≈ R_∞ + a n^(−exponent)`` with the floor ``R_∞ ≥ 0`` free.
+
+    For each candidate floor on a grid in ``[0, min(risk))`` the exponent and ``a`` come
+    from a log-log line through ``risk − R_∞``; the floor kept is the one whose curve
+    fits ``log risk`` best (least squares), refined on finer grids around it.
+
+    Parameters
+    ----------
+    n, risk : (P,) sample sizes and positive risks (P ≥ ``min_points``).
+
+    Returns
+    -------
+    dict: ``r_inf``, ``exponent``, ``amplitude``, ``r2`` (of ``log risk``), ``n_points``.
+    """
+    x = np.asarray(n, dtype=np.float64)
+    y = np.asarray(risk, dtype=np.float64)
+    if x.ndim != 1 or x.shape != y.shape:
+        raise ValueError(f"n and risk must be 1-d of one shape, got {x.shape} and {y.shape}")
+    keep = np.isfinite(y) & (y > 0)
+    x, y = x[keep], y[keep]
+    if x.size < min_points:
+        raise ValueError(f"fewer than {min_points} positive risks to fit a floor and an exponent")
+    lx, ly = np.log(x), np.log(y)
+
+    def misfit(floor: float):
+        slope, intercept = np.polyfit(lx, np.log(y - floor), 1)
+        fitted = np.log(floor + np.exp(intercept + slope * lx))
+        return float(np.sum((ly - fitted) ** 2)), -float(slope), float(np.exp(intercept)), fitted
+
+    top = float(y.min())
+    lo, hi = 0.0, top
+    for _ in range(6):
+        floors = np.linspace(lo, hi, 41)[:-1] if hi == top else np.linspace(lo, hi, 41)
+        values = [misfit(f)[0] for f in floors]
+        i = int(np.argmin(values))
+        step = floors[1] - floors[0]
+        lo, hi = max(0.0, floors[i] - step), min(floors[i] + step, top * (1 - 1e-9))
+    best = floors[i]
+    _, exponent, amplitude, fitted = misfit(best)
+    total = np.sum((ly - ly.mean()) ** 2)
+    r2 = 1.0 - np.sum((ly - fitted) ** 2) / total if total > 0 else 1.0
+    return {"r_inf": float(best), "exponent": exponent, "amplitude": amplitude, "r2": float(r2),
+            "n_points": int(x.size)}
+
+
+def _fit_or_nan(fit, *args) -> dict[str, float]:
     try:
-        return fit_scaling_exponent(n, risk, n_min, n_max)
-    except ValueError:  # fewer than 3 usable points in the window
-        return {"exponent": np.nan, "r2": np.nan, "n_min": np.nan, "n_max": np.nan, "n_points": 0}
+        return fit(*args)
+    except ValueError:  # too few usable points in the window
+        return {"exponent": np.nan, "r2": np.nan, "n_min": np.nan, "n_max": np.nan, "n_points": 0,
+                "r_inf": np.nan}
+
+
+def oracle_lambdas(ridge_table: pd.DataFrame) -> pd.DataFrame:
+    """The ridge of lowest test risk for each ``(n, seed)`` among resolved rows: the
+    oracle, which sees the test data (the best any selector could do on the grid).
+    Returns one row per ``(n, seed)`` with ``n``, ``seed``, ``lambda``; ties go to the
+    smallest ridge."""
+    _require_columns(ridge_table, ("n", "seed", "lambda", "test_risk"), "ridge_table")
+    rows = ridge_table
+    if "resolved" in rows.columns:
+        rows = rows[rows["resolved"].astype(bool)]
+    ordered = rows.sort_values(["n", "seed", "lambda"], kind="stable")
+    best = ordered.loc[ordered.groupby(["n", "seed"], sort=True)["test_risk"].idxmin(), ["n", "seed", "lambda"]]
+    return best.reset_index(drop=True)
+
+
+def de_regime(predictions: pd.DataFrame, n_lo: float, n_hi: float, rho: float) -> dict:
+    """Which regime the omniscient DE puts a kernel in over ``n_lo..n_hi`` (SPEC §5).
+
+    At the DE-optimal ridge of each ``n`` (the grid ridge minimising the DE risk), the
+    excess risk over the floor splits into bias and the variance the floor (label noise,
+    out-of-span mass) induces; ``noise_share`` is the latter's fraction. Without a floor
+    it is 0; deep in the noisy regime of a power law with ``ρ = min(δ − 1, 2α)`` it tends
+    to ``ρ/(1 + ρ)`` (at the optimum the two terms' slopes in ``κ`` balance, ``ρ`` for the
+    bias against 1 for the variance). The regime is ``noisy`` when the share is at least
+    half that limit at both ends of the range, ``noiseless`` when below it at both, and
+    ``crossover`` otherwise; ``unclassified`` without a valid ``ρ``.
+
+    Parameters
+    ----------
+    predictions : one kernel's DE grid (``n``, ``lambda``, ``omniscient_test_risk``,
+        ``omniscient_excess_bias``, ``omniscient_excess_noise``).
+    n_lo, n_hi : the range of sample sizes (the grid's nearest ``n`` are used).
+    rho : ``min(δ − 1, 2α)`` of a valid power-law fit, or NaN.
+
+    Returns
+    -------
+    dict: ``noise_share_lo``, ``noise_share_hi``, ``regime``.
+    """
+    _require_columns(predictions, ("n", "lambda", "omniscient_test_risk", "omniscient_excess_bias",
+                                   "omniscient_excess_noise"), "predictions")
+    best = predictions.loc[predictions.groupby("n", sort=True)["omniscient_test_risk"].idxmin()]
+    excess = best["omniscient_excess_bias"] + best["omniscient_excess_noise"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shares = pd.Series(np.where(excess > 0, best["omniscient_excess_noise"] / excess, 0.0),
+                           index=best["n"].to_numpy(np.float64))
+    at = lambda n: float(shares.iloc[int(np.argmin(np.abs(np.log(shares.index / n))))])  # noqa: E731
+    lo, hi = at(n_lo), at(n_hi)
+    if not (np.isfinite(rho) and rho > 0):
+        return {"noise_share_lo": lo, "noise_share_hi": hi, "regime": "unclassified"}
+    threshold = 0.5 * rho / (1.0 + rho)
+    regime = "noiseless" if max(lo, hi) < threshold else "noisy" if min(lo, hi) >= threshold else "crossover"
+    return {"noise_share_lo": lo, "noise_share_hi": hi, "regime": regime}
 
 
 def scaling_rows(
-    kernel_rows: pd.DataFrame, lambdas_rel, n_min: float | None, n_max: float | None
+    kernel_rows: pd.DataFrame, lambdas_rel, n_min: float | None, n_max: float | None, floor: float = 0.0
 ) -> list[dict]:
-    """Observed and predicted exponents of risk versus n for one kernel (SPEC §5).
+    """Observed exponents of risk versus n for one kernel (SPEC §5).
 
     Parameters
     ----------
     kernel_rows : ridge rows of one kernel joined with their theory predictions
         (columns of the ridge table plus ``omniscient_test_risk``).
-    lambdas_rel : fixed relative ridges to report (matched to the grid), besides
-        the GCV-selected ridge.
+    lambdas_rel : fixed relative ridges to report (matched to the grid), besides the
+        oracle and GCV-selected ridges.
     n_min, n_max : fit window on n.
+    floor : ``R_∞``, the DE's floor (out-of-span target power), subtracted for the
+        excess-risk exponents.
 
     Returns
     -------
-    One dict per ridge setting (``ridge`` = ``'gcv'`` or the relative ridge):
-    ``observed_exponent`` / ``observed_r2`` (mean test risk over seeds versus n) and
-    ``omniscient_exponent`` (the deterministic-equivalent curve at the same ridges),
-    with the window actually used.
+    One dict per ridge setting (``ridge`` = ``'oracle'``, ``'gcv'`` or the relative
+    ridge; ``selection`` says which kind): ``observed_exponent`` / ``observed_r2`` of the
+    seed-mean test risk versus n, ``omniscient_exponent`` of the DE curve at the same
+    ridges, the window used, and, at the oracle and GCV ridges only,
+    ``excess_exponent`` / ``excess_r2`` of ``R(n) − floor`` (``excess_points``: the
+    points above the floor), ``de_excess_exponent`` (the same for the DE curve), and
+    ``r_inf_fit`` / ``excess_exponent_fit`` from :func:`fit_excess_exponent`. Fixed ridges
+    get NaN there: with λ fixed the risk saturates, and no rate applies.
     """
-    rows = []
-    selected = gcv_selected_lambdas(kernel_rows)
-    gcv = _mean_over_seeds(risk_at_selected_lambda(kernel_rows, selected, "test_risk"), ["n"], "test_risk")
-    de_at_gcv = risk_at_selected_lambda(kernel_rows, selected, "omniscient_test_risk")
-    de_curve = de_at_gcv.groupby("n", sort=True)["omniscient_test_risk"].mean()
-    settings = [("gcv", gcv["n"].to_numpy(), gcv["risk_mean"].to_numpy(), de_curve.index.to_numpy(), de_curve.to_numpy())]
+    selected = {"oracle": oracle_lambdas(kernel_rows), "gcv": gcv_selected_lambdas(kernel_rows)}
+    settings = []
+    for ridge, chosen in selected.items():
+        measured = risk_at_selected_lambda(kernel_rows, chosen, "test_risk").groupby("n", sort=True)["test_risk"].mean()
+        theory = risk_at_selected_lambda(kernel_rows, chosen, "omniscient_test_risk")
+        theory = theory.groupby("n", sort=True)["omniscient_test_risk"].mean()
+        settings.append((ridge, "oracle (test data)" if ridge == "oracle" else "GCV", measured, theory))
     for lam in lambdas_rel:
-        observed = risk_vs_n_at_fixed_lambda(kernel_rows, [lam], "test_risk")
-        theory = risk_vs_n_at_fixed_lambda(kernel_rows, [lam], "omniscient_test_risk")
-        settings.append((f"{lam:g}", observed["n"].to_numpy(), observed["risk_mean"].to_numpy(),
-                         theory["n"].to_numpy(), theory["risk_mean"].to_numpy()))
-    for ridge, n_obs, r_obs, n_de, r_de in settings:
-        obs = _exponent_or_nan(n_obs, r_obs, n_min, n_max)
-        de = _exponent_or_nan(n_de, r_de, n_min, n_max)
-        rows.append(
-            dict(ridge=ridge, observed_exponent=obs["exponent"], observed_r2=obs["r2"],
-                 omniscient_exponent=de["exponent"], fit_n_min=obs["n_min"], fit_n_max=obs["n_max"],
-                 fit_points=obs["n_points"])
-        )
+        measured = risk_vs_n_at_fixed_lambda(kernel_rows, [lam], "test_risk").set_index("n")["risk_mean"]
+        theory = risk_vs_n_at_fixed_lambda(kernel_rows, [lam], "omniscient_test_risk").set_index("n")["risk_mean"]
+        settings.append((f"{lam:g}", "fixed (saturating)", measured, theory))
+    rows = []
+    for ridge, selection, measured, theory in settings:
+        n_obs, r_obs = measured.index.to_numpy(np.float64), measured.to_numpy()
+        n_de, r_de = theory.index.to_numpy(np.float64), theory.to_numpy()
+        obs = _fit_or_nan(fit_scaling_exponent, n_obs, r_obs, n_min, n_max)
+        de = _fit_or_nan(fit_scaling_exponent, n_de, r_de, n_min, n_max)
+        row = dict(ridge=ridge, selection=selection, observed_exponent=obs["exponent"], observed_r2=obs["r2"],
+                   omniscient_exponent=de["exponent"], fit_n_min=obs["n_min"], fit_n_max=obs["n_max"],
+                   fit_points=obs["n_points"])
+        nan = np.nan
+        row.update(floor=nan, excess_exponent=nan, excess_r2=nan, excess_points=0, de_excess_exponent=nan,
+                   r_inf_fit=nan, excess_exponent_fit=nan, excess_fit_r2=nan)
+        if selection != "fixed (saturating)":
+            inside = _in_window(n_obs, n_min, n_max)
+            above = inside & (r_obs > floor)
+            excess = _fit_or_nan(fit_scaling_exponent, n_obs[above], r_obs[above] - floor)
+            de_inside = _in_window(n_de, n_min, n_max) & (r_de > floor)
+            de_excess = _fit_or_nan(fit_scaling_exponent, n_de[de_inside], r_de[de_inside] - floor)
+            free = _fit_or_nan(fit_excess_exponent, n_obs[inside], r_obs[inside])
+            row.update(floor=floor, excess_exponent=excess["exponent"], excess_r2=excess["r2"],
+                       excess_points=int(above.sum()), de_excess_exponent=de_excess["exponent"],
+                       r_inf_fit=free["r_inf"], excess_exponent_fit=free["exponent"], excess_fit_r2=free["r2"])
+        rows.append(row)
     return rows
 
 
-def scaling_table(joined: pd.DataFrame, fits: pd.DataFrame, lambdas_rel, n_min, n_max) -> pd.DataFrame:
-    """The SPEC §5 table: per kernel and ridge setting, observed and predicted exponents.
+def _in_window(n: np.ndarray, n_min, n_max) -> np.ndarray:
+    inside = np.ones(n.size, dtype=bool)
+    if n_min is not None:
+        inside &= n >= n_min
+    if n_max is not None:
+        inside &= n <= n_max
+    return inside
+
+
+RATE_COLUMNS = ("noiseless_rate", "noisy_rate", "regime", "predicted_rate", "rate_over_excess")
+
+
+def scaling_table(
+    joined: pd.DataFrame, fits: pd.DataFrame, predictions: pd.DataFrame, lambdas_rel, n_min, n_max
+) -> pd.DataFrame:
+    """The SPEC §5 table: per kernel and ridge setting, observed exponents and the rates.
 
     Parameters
     ----------
     joined : ridge rows with theory predictions (``rmtlens.report.tables.join_predictions``).
-    fits : power-law fits per kernel (kernel keys, ``alpha``, ``delta``, ``rate``).
+    fits : power-law fits per kernel and window (the ``theory`` rule's ``powerlaw.csv``:
+        kernel keys, ``primary``, ``alpha``, ``delta``, ``valid``, ``noiseless_rate``,
+        ``noisy_rate``, ``null_mass``); the primary window's row is used.
+    predictions : the DE grids of the kernels (kernel keys plus the columns
+        :func:`de_regime` reads).
     lambdas_rel : fixed relative ridges to report (each mapped to the nearest grid value).
     n_min, n_max : fit window on n (None: unbounded).
+
+    Returns
+    -------
+    One row per kernel and ridge setting: the kernel keys, the primary fit's ``alpha``,
+    ``delta`` and ``fit_valid``, the columns of :func:`scaling_rows`, the DE's regime
+    (:func:`de_regime`, ``noise_share_lo/hi``) and, at the oracle and GCV ridges of a
+    valid fit, ``noiseless_rate``, ``noisy_rate``, ``predicted_rate`` (the rate of the
+    regime; NaN at a crossover, where neither applies) and ``rate_over_excess``
+    (``predicted_rate / excess_exponent``).
     """
     from rmtlens.estimators.grids import KERNEL_KEYS, nearest_on_grid
 
-    fits = fits.set_index(KERNEL_KEYS)
+    primary = fits[fits["primary"].astype(bool)].set_index(KERNEL_KEYS)
     rows = []
     for keys, group in joined.groupby(KERNEL_KEYS, sort=True):
-        fit = fits.loc[keys]
+        fit = primary.loc[keys]
+        mask = np.ones(len(predictions), dtype=bool)
+        for k, v in zip(KERNEL_KEYS, keys):
+            mask &= (predictions[k] == v).to_numpy()
         lambdas = nearest_on_grid(group["lambda_rel"].unique(), lambdas_rel)
-        for row in scaling_rows(group, lambdas, n_min, n_max):
+        kernel_rows = scaling_rows(group, lambdas, n_min, n_max, float(fit["null_mass"]))
+        used = [r for r in kernel_rows if r["ridge"] == "gcv"][0]
+        n_lo, n_hi = used["fit_n_min"], used["fit_n_max"]
+        rho = float(fit["noiseless_rate"]) if bool(fit["valid"]) else np.nan
+        regime = de_regime(predictions[mask], n_lo, n_hi, rho) if np.isfinite(n_lo) else {
+            "noise_share_lo": np.nan, "noise_share_hi": np.nan, "regime": "unclassified"}
+        for row in kernel_rows:
+            rates = dict.fromkeys(RATE_COLUMNS, np.nan)
+            if row["selection"] != "fixed (saturating)" and bool(fit["valid"]):
+                rate = {"noiseless": fit["noiseless_rate"], "noisy": fit["noisy_rate"]}.get(regime["regime"], np.nan)
+                rates.update(noiseless_rate=fit["noiseless_rate"], noisy_rate=fit["noisy_rate"], predicted_rate=rate,
+                             rate_over_excess=rate / row["excess_exponent"] if row["excess_exponent"] else np.nan)
+            rates["regime"] = regime["regime"] if row["selection"] != "fixed (saturating)" else "saturating"
             rows.append({**dict(zip(KERNEL_KEYS, keys)), "alpha": fit["alpha"], "delta": fit["delta"],
-                         "powerlaw_rate": fit["rate"], **row})
+                         "fit_valid": bool(fit["valid"]), **row, "noise_share_lo": regime["noise_share_lo"],
+                         "noise_share_hi": regime["noise_share_hi"], **rates})
     return pd.DataFrame(rows)
