@@ -17,6 +17,7 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/arrays.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/kernels.smk"

@@ -51,7 +51,8 @@ def test_every_field_of_every_preset_is_in_the_reference():
             if isinstance(value, dict) and ("properties" in child or isinstance(child.get("additionalProperties"), dict)):
                 yield from paths(value, f"{path}.", child)
 
-    for preset in ["config.yaml", "config/test.yaml", "config/cifar10.yaml", "config/paper.yaml"]:
+    for preset in ["config.yaml", "config/test.yaml", "config/cifar10.yaml", "config/paper.yaml",
+                   "config/digits-files.yaml"]:
         config = yaml.safe_load((REPO / preset).read_text())
         for path in paths(config, "", SCHEMA):
             assert path in documented, f"{preset}: {path} is not in the schema's fields"

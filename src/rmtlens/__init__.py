@@ -13,7 +13,10 @@ Inputs (layer ``rmtlens.inputs``)
     ``normalisation``, ``preprocess`` (uint8 ``(N, H, W, 3)`` images to float
     ``(N, 3, S, S)`` tensors), ``embed_images`` (pooled features ``(N, p)``),
     ``digits_images`` (scikit-learn's digits as ``(1797, S, S, 3)`` uint8),
-    ``make_targets`` (labels to ``(N, C)`` targets).
+    ``make_targets`` (labels to ``(N, C)`` targets), ``read_array_file`` (an array from
+    ``.npy``, ``.npz``, ``.safetensors`` or Parquet, checked against its sha256),
+    ``export_digits_representations`` (the digits' labels and three representations as
+    files, for a dataset given as arrays).
 Kernels (``rmtlens.kernels``)
     ``backbone_entk`` (eNTK of ``Linear(p, 1) ∘ backbone`` between two input sets,
     ``(N_rows, N_cols)`` float64), ``entk`` (eNTK of any scalar network),
@@ -49,6 +52,8 @@ _EXPORTS = {
     "embed_images": "rmtlens.inputs",
     "digits_images": "rmtlens.inputs",
     "make_targets": "rmtlens.inputs",
+    "read_array_file": "rmtlens.inputs",
+    "export_digits_representations": "rmtlens.inputs",
     # kernels
     "backbone_entk": "rmtlens.kernels",
     "backbone_feature_kernel": "rmtlens.kernels",

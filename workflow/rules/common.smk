@@ -9,7 +9,13 @@ from snakemake.utils import validate
 from rmtlens.estimators import ridge_grid, sample_size_grid
 from rmtlens.kernels import entk_tiles
 from rmtlens.io import PARTIAL_DIR_ENV, remove_partials
-from rmtlens.workflow import ConfigError, check_config, check_input_files
+from rmtlens.workflow import (
+    ConfigError,
+    check_config,
+    check_file_representations,
+    check_input_files,
+    file_representation_units,
+)
 
 # Jobs write temporary files here, never under results/; a killed job's leftovers
 # are removed when the next run starts.
@@ -36,6 +42,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 # the model-name check (it imports timm) and the file check (its main process did both).
 try:
     check_config(config, model_names=workflow.is_main_process)
+    check_file_representations(config, read_files=workflow.is_main_process)
     if workflow.is_main_process:
         check_input_files(config)
 except ConfigError as err:
@@ -53,7 +60,7 @@ wildcard_constraints:
     run=re.escape(RUN),
     dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     backbone=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-    weights=r"init|pretrained|trained",
+    weights=r"init|pretrained|trained|file",
     kernel=r"features|entk",
     n=r"\d+",
     seed=r"\d+",
@@ -222,19 +229,23 @@ def relative_ridges():
 
 
 def dataset_backbones(dataset):
-    """Backbones run on a dataset: its `backbones` list, or all of them."""
+    """Backbones run on a dataset: its `backbones` list, or all of them (none on a
+    dataset given as arrays: it has no images)."""
+    if config["datasets"][dataset]["source"] == "arrays":
+        return []
     return config["datasets"][dataset]["backbones"] or list(config["backbones"])
 
 
 def kernel_units():
-    """Every (dataset, backbone, weights, kernel) the configuration asks for."""
+    """Every (dataset, backbone, weights, kernel) the configuration asks for: the
+    backbones', then the representations from files (weights `file`, arrays.smk)."""
     return [
         dict(dataset=d, backbone=b, weights=w, kernel=k)
         for d in config["datasets"]
         for b in dataset_backbones(d)
         for w in config["backbones"][b]["weights"]
         for k in config["backbones"][b]["kernels"]
-    ]
+    ] + file_representation_units(config)
 
 
 def unit_files(pattern):
@@ -270,7 +281,10 @@ def joined(values):
 def scope_labels(study=None):
     """What a report entry covers, as filterable labels: the dataset(s), backbone(s),
     weights and kernel(s). By default every kernel unit of the configuration (the
-    summary figures and tables aggregate them all); a study names its own scope."""
+    summary figures and tables aggregate them all); a study names its own scope (none
+    when it is disabled: its section may then lack the fields that name it)."""
+    if study in ("double_descent", "linearisation") and not config[study]["enabled"]:
+        return {}
     if study == "double_descent":
         dd = config["double_descent"]
         backbone, _, weights = dd["linear"]["embedding"].partition("/")

@@ -8,6 +8,8 @@ rule embed:
         "logs/{run}/embed/{dataset}/{backbone}/{weights}.log",
     benchmark:
         "benchmarks/{run}/embed/{dataset}/{backbone}/{weights}.tsv"
+    wildcard_constraints:
+        weights="init|pretrained|trained",  # weights `file`: representation_file (arrays.smk)
     conda:
         "../../envs/rmtlens.yaml"
     threads: 2

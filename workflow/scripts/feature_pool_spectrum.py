@@ -13,7 +13,7 @@ n = dataset.n_pool
 pool = np.asarray(embeddings[:n], dtype=np.float64)
 relative_error = kernel_relative_error(snakemake.input.accuracy)
 safety, rcond = p.accuracy["safety"], p.accuracy["rcond"]
-eigvals, proj, method = feature_pool_spectrum(pool, dataset.labels[:n], len(dataset.classes), rcond,
+eigvals, proj, method = feature_pool_spectrum(pool, dataset.outcomes[:n], len(dataset.classes), rcond,
                                               relative_error, safety)
 floor = accuracy_floor(eigvals, relative_error, safety, rcond=rcond)
 scale = kernel_scale(np.einsum("ij,ij->i", pool, pool) / pool.shape[1])  # tr(K_pool)/N_pool = ||Φ_pool||²_F/(p·N_pool)

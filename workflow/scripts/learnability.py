@@ -1,8 +1,7 @@
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
-from rmtlens.inputs import make_targets
+from rmtlens.inputs import target_map
 from rmtlens.io import load_npz, save_figure, save_table
 from rmtlens.report import learnability_figure
 from rmtlens.studies import learnability_tables
@@ -14,8 +13,8 @@ summaries, curves = [], []
 for unit, path in zip(p.units, snakemake.input.spectra):
     spectrum = load_npz(path)
     n_classes = spectrum["proj_onehot"].shape[1]
-    target_map = make_targets(np.arange(n_classes), n_classes, p.targets["kind"], p.targets["positive_classes"])
-    summary, modes = learnability_tables(spectrum["eigvals"], spectrum["proj_onehot"], target_map,
+    targets = target_map(n_classes, p.targets["kind"], p.targets["positive_classes"])
+    summary, modes = learnability_tables(spectrum["eigvals"], spectrum["proj_onehot"], targets,
                                          p.sample_sizes[unit["dataset"]], p.spec["lambdas_rel"], spectrum_rcond(spectrum, p.rcond),
                                          p.spec["modes"], scale=float(spectrum["scale"]))
     for frame, bucket in ((summary, summaries), (modes, curves)):

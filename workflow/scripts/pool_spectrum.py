@@ -11,7 +11,7 @@ dataset = PreparedDataset.from_arrays(load_npz(snakemake.input.dataset))
 kernel = load_npy(snakemake.input.kernel)
 check_kernel(kernel, dataset.n_pool)
 n = dataset.n_pool
-eigvals, proj = pool_spectrum(kernel[:n], dataset.labels[:n], len(dataset.classes))
+eigvals, proj = pool_spectrum(kernel[:n], dataset.outcomes[:n], len(dataset.classes))
 relative_error = kernel_relative_error(snakemake.input.accuracy)
 floor = accuracy_floor(eigvals, relative_error, p.accuracy["safety"], rcond=p.accuracy["rcond"])
 scale = kernel_scale(kernel[np.arange(n), np.arange(n)])

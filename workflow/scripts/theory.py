@@ -1,8 +1,7 @@
-import numpy as np
 import pandas as pd
 
 from rmtlens.estimators import predict_grid
-from rmtlens.inputs import make_targets
+from rmtlens.inputs import target_map
 from rmtlens.io import load_npz, save_table
 from rmtlens.workflow import job_logger
 
@@ -10,10 +9,10 @@ wc, p = snakemake.wildcards, snakemake.params
 log = job_logger(snakemake.log[0], f"theory/{wc.backbone}/{wc.weights}/{wc.kernel}")
 spectrum = load_npz(snakemake.input.spectrum)
 n_classes = spectrum["proj_onehot"].shape[1]
-target_map = make_targets(np.arange(n_classes), n_classes, p.targets["kind"], p.targets["positive_classes"])
+targets = target_map(n_classes, p.targets["kind"], p.targets["positive_classes"])
 window = p.powerlaw["powerlaw_window"]
 grid, fits, curves = predict_grid(
-    spectrum["eigvals"], spectrum["proj_onehot"], target_map, p.sample_sizes, p.lambdas_rel,
+    spectrum["eigvals"], spectrum["proj_onehot"], targets, p.sample_sizes, p.lambdas_rel,
     (window["k_min"], window["k_max"]), float(spectrum["scale"]), n_range=p.n_range,
     primary=p.powerlaw["powerlaw_primary"], floor=float(spectrum["floor"]), min_r2=p.powerlaw["powerlaw_min_r2"],
 )

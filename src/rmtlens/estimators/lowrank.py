@@ -38,6 +38,7 @@ from rmtlens.estimators.accuracy import (
 )
 from rmtlens.estimators.ridge import null_space, ridge_path_in_eigenbasis
 from rmtlens.estimators.spectra import eigh_descending
+from rmtlens.inputs.targets import target_basis
 
 
 def _embeddings(phi, name: str) -> np.ndarray:
@@ -178,7 +179,8 @@ def feature_pool_spectrum(
     Returns
     -------
     eigvals : (N_pool,) descending ``D``: the Gram's ``ω/p``, then zeros.
-    proj_onehot : (N_pool, C) ``Vᵀ E`` on the directions with ``D`` above the floor;
+    proj_onehot : (N_pool, C) ``Vᵀ E`` on the directions with ``D`` above the floor
+        (``E``: the one-hot labels, or (N_pool, C) real-valued targets given as ``labels``);
         the rest of ``E``'s energy (null space and clipped directions) as C rows
         ``B`` with ``BᵀB = EᵀE − Σ_k (V_kᵀE)ᵀ(V_kᵀE)`` placed at zero eigenvalues,
         then zero rows. Every quadratic form ``Σ_{null} ||(V_kᵀE) M||²`` of the
@@ -188,9 +190,9 @@ def feature_pool_spectrum(
     phi = _embeddings(phi_pool, "phi_pool")
     N, p = phi.shape
     labels = np.asarray(labels)
-    if labels.shape != (N,):
-        raise ValueError(f"labels must have shape ({N},), got {labels.shape}")
-    onehot = np.eye(n_classes)[labels]
+    if labels.shape[:1] != (N,):
+        raise ValueError(f"labels must have {N} rows, got shape {labels.shape}")
+    onehot = target_basis(labels, n_classes)  # one-hot classes, or real-valued targets as they are
     if not low_rank_applies(N, p) or N < p + n_classes:
         d, V = eigh_descending(phi @ phi.T / p)
         return d, V.T @ onehot, "dense"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
+from rmtlens.inputs.targets import target_basis
+
 
 def eigh_descending(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues (descending) and orthonormal eigenvectors (columns) of a symmetric kernel.
@@ -49,16 +51,18 @@ def kernel_test_block(kernel: np.ndarray, n_pool: int, train_index: np.ndarray) 
 def pool_spectrum(pool_kernel: np.ndarray, labels: np.ndarray, n_classes: int):
     """Spectrum of the whole pool kernel and the one-hot labels in its eigenbasis.
 
+    ``labels`` are (N_pool,) class indices, or (N_pool, C) real-valued targets
+    (:func:`rmtlens.inputs.targets.target_basis`), whose own coefficients are then stored.
+
     Returns
     -------
     eigvals : (N_pool,) descending eigenvalues ``D`` of ``K_pool``.
-    proj_onehot : (N_pool, C) ``Vᵀ E`` with ``E`` the one-hot label matrix. Any
-        target linear in the one-hot labels has coefficients ``Vᵀ Y`` computable
-        from it (rows of E sum to one, so ``Vᵀ 1`` is its row sum).
+    proj_onehot : (N_pool, C) ``Vᵀ E`` with ``E`` the one-hot label matrix (or the
+        real-valued targets). Any target linear in ``E`` has coefficients ``Vᵀ Y``
+        computable from it (rows of a one-hot E sum to one, so ``Vᵀ 1`` is its row sum).
     """
     d, V = eigh_descending(pool_kernel)
-    onehot = np.eye(n_classes)[np.asarray(labels)]
-    return d, V.T @ onehot
+    return d, V.T @ target_basis(labels, n_classes)
 
 
 def check_kernel(

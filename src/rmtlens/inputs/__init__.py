@@ -1,4 +1,5 @@
-"""Layer 1, inputs: datasets, downloads, targets, backbones and their weights, pretraining, embeddings.
+"""Layer 1, inputs: datasets, downloads, targets, backbones and their weights, pretraining, embeddings,
+and datasets and representations given as array files.
 
 Public names are imported lazily from their modules, so importing the package
 does not import torch unless a name that needs it is used.
@@ -9,6 +10,15 @@ from __future__ import annotations
 from rmtlens._lazy import lazy_exports
 
 _EXPORTS = {
+    "ARRAY_SUFFIXES": "arrays",
+    "ArrayFileError": "arrays",
+    "ArrayHeader": "arrays",
+    "array_file_header": "arrays",
+    "check_array_dataset_files": "arrays",
+    "check_embeddings_header": "arrays",
+    "import_representation": "arrays",
+    "prepare_array_dataset": "arrays",
+    "read_array_file": "arrays",
     "DatasetError": "archives",
     "IMAGE_SUFFIXES": "archives",
     "imagefolder_index": "archives",
@@ -48,12 +58,17 @@ _EXPORTS = {
     "md5_of": "downloads",
     "stage_fashion_mnist": "downloads",
     "embed_images": "embeddings",
+    "DIGITS_REPRESENTATIONS": "exports",
+    "export_digits_representations": "exports",
     "OPTIMIZERS": "pretrain",
     "PretrainResult": "pretrain",
     "pretrain_backbone": "pretrain",
     "random_crop_flip": "pretrain",
+    "CLASS_KINDS": "targets",
     "TARGET_KINDS": "targets",
     "make_targets": "targets",
+    "target_basis": "targets",
+    "target_map": "targets",
     "PRETRAINED_FILE_FIELD": "weights",
     "WEIGHTS": "weights",
     "WeightsError": "weights",

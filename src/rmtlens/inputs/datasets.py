@@ -37,40 +37,83 @@ from rmtlens.inputs.archives import (
 class PreparedDataset:
     """Pool rows first, then test rows.
 
-    images : (n_pool + n_test, H, W, 3) uint8.
-    labels : (n_pool + n_test,) int64 class indices into ``classes``.
-    source_index : (n_pool + n_test,) index of each image within its source split.
-    classes : class names, index = label.
+    images : (n_pool + n_test, H, W, 3) uint8; None for a dataset given as arrays
+        (:mod:`rmtlens.inputs.arrays`), which has embeddings but no images.
+    labels : (n_pool + n_test,) int64 class indices into ``classes``; None when the
+        dataset has real-valued targets (``values``) instead.
+    source_index : (n_pool + n_test,) index of each sample within its source split.
+    classes : class names, index = label (real-valued targets: the target columns' names).
     n_pool : number of pool rows.
+    values : (n_pool + n_test, C) float64 real-valued targets (regression), else None.
+    file_rows : (n_pool + n_test,) row of each sample in the dataset's array files
+        (datasets given as arrays), else None.
+    file_row_count : number of rows (samples) of those files, else None.
     """
 
-    images: np.ndarray
-    labels: np.ndarray
+    images: np.ndarray | None
+    labels: np.ndarray | None
     source_index: np.ndarray
     classes: tuple[str, ...]
     n_pool: int
+    values: np.ndarray | None = None
+    file_rows: np.ndarray | None = None
+    file_row_count: int | None = None
 
     @property
     def n_test(self) -> int:
-        return int(self.labels.shape[0] - self.n_pool)
+        return int(self.source_index.shape[0] - self.n_pool)
+
+    @property
+    def regression(self) -> bool:
+        """Whether the targets are real values (``values``) rather than class labels."""
+        return self.values is not None
+
+    @property
+    def outcomes(self) -> np.ndarray:
+        """What the targets are built from (:func:`rmtlens.inputs.targets.make_targets`):
+        ``labels`` (N,), or ``values`` (N, C) for real-valued targets."""
+        return self.values if self.regression else self.labels
+
+    def targets(self, kind: str, positive_classes=None) -> np.ndarray:
+        """The (N, C) regression targets of every row for ``targets.kind`` (SPEC §1); a class
+        kind on real-valued targets, or ``regression`` on class labels, is an error."""
+        from rmtlens.inputs.targets import make_targets
+
+        if self.regression != (kind == "regression"):
+            raise ValueError(
+                f"targets kind {kind!r} does not fit this dataset, which has "
+                + ("real-valued targets: use kind 'regression'" if self.regression else
+                   "class labels: 'regression' needs real-valued targets")
+            )
+        return make_targets(self.outcomes, len(self.classes), kind, positive_classes)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return dict(
+        arrays = dict(
             images=self.images,
             labels=self.labels,
             source_index=self.source_index,
             classes=np.array(self.classes),
             n_pool=np.array(self.n_pool),
+            values=self.values,
+            file_rows=self.file_rows,
+            file_row_count=None if self.file_row_count is None else np.array(self.file_row_count),
         )
+        return {k: v for k, v in arrays.items() if v is not None}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "PreparedDataset":
+        def optional(key, convert=lambda a: a):
+            return convert(arrays[key]) if key in arrays else None
+
         return cls(
-            images=arrays["images"],
-            labels=arrays["labels"].astype(np.int64),
+            images=optional("images"),
+            labels=optional("labels", lambda a: a.astype(np.int64)),
             source_index=arrays["source_index"],
             classes=tuple(str(c) for c in arrays["classes"]),
             n_pool=int(arrays["n_pool"]),
+            values=optional("values", lambda a: a.astype(np.float64)),
+            file_rows=optional("file_rows"),
+            file_row_count=optional("file_row_count", int),
         )
 
 

@@ -1,26 +1,30 @@
-"""Regression targets from class labels (SPEC §1)."""
+"""Regression targets from class labels, or real-valued targets as given (SPEC §1)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-TARGET_KINDS = ("onehot_centered", "onehot", "binary")
+TARGET_KINDS = ("onehot_centered", "onehot", "binary", "regression")
+CLASS_KINDS = ("onehot_centered", "onehot", "binary")
 
 
 def make_targets(
     labels: np.ndarray, n_classes: int, kind: str = "onehot_centered", positive_classes=None
 ) -> np.ndarray:
-    """Targets for integer labels.
+    """Targets for integer labels, or real-valued targets as they are.
 
     Parameters
     ----------
-    labels : (N,) int class indices in ``[0, n_classes)``.
-    n_classes : number of classes C.
+    labels : (N,) int class indices in ``[0, n_classes)``; for ``kind == 'regression'``
+        the (N, C) real-valued targets themselves.
+    n_classes : number of classes C (regression: number of target columns C).
     kind : ``onehot_centered`` (one-hot minus 1/C, shape (N, C)), ``onehot``
-        (shape (N, C)) or ``binary`` (+1 for ``positive_classes``, -1 otherwise,
-        shape (N, 1)).
+        (shape (N, C)), ``binary`` (+1 for ``positive_classes``, -1 otherwise,
+        shape (N, 1)) or ``regression`` (the (N, C) values as float64).
     positive_classes : class indices labelled +1 when ``kind == 'binary'``.
     """
+    if kind == "regression":
+        return target_basis(labels, n_classes) if np.ndim(labels) == 2 else _not_values(labels)
     labels = np.asarray(labels)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be a 1-d integer array, got {labels.dtype} {labels.shape}")
@@ -37,6 +41,50 @@ def make_targets(
     if kind == "onehot_centered":
         return onehot - 1.0 / n_classes
     raise ValueError(f"unknown targets kind {kind!r}; expected one of {TARGET_KINDS}")
+
+
+def _not_values(labels):
+    raise ValueError(
+        f"targets kind 'regression' takes real-valued (N, C) targets, got shape {np.shape(labels)} "
+        f"of dtype {np.asarray(labels).dtype}; class labels need a class kind {CLASS_KINDS}"
+    )
+
+
+def target_basis(outcomes: np.ndarray, n_columns: int) -> np.ndarray:
+    """The matrix ``E`` (N, q) that targets are linear in: ``Y = E @ target_map(q, kind)``.
+
+    Parameters
+    ----------
+    outcomes : (N,) int class indices in ``[0, n_columns)`` (``E`` is their one-hot
+        matrix), or (N, q) real-valued targets (``E`` is them, as float64).
+    n_columns : number of classes C, or of target columns q.
+    """
+    values = np.asarray(outcomes)
+    if values.ndim == 1 and np.issubdtype(values.dtype, np.integer):
+        if values.size and (values.min() < 0 or values.max() >= n_columns):
+            raise ValueError(f"labels must lie in [0, {n_columns}), got [{values.min()}, {values.max()}]")
+        return np.eye(n_columns)[values]
+    if values.ndim == 2 and values.shape[1] == n_columns and values.dtype.kind in "biuf":
+        values = np.asarray(values, dtype=np.float64)
+        if not np.all(np.isfinite(values)):
+            raise ValueError("real-valued targets contain NaN or infinite values")
+        return values
+    raise ValueError(
+        f"outcomes must be (N,) integer class indices or (N, {n_columns}) real-valued targets, "
+        f"got shape {values.shape} of dtype {values.dtype}"
+    )
+
+
+def target_map(n_columns: int, kind: str = "onehot_centered", positive_classes=None) -> np.ndarray:
+    """The (q, C') map with ``Y = E @ target_map`` (``E`` from :func:`target_basis`).
+
+    Row ``c`` is the target vector of class ``c`` for the class kinds
+    (:func:`make_targets` of ``0..q-1``); the identity for ``regression``, whose
+    targets are the basis itself.
+    """
+    if kind == "regression":
+        return np.eye(n_columns)
+    return make_targets(np.arange(n_columns), n_columns, kind, positive_classes)
 
 
 def flip_labels(labels: np.ndarray, n_classes: int, fraction: float, seed) -> tuple[np.ndarray, np.ndarray]:

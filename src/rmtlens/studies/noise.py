@@ -20,7 +20,7 @@ from rmtlens.estimators.accuracy import DEFAULT_FLOOR_TOLERANCE, DEFAULT_SAFETY,
 from rmtlens.estimators.grids import KERNEL_KEYS, check_scale
 from rmtlens.estimators.noise import flip_target_map, label_noise_predictions
 from rmtlens.estimators.ridge import check_ridge_inputs, null_space, ridge_path_in_eigenbasis
-from rmtlens.inputs.targets import flip_labels, gaussian_target_noise, make_targets
+from rmtlens.inputs.targets import flip_labels, gaussian_target_noise, target_map
 
 NOISE_KINDS = ("none", "gaussian", "flip")
 
@@ -51,9 +51,11 @@ def noise_rows(
     ----------
     problem : a :class:`rmtlens.workflow.jobs.RidgeProblem` (eigen-pairs, clean targets,
         test kernel, kernel scale).
-    train_labels, test_labels : (n,), (m,) integer classes of the training and test points.
-    n_classes : C.
-    targets : ``{"kind", "positive_classes"}`` (the clean target construction).
+    train_labels, test_labels : (n,), (m,) integer classes of the training and test points
+        (used by label flipping only; None for real-valued targets).
+    n_classes : C (real-valued targets: their number of columns).
+    targets : ``{"kind", "positive_classes"}`` (the clean target construction). With kind
+        ``regression`` there are no classes: flip levels are refused and ``test_error`` is NaN.
     levels : ``(kind, level)`` pairs from :func:`noise_levels`.
     variance : total variance of the clean pool targets; gaussian σ² = level · variance.
     lambdas_rel : (L,) relative ridges (absolute = ``λ_rel · problem.scale``).
@@ -96,7 +98,11 @@ def noise_rows(
                                         floor=cutoff)
 
     n = U.shape[0]
-    T = make_targets(np.arange(n_classes), n_classes, targets["kind"], targets["positive_classes"])
+    regression = targets["kind"] == "regression"
+    if regression and any(kind == "flip" for kind, _ in levels):
+        raise ValueError("label flipping replaces class labels; real-valued (regression) targets have none: "
+                         "leave targets.noise.flip empty")
+    T = target_map(n_classes, targets["kind"], targets["positive_classes"])
     frames = []
     for index, (kind, level) in enumerate(levels):
         rng_seed = [int(noise_seed), int(n), int(seed), int(index)]
@@ -129,6 +135,8 @@ def noise_rows(
         frame.insert(1, "level", float(level))
         frame.insert(2, "lambda_rel", lam_rel)
         frame["flipped"] = flipped
+        if regression:  # argmax/sign agreement of real values is no error rate
+            frame["test_error"] = np.nan
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
@@ -143,7 +151,7 @@ def noise_predictions(
     the absolute ridge is ``λ_rel · scale`` with ``scale`` the stored kernel scale
     ``tr(K_pool)/N_pool`` (pool.npz's ``scale``), the one the ridge path and the rows use.
     """
-    T = make_targets(np.arange(n_classes), n_classes, targets["kind"], targets["positive_classes"])
+    T = target_map(n_classes, targets["kind"], targets["positive_classes"])
     D = np.asarray(eigvals, dtype=np.float64)
     scale = check_scale(scale)
     n = np.asarray(sample_sizes, dtype=np.float64)

@@ -54,8 +54,8 @@ def representation_tables(
         (N_pool, C) of the pool kernel (the ``pool_spectrum`` output).
     fits : DataFrame of power-law fits with the kernel keys, ``alpha`` and ``delta``.
     best : DataFrame of the best ridge per kernel (``rmtlens.report.tables.best_risk``).
-    target_kind, positive_classes : the targets (``rmtlens.inputs.targets.make_targets``); each
-        kernel's class count comes from its spectrum.
+    target_kind, positive_classes : the targets (``rmtlens.inputs.targets.target_map``); each
+        kernel's class (or target-column) count comes from its spectrum.
     alignment_ks : the k at which ``A(k)`` is reported.
     rcond : eigenvalue cutoff for spectra that carry no ``floor`` (the ``pool_spectrum``
         output stores the kernel's accuracy floor, which then applies).
@@ -70,16 +70,16 @@ def representation_tables(
 
     from rmtlens.estimators.grids import KERNEL_KEYS
     from rmtlens.estimators.theory import population_from_pool
-    from rmtlens.inputs.targets import make_targets
+    from rmtlens.inputs.targets import target_map
 
     fits = fits.set_index(KERNEL_KEYS)
     best = best.set_index(KERNEL_KEYS)
     rows, curves = [], []
     for unit, spectrum in zip(units, spectra):
         n_classes = spectrum["proj_onehot"].shape[1]
-        target_map = make_targets(np.arange(n_classes), n_classes, target_kind, positive_classes)
+        targets = target_map(n_classes, target_kind, positive_classes)
         floor = float(spectrum["floor"]) if "floor" in spectrum else None  # the kernel's accuracy floor
-        pop = population_from_pool(spectrum["eigvals"], spectrum["proj_onehot"], target_map, rcond, floor)
+        pop = population_from_pool(spectrum["eigvals"], spectrum["proj_onehot"], targets, rcond, floor)
         key = tuple(unit[k] for k in KERNEL_KEYS)
         rows.append({
             **unit,

@@ -1,5 +1,6 @@
-"""Layer 6, workflow support: configuration checks for the rule files, job-level loaders
-and run logs used only by ``workflow/scripts/``.
+"""Layer 6, workflow support: configuration checks for the rule files, job-level loaders and run
+logs used only by ``workflow/scripts/``, and the checks and kernel units of datasets and
+representations given as files (rule files).
 
 Public names are imported lazily from their modules, so importing the package
 does not import torch unless a name that needs it is used.
@@ -13,6 +14,15 @@ _EXPORTS = {
     "ConfigError": "config_checks",
     "check_config": "config_checks",
     "check_input_files": "config_checks",
+    "FILE_WEIGHTS": "file_representations",
+    "array_dataset_fields": "file_representations",
+    "array_dataset_files": "file_representations",
+    "array_dataset_pattern": "file_representations",
+    "array_datasets": "file_representations",
+    "representation_fields": "file_representations",
+    "representation_path": "file_representations",
+    "check_file_representations": "file_representations",
+    "file_representation_units": "file_representations",
     "spectrum_rcond": "noise",
     "RidgeProblem": "jobs",
     "kernel_relative_error": "jobs",
@@ -21,6 +31,7 @@ _EXPORTS = {
     "load_ridge_problem": "jobs",
     "solve_gradient_flow": "jobs",
     "solve_ridge_path": "jobs",
+    "without_class_error": "jobs",
     "entk_job_network": "networks",
     "Progress": "runlog",
     "job_logger": "runlog",

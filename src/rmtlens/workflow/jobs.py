@@ -16,7 +16,6 @@ from rmtlens.estimators.lowrank import feature_test_basis, ridge_path_low_rank
 from rmtlens.estimators.ridge import ridge_path
 from rmtlens.estimators.spectra import kernel_test_block
 from rmtlens.inputs.datasets import PreparedDataset
-from rmtlens.inputs.targets import make_targets
 from rmtlens.io import load_json, load_npy, load_npz
 from rmtlens.studies.dynamics import gradient_flow_path, gradient_flow_path_low_rank
 
@@ -34,6 +33,8 @@ class RidgeProblem:
     test_basis : (m, r) ``K* U`` on the low-rank path (``None`` on the dense path).
     relative_error : the kernel's relative error ``ε`` (its ``.accuracy.json``; 0 when
         no record was given), from which the eigenvalue floor follows (SPEC §2).
+    regression : the targets are real values, not classes: a classification error
+        means nothing, and the paths report it as NaN.
     """
 
     eigvals: np.ndarray
@@ -45,6 +46,7 @@ class RidgeProblem:
     scale: float
     test_basis: np.ndarray | None = None
     relative_error: float = 0.0
+    regression: bool = False
 
     @property
     def low_rank(self) -> bool:
@@ -64,12 +66,12 @@ def load_ridge_problem(dataset_path, eigh_path, kernel_path, targets: dict, accu
     eig = load_npz(eigh_path)
     kernel = load_npy(kernel_path)
     n_pool, index = data.n_pool, eig["index"]
-    Y = make_targets(data.labels, len(data.classes), targets["kind"], targets["positive_classes"])
+    Y = data.targets(targets["kind"], targets["positive_classes"])
     scale = kernel_scale(kernel[np.arange(n_pool), np.arange(n_pool)])
     k_test = kernel_test_block(kernel, n_pool, index)
     relative_error = 0.0 if accuracy_path is None else kernel_relative_error(accuracy_path)
     return RidgeProblem(eig["eigvals"], eig["eigvecs"], index, Y[index], Y[n_pool:], k_test, scale,
-                        relative_error=relative_error)
+                        relative_error=relative_error, regression=data.regression)
 
 
 def kernel_relative_error(accuracy_path) -> float:
@@ -91,9 +93,10 @@ def load_feature_ridge_problem(dataset_path, factor_path, embeddings_path, targe
     fac = load_npz(factor_path)
     emb = load_npy(embeddings_path)
     n_pool, index = data.n_pool, fac["index"]
-    if emb.ndim != 2 or emb.shape[0] != len(data.labels):
-        raise ValueError(f"embeddings {embeddings_path} have shape {emb.shape}, the dataset has {len(data.labels)} images")
-    Y = make_targets(data.labels, len(data.classes), targets["kind"], targets["positive_classes"])
+    if emb.ndim != 2 or emb.shape[0] != len(data.source_index):
+        raise ValueError(f"embeddings {embeddings_path} have shape {emb.shape}, the dataset has "
+                         f"{len(data.source_index)} samples")
+    Y = data.targets(targets["kind"], targets["positive_classes"])
     pool = np.asarray(emb[:n_pool], dtype=np.float64)
     scale = kernel_scale(np.einsum("ij,ij->i", pool, pool) / emb.shape[1])
     phi_train = pool[index]
@@ -101,7 +104,7 @@ def load_feature_ridge_problem(dataset_path, factor_path, embeddings_path, targe
     test_basis = feature_test_basis(np.asarray(emb[n_pool:], dtype=np.float64), phi_train, fac["eigvecs"])
     relative_error = 0.0 if accuracy_path is None else kernel_relative_error(accuracy_path)
     return RidgeProblem(fac["eigvals"], fac["eigvecs"], index, Y[index], Y[n_pool:], None, scale,
-                        test_basis=test_basis, relative_error=relative_error)
+                        test_basis=test_basis, relative_error=relative_error, regression=data.regression)
 
 
 def load_any_ridge_problem(inputs, targets: dict, eigh=None) -> RidgeProblem:
@@ -126,10 +129,21 @@ def solve_ridge_path(prob: RidgeProblem, lambdas, safety: float = DEFAULT_SAFETY
     and twice the floor, SPEC §2)."""
     floor = prob.floor(safety, rcond)
     if prob.low_rank:
-        return ridge_path_low_rank(prob.eigvals, prob.eigvecs, prob.y_train, prob.test_basis, prob.y_test,
+        path = ridge_path_low_rank(prob.eigvals, prob.eigvecs, prob.y_train, prob.test_basis, prob.y_test,
                                    lambdas, floor=floor, safety=safety, floor_tolerance=floor_tolerance)
-    return ridge_path(prob.eigvals, prob.eigvecs, prob.y_train, prob.k_test, prob.y_test, lambdas,
-                      floor=floor, safety=safety, floor_tolerance=floor_tolerance)
+    else:
+        path = ridge_path(prob.eigvals, prob.eigvecs, prob.y_train, prob.k_test, prob.y_test, lambdas,
+                          floor=floor, safety=safety, floor_tolerance=floor_tolerance)
+    return without_class_error(path, prob.regression)
+
+
+def without_class_error(table: dict, regression: bool, columns=("test_error",)) -> dict:
+    """``table`` with its classification-error columns set to NaN when the targets are real
+    values (regression): an argmax/sign agreement of real-valued targets is not an error rate."""
+    if regression:
+        for column in columns:
+            table[column] = np.full(np.shape(table[column]), np.nan)
+    return table
 
 
 def solve_gradient_flow(prob: RidgeProblem, times, learning_rate: float, safety: float = DEFAULT_SAFETY,
@@ -137,7 +151,10 @@ def solve_gradient_flow(prob: RidgeProblem, times, learning_rate: float, safety:
     """The gradient-flow path of a problem on its own path (dense or low-rank), with its accuracy floor."""
     floor = prob.floor(safety, rcond)
     if prob.low_rank:
-        return gradient_flow_path_low_rank(prob.eigvals, prob.eigvecs, prob.y_train, prob.test_basis, prob.y_test,
-                                           times, learning_rate, floor=floor, safety=safety)
-    return gradient_flow_path(prob.eigvals, prob.eigvecs, prob.y_train, prob.k_test, prob.y_test, times,
-                              learning_rate, floor=floor, safety=safety)
+        table, summary = gradient_flow_path_low_rank(prob.eigvals, prob.eigvecs, prob.y_train, prob.test_basis,
+                                                     prob.y_test, times, learning_rate, floor=floor, safety=safety)
+    else:
+        table, summary = gradient_flow_path(prob.eigvals, prob.eigvecs, prob.y_train, prob.k_test, prob.y_test,
+                                            times, learning_rate, floor=floor, safety=safety)
+    errors = [c for c in table if c.endswith("test_error")]  # test_error, ridge_test_error
+    return without_class_error(table, prob.regression, errors), summary

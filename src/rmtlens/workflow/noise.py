@@ -14,7 +14,7 @@ import pandas as pd
 
 from rmtlens.estimators.accuracy import DEFAULT_FLOOR_TOLERANCE, DEFAULT_SAFETY
 from rmtlens.inputs.datasets import PreparedDataset
-from rmtlens.inputs.targets import make_targets, target_variance
+from rmtlens.inputs.targets import target_variance
 from rmtlens.io import load_npz
 from rmtlens.studies.noise import join_noise_predictions, noise_levels, noise_predictions, noise_rows
 from rmtlens.workflow.jobs import load_feature_ridge_problem, load_ridge_problem
@@ -57,12 +57,16 @@ def noise_study_job(
     """
     data = PreparedDataset.from_arrays(load_npz(dataset_path))
     n_pool, n_classes = data.n_pool, len(data.classes)
-    pool_labels, test_labels = data.labels[:n_pool], data.labels[n_pool:]
     clean = {"kind": targets["kind"], "positive_classes": targets["positive_classes"]}
-    variance = target_variance(make_targets(pool_labels, n_classes, clean["kind"], clean["positive_classes"]))
+    variance = target_variance(data.targets(clean["kind"], clean["positive_classes"])[:n_pool])
     levels = noise_levels(noise)
     spectrum = load_npz(spectrum_path)
     scale = float(spectrum["scale"])  # tr(K_pool)/N_pool: the rows' and the predictions' one scale
+    if data.regression:  # real-valued targets: Gaussian noise only (noise_rows refuses flips)
+        pool_labels = test_labels = counts = None
+    else:
+        pool_labels, test_labels = data.labels[:n_pool], data.labels[n_pool:]
+        counts = np.bincount(pool_labels, minlength=n_classes)
     frames = []
     if len(eigh_paths) != len(subsamples):
         raise ValueError(f"{len(eigh_paths)} eigh files for {len(subsamples)} subsamples")
@@ -75,8 +79,8 @@ def noise_study_job(
             raise ValueError(f"{spectrum_path}: stored kernel scale {scale!r} differs from the kernel's "
                              f"tr(K_pool)/N_pool = {problem.scale!r}: spectrum and kernel do not match")
         rows = noise_rows(
-            problem, pool_labels[problem.index], test_labels, n_classes, clean, levels, variance,
-            lambdas_rel, int(noise.get("seed", 0)), int(seed), rcond, safety, floor_tolerance,
+            problem, None if pool_labels is None else pool_labels[problem.index], test_labels, n_classes, clean,
+            levels, variance, lambdas_rel, int(noise.get("seed", 0)), int(seed), rcond, safety, floor_tolerance,
         )
         rows.insert(0, "seed", int(seed))
         rows.insert(0, "n", int(n))
@@ -84,7 +88,6 @@ def noise_study_job(
         if progress is not None:
             progress()
     table = pd.concat(frames, ignore_index=True)
-    counts = np.bincount(pool_labels, minlength=n_classes)
     sizes = sorted({int(n) for n, _ in subsamples})
     predictions = noise_predictions(
         spectrum["eigvals"], spectrum["proj_onehot"], n_classes, clean, counts, levels, variance,
