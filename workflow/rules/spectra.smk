@@ -1,6 +1,54 @@
-rule eigh:
+# Dense eigendecompositions of stored kernels (the eNTK route; feature kernels take the
+# low-rank rules of lowrank.smk). Every seed's subsample at n = N_pool is a permutation
+# of the pool, so `pool_eigh` eigendecomposes the pool block once and those `eigh` jobs
+# permute its eigenvector rows (rmtlens.estimators.permuted_eigh) instead of running
+# four O(N_pool³) decompositions; `pool_spectrum` reads the same decomposition.
+from rmtlens.workflow import eigh_job_bytes
+
+
+def pool_eigh_file(wildcards):
+    return f"results/eigh/{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}/{wildcards.kernel}/pool.npz"
+
+
+def eigh_source(wildcards):
+    """An eigh job's input: the pool's eigendecomposition at n = N_pool, else the kernel."""
+    if int(wildcards.n) == n_pool(wildcards):
+        return {"pool_eigh": pool_eigh_file(wildcards)}
+    unit = f"{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}"
+    return {"kernel": f"results/kernels/{unit}/{wildcards.kernel}.npy"}
+
+
+def eigh_mem_mb(wildcards, n, permuted=False):
+    """Memory (MB) of an eigh job at size n: its peak above the interpreter
+    (rmtlens.workflow.eigh_job_bytes, measured by tests/test_eigh.py) plus 1000 MB for
+    the interpreter and libraries."""
+    ds = config["datasets"][wildcards.dataset]
+    return 1000 + eigh_job_bytes(n, ds["n_pool"], ds["n_test"], permuted) // 10**6
+
+
+rule pool_eigh:
     input:
         kernel="results/kernels/{dataset}/{backbone}/{weights}/{kernel}.npy",
+    output:
+        "results/eigh/{dataset}/{backbone}/{weights}/{kernel}/pool.npz",
+    log:
+        "logs/pool_eigh/{dataset}/{backbone}/{weights}/{kernel}.log",
+    benchmark:
+        "benchmarks/pool_eigh/{dataset}/{backbone}/{weights}/{kernel}.tsv"
+    conda:
+        "../../envs/rmtlens.yaml"
+    resources:
+        mem_mb=lambda wc: eigh_mem_mb(wc, n_pool(wc)),
+        runtime=lambda wc, attempt: minutes_for(n_pool(wc), 90, 3, attempt),
+    params:
+        n_pool=n_pool,
+    script:
+        "../scripts/pool_eigh.py"
+
+
+rule eigh:
+    input:
+        unpack(eigh_source),
     output:
         "results/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.npz",
     log:
@@ -10,7 +58,7 @@ rule eigh:
     conda:
         "../../envs/rmtlens.yaml"
     resources:
-        mem_mb=lambda wc: 1000 + 48 * int(wc.n) ** 2 // 10**6,
+        mem_mb=lambda wc: eigh_mem_mb(wc, int(wc.n), permuted=int(wc.n) == n_pool(wc)),
         runtime=lambda wc, attempt: minutes_for(int(wc.n), 90, 3, attempt),
     params:
         n_pool=n_pool,
@@ -20,6 +68,7 @@ rule eigh:
 
 rule pool_spectrum:
     input:
+        pool_eigh=pool_eigh_file,
         kernel="results/kernels/{dataset}/{backbone}/{weights}/{kernel}.npy",
         dataset="results/datasets/{dataset}.npz",
         accuracy=kernel_accuracy,
@@ -32,8 +81,8 @@ rule pool_spectrum:
     conda:
         "../../envs/rmtlens.yaml"
     resources:
-        mem_mb=lambda wc: 1000 + 48 * n_pool(wc) ** 2 // 10**6,
-        runtime=lambda wc, attempt: minutes_for(n_pool(wc), 90, 3, attempt),
+        mem_mb=lambda wc: eigh_mem_mb(wc, n_pool(wc)),  # the check, then the eigenvectors
+        runtime=lambda wc, attempt: 5 * attempt,
     params:
         accuracy=accuracy_params(),
     script:

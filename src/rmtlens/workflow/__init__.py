@@ -11,10 +11,13 @@ from rmtlens._lazy import lazy_exports
 _EXPORTS = {
     "spectrum_rcond": "noise",
     "RidgeProblem": "jobs",
+    "eigh_job_bytes": "jobs",
+    "kernel_block_eigh": "jobs",
     "kernel_relative_error": "jobs",
     "load_any_ridge_problem": "jobs",
     "load_feature_ridge_problem": "jobs",
     "load_ridge_problem": "jobs",
+    "permuted_pool_eigh": "jobs",
     "solve_gradient_flow": "jobs",
     "solve_ridge_path": "jobs",
     "entk_job_network": "networks",
