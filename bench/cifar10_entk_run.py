@@ -67,7 +67,8 @@ def parse(argv=None):
     ap.add_argument("--configfile", default="config/cifar10-entk.yaml")
     ap.add_argument("--dataset", action="append", default=[], metavar="KEY=VALUE",
                     help="override a field of every dataset of the preset (e.g. n_pool=400)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="another --config item")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a top-level config field (YAML value; written to measure/overrides.yaml)")
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--mem-mb", type=int, default=11000,
                     help="--resources mem_mb: the scheduler keeps declared memory under it (default 11000)")
@@ -249,16 +250,28 @@ def main(argv=None) -> int:
     import yaml
 
     preset = yaml.safe_load((args.workdir / args.configfile).read_text())
-    fields = {"archive": str(archive)}
+    # Snakemake reads --config values as strings below the top level, so typed overrides go
+    # into a second config file, merged over the preset; the archive path stays on --config
+    # as the README gives it
+    overrides: dict = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = yaml.safe_load(value)
+    fields = {}
     for item in args.dataset:
         key, _, value = item.partition("=")
         fields[key] = yaml.safe_load(value)
-    datasets = {name: fields for name in preset["datasets"]}
-    config_items = ["datasets=" + json.dumps(datasets), *args.set]
+    if fields:
+        overrides["datasets"] = {name: fields for name in preset["datasets"]}
+    configfiles = [args.configfile]
+    if overrides:
+        (out / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        configfiles.append(str(out / "overrides.yaml"))
+    archive_item = "datasets={" + ", ".join(f"{name}: {{archive: {archive}}}" for name in preset["datasets"]) + "}"
     env = dict(os.environ, PYTHONPATH=str(args.workdir / "src"))
     snakemake = [str(args.workdir / ".venv/bin/python"), "-m", "snakemake", "--profile", "profiles/local",
-                 "--cores", str(args.cores), "--configfile", args.configfile,
-                 "--resources", f"mem_mb={args.mem_mb}", "--config", *config_items]
+                 "--cores", str(args.cores), "--configfile", *configfiles,
+                 "--resources", f"mem_mb={args.mem_mb}", "--config", archive_item]
     (out / "command.txt").write_text(" ".join(snakemake) + "\n")
     print("command:", " ".join(snakemake), flush=True)
     t0 = time.time()
@@ -363,7 +376,7 @@ def compare_tiles(args, snakemake, env, killed_files, out) -> list[dict]:
            *snakemake[3:], "--allowed-rules", "entk_tile", "--", *targets]
     # profiles/local is found relative to the working directory: point at the clone's
     cmd[cmd.index("profiles/local")] = str(args.workdir / "profiles/local")
-    cmd[cmd.index(args.configfile)] = str(args.workdir / args.configfile)
+    cmd[cmd.index(args.configfile)] = str(args.workdir / args.configfile)  # (overrides.yaml is absolute)
     with open(out / "compare_tiles.log", "w") as log:
         proc = subprocess.run(cmd, cwd=fresh, env=env, stdout=log, stderr=subprocess.STDOUT)
     results = []
