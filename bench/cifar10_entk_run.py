@@ -359,6 +359,8 @@ def compare_tiles(args, snakemake, env, killed_files, out) -> list[dict]:
     chosen += [t for t in tiles if t not in chosen and len(units) > 1 and t.parent.parent == units[-1]][:1]
     chosen += [t for t in tiles if t not in chosen]
     chosen = chosen[: args.compare_tiles]
+    if not chosen:
+        return [dict(tile=None, identical=False, recomputed=False, returncode=None, note="no finished tile")]
     fresh = args.workdir.parent / (args.workdir.name + "-tiles")
     if fresh.exists():
         shutil.rmtree(fresh)

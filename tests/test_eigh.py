@@ -183,3 +183,53 @@ def test_an_eigh_job_stays_within_its_declared_memory(tmp_path, n, mode):
     assert peak <= declared + 4 * 2**20, (peak / 2**20, declared / 2**20)
     # and the formula is not vacuous: the job does hold the bulk of what it declares
     assert peak >= 0.6 * declared, (peak / 2**20, declared / 2**20)
+
+
+@pytest.mark.workflow
+def test_workflow_decomposes_each_entk_pool_once(finished_run):
+    """In a run of config/test.yaml: the pool spectrum is bit for bit the library's
+    ``pool_spectrum`` of the pool block (the same operations on the same numbers), the
+    n = N_pool eigh files are the pool's decomposition with rows permuted, and their
+    ridge rows match direct solves on the permuted block (no eigendecomposition)."""
+    import pandas as pd
+    import yaml
+    from conftest import TEST_CONFIG
+
+    from rmtlens.estimators import pool_spectrum, subsample_indices
+    from rmtlens.inputs import PreparedDataset
+    from rmtlens.io import load_npz
+
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    data = PreparedDataset.from_arrays(load_npz(finished_run / "results/datasets/digits.npz"))
+    N, C = data.n_pool, len(data.classes)
+    Y = np.eye(C)[data.labels] - 1.0 / C
+    table = pd.read_parquet(finished_run / "results/tables/ridge.parquet")
+    units = [(b, w) for b, bb in cfg["backbones"].items() if "entk" in bb["kernels"] for w in bb["weights"]]
+    assert units
+    for backbone, weights in units:
+        unit = f"digits/{backbone}/{weights}/entk"
+        K_all = np.load(finished_run / f"results/kernels/digits/{backbone}/{weights}/entk.npy")
+        spectrum = load_npz(finished_run / f"results/spectra/{unit}/pool.npz")
+        d_ref, proj_ref = pool_spectrum(K_all[:N], data.labels[:N], C)
+        assert np.array_equal(spectrum["eigvals"], d_ref) and np.array_equal(spectrum["proj_onehot"], proj_ref)
+        pool = load_npz(finished_run / f"results/eigh/{unit}/pool.npz")
+        scale = np.trace(K_all[:N]) / N
+        for seed in cfg["seeds"]:
+            eig = load_npz(finished_run / f"results/eigh/{unit}/n{N}_s{seed}.npz")
+            index = subsample_indices(N, N, seed)
+            assert np.array_equal(eig["index"], index)
+            assert np.array_equal(eig["eigvals"], pool["eigvals"])
+            assert np.array_equal(eig["eigvecs"], pool["eigvecs"][index])
+            rows = table[(table.backbone == backbone) & (table.weights == weights) & (table.kernel == "entk")
+                         & (table.n == N) & (table.seed == seed) & (table.lambda_rel > 0) & table.resolved]
+            assert len(rows)
+            K = K_all[np.ix_(index, index)]
+            for _, row in rows.iterrows():
+                lam = row.lambda_rel * scale
+                alpha = np.linalg.solve(K + N * lam * np.eye(N), Y[index])
+                test_risk = np.mean(np.sum((K_all[N:][:, index] @ alpha - Y[N:]) ** 2, axis=1))
+                train_risk = np.sum((Y[index] - K @ alpha) ** 2) / N
+                # direct solves against the spectral path: round-off amplified by the
+                # conditioning of K + nλI at the smallest resolved ridges
+                assert row.test_risk == pytest.approx(test_risk, rel=1e-7, abs=1e-12)
+                assert row.train_risk == pytest.approx(train_risk, rel=1e-6, abs=1e-12)

@@ -8,6 +8,7 @@ from snakemake.utils import validate
 from rmtlens.estimators import ridge_grid, sample_size_grid
 from rmtlens.kernels import entk_tiles
 from rmtlens.io import PARTIAL_DIR_ENV, remove_partials
+from rmtlens.workflow import eigh_job_bytes
 
 # Jobs write temporary files here, never under results/; a killed job's leftovers
 # are removed when the next run starts.
@@ -508,3 +509,27 @@ def spectral_mem_mb(wildcards, n):
         ds = config["datasets"][wildcards.dataset]
         return 2000 + 8 * 1024 * (4 * n + ds["n_pool"] + ds["n_test"]) // 10**6
     return 2000 + 48 * n**2 // 10**6
+
+
+# Issue 22 (rules in spectra.smk): one pool decomposition per dense kernel, permuted for
+# the n = N_pool subsamples; eigh jobs declare their measured memory.
+
+
+def pool_eigh_file(wildcards):
+    return f"results/eigh/{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}/{wildcards.kernel}/pool.npz"
+
+
+def eigh_source(wildcards):
+    """An eigh job's input: the pool's eigendecomposition at n = N_pool, else the kernel."""
+    if int(wildcards.n) == n_pool(wildcards):
+        return {"pool_eigh": pool_eigh_file(wildcards)}
+    unit = f"{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}"
+    return {"kernel": f"results/kernels/{unit}/{wildcards.kernel}.npy"}
+
+
+def eigh_mem_mb(wildcards, n, permuted=False):
+    """Memory (MB) of an eigh job at size n: its peak above the interpreter
+    (rmtlens.workflow.eigh_job_bytes, measured by tests/test_eigh.py) plus 1000 MB for
+    the interpreter and libraries."""
+    ds = config["datasets"][wildcards.dataset]
+    return 1000 + eigh_job_bytes(n, ds["n_pool"], ds["n_test"], permuted) // 10**6

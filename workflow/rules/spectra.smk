@@ -2,28 +2,8 @@
 # low-rank rules of lowrank.smk). Every seed's subsample at n = N_pool is a permutation
 # of the pool, so `pool_eigh` eigendecomposes the pool block once and those `eigh` jobs
 # permute its eigenvector rows (rmtlens.estimators.permuted_eigh) instead of running
-# four O(N_pool³) decompositions; `pool_spectrum` reads the same decomposition.
-from rmtlens.workflow import eigh_job_bytes
-
-
-def pool_eigh_file(wildcards):
-    return f"results/eigh/{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}/{wildcards.kernel}/pool.npz"
-
-
-def eigh_source(wildcards):
-    """An eigh job's input: the pool's eigendecomposition at n = N_pool, else the kernel."""
-    if int(wildcards.n) == n_pool(wildcards):
-        return {"pool_eigh": pool_eigh_file(wildcards)}
-    unit = f"{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}"
-    return {"kernel": f"results/kernels/{unit}/{wildcards.kernel}.npy"}
-
-
-def eigh_mem_mb(wildcards, n, permuted=False):
-    """Memory (MB) of an eigh job at size n: its peak above the interpreter
-    (rmtlens.workflow.eigh_job_bytes, measured by tests/test_eigh.py) plus 1000 MB for
-    the interpreter and libraries."""
-    ds = config["datasets"][wildcards.dataset]
-    return 1000 + eigh_job_bytes(n, ds["n_pool"], ds["n_test"], permuted) // 10**6
+# four O(N_pool³) decompositions; `pool_spectrum` reads the same decomposition (the
+# helpers are at the end of common.smk).
 
 
 rule pool_eigh:
