@@ -15,9 +15,8 @@ CUDA device (float64, cuSOLVER)."""
 
 EIGH_DRIVER = "evd"
 """The CPU driver of every float64 eigendecomposition (the one place it is chosen):
-``syevd`` was the fastest of the LAPACK drivers in ``bench/eigh_drivers.py`` at
-n = 2000 and 4000 (bench/README.md), and its memory ``≈ EIGH_BYTES_PER_ENTRY · n²``
-bytes is what the ``eigh`` rules declare."""
+``syevd`` took the least CPU time of the LAPACK drivers in ``bench/eigh_drivers.py`` at
+n = 2000 and 4000, with eigenvectors orthogonal to round-off (bench/README.md)."""
 
 EIGH_BYTES_PER_ENTRY = 40
 """Peak bytes per kernel entry of an ``eigh`` job on the CPU driver (measured peak RSS
