@@ -142,7 +142,8 @@ def test_changing_the_ridge_grid_reuses_kernels_and_eigendecompositions(finished
     new_grid.write_text(yaml.safe_dump(cfg))
     jobs = dry_run_jobs(workdir, "--configfile", str(new_grid))
     assert jobs.get("ridge_path", 0) > 0 and jobs.get("aggregate") == 1
-    for heavy in ["prepare_dataset", "embed", "kernel", "eigh", "factor", "pool_spectrum", "feature_pool_spectrum"]:
+    for heavy in ["prepare_dataset", "embed", "kernel", "eigh", "pool_eigh", "factor", "pool_spectrum",
+                  "feature_pool_spectrum"]:
         assert heavy not in jobs, jobs
 
 

@@ -11,6 +11,7 @@ from rmtlens.kernels import entk_tiles
 from rmtlens.io import PARTIAL_DIR_ENV, remove_partials
 from rmtlens.workflow import (
     ConfigError,
+    eigh_job_bytes,
     check_config,
     check_file_representations,
     check_input_files,
@@ -459,3 +460,27 @@ def spectral_mem_mb(wildcards, n):
         ds = config["datasets"][wildcards.dataset]
         return 2000 + 8 * 1024 * (4 * n + ds["n_pool"] + ds["n_test"]) // 10**6
     return 2000 + 48 * n**2 // 10**6
+
+
+# Issue 22 (rules in spectra.smk): one pool decomposition per dense kernel, permuted for
+# the n = N_pool subsamples; eigh jobs declare their measured memory.
+
+
+def pool_eigh_file(wildcards):
+    return f"{RESULTS}/eigh/{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}/{wildcards.kernel}/pool.npz"
+
+
+def eigh_source(wildcards):
+    """An eigh job's input: the pool's eigendecomposition at n = N_pool, else the kernel."""
+    if int(wildcards.n) == n_pool(wildcards):
+        return {"pool_eigh": pool_eigh_file(wildcards)}
+    unit = f"{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}"
+    return {"kernel": f"{RESULTS}/kernels/{unit}/{wildcards.kernel}.npy"}
+
+
+def eigh_mem_mb(wildcards, n, permuted=False):
+    """Memory (MB) of an eigh job at size n: its peak above the interpreter
+    (rmtlens.workflow.eigh_job_bytes, measured by tests/test_eigh.py) plus 1000 MB for
+    the interpreter and libraries."""
+    ds = config["datasets"][wildcards.dataset]
+    return 1000 + eigh_job_bytes(n, ds["n_pool"], ds["n_test"], permuted) // 10**6

@@ -1,3 +1,5 @@
+import time
+
 import numpy as np
 import torch
 
@@ -17,9 +19,11 @@ x_cols = None if (r0, r1) == (c0, c1) else images(c0, c1)
 log.info("%s (%s weights) eNTK rows %d:%d x cols %d:%d on %s, %s", p.model, wc.weights, r0, r1, c0, c1,
          device, p.entk["dtype"])
 counter = Progress(log, 100, "percent of the tile's flops", interval=15)
+flops = {}
 
 
 def progress(done, total):
+    flops["total"] = total
     percent = int(100 * done / max(total, 1))
     if percent > counter.done:
         counter(percent - counter.done)
@@ -27,8 +31,13 @@ def progress(done, total):
         fault_checkpoint(f"entk_tile:{snakemake.output[0]}")
 
 
+start = time.perf_counter()
 K = entk(model, x_rows, x_cols, memory_gb=p.entk["memory_gb"], dtype=getattr(torch, p.entk["dtype"]),
          device=device, allow_tf32=p.entk["allow_tf32"], progress=progress)
+seconds = time.perf_counter() - start
+log.info("tile of %d x %d: %.6g flops (the engine's schedule: gradient pass and contraction) in %.1f s, "
+         "%.1f GFLOP/s", r1 - r0, c1 - c0, flops.get("total", float("nan")), seconds,
+         flops.get("total", float("nan")) / seconds / 1e9)
 if not np.all(np.isfinite(K)):
     raise FloatingPointError("eNTK tile has NaN or infinite entries")
 save_npy(snakemake.output[0], K)

@@ -14,7 +14,15 @@ from rmtlens.estimators.accuracy import DEFAULT_FLOOR_TOLERANCE, DEFAULT_SAFETY,
 from rmtlens.estimators.grids import kernel_scale
 from rmtlens.estimators.lowrank import feature_test_basis, ridge_path_low_rank
 from rmtlens.estimators.ridge import ridge_path
-from rmtlens.estimators.spectra import kernel_test_block
+from rmtlens.estimators.spectra import (
+    EIGH_BYTES_PER_ENTRY,
+    check_kernel,
+    eigh_descending,
+    eigh_driver,
+    kernel_test_block,
+    kernel_train_block,
+    permuted_eigh,
+)
 from rmtlens.inputs.datasets import PreparedDataset
 from rmtlens.io import load_json, load_npy, load_npz
 from rmtlens.studies.dynamics import gradient_flow_path, gradient_flow_path_low_rank
@@ -158,3 +166,58 @@ def solve_gradient_flow(prob: RidgeProblem, times, learning_rate: float, safety:
                                             times, learning_rate, floor=floor, safety=safety)
     errors = [c for c in table if c.endswith("test_error")]  # test_error, ridge_test_error
     return without_class_error(table, prob.regression, errors), summary
+
+
+def kernel_block_eigh(kernel_path, n_pool: int, index: np.ndarray,
+                      check: bool = True) -> tuple[np.ndarray, np.ndarray, str]:
+    """Eigendecomposition of the training block ``K[index][:, index]`` of a stored
+    ``(N_pool + m, N_pool)`` kernel file, float64, descending (an ``eigh`` job).
+
+    The kernel is checked (finite, symmetric pool block; unless ``check`` is false) and its rows are read through
+    memory maps that are closed right after, so the file's pages leave the job's resident
+    memory before the decomposition (:func:`eigh_job_bytes` bounds the peak). Returns
+    ``(eigvals, eigvecs, driver)``: the driver is CUDA's when a GPU is present, else the
+    one chosen CPU driver (:func:`rmtlens.estimators.eigh_driver`).
+    """
+    if check:  # a job decomposing several subsamples of one kernel checks it once
+        kernel = load_npy(kernel_path)
+        check_kernel(kernel, n_pool, block_rows=CHECK_BLOCK_ROWS)
+        del kernel  # the check touched every page of the file: unmap them
+    kernel = load_npy(kernel_path)
+    block = kernel_train_block(kernel, n_pool, index)
+    del kernel
+    driver = eigh_driver()
+    eigvals, eigvecs = eigh_descending(block, driver)
+    return eigvals, eigvecs, driver
+
+
+def permuted_pool_eigh(pool_eigh_path, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The eigendecomposition of ``K[index][:, index]``, ``index`` a permutation of the
+    pool, from the pool's stored one (``pool_eigh``'s file): no new decomposition."""
+    pool = load_npz(pool_eigh_path)
+    if not np.array_equal(pool["index"], np.arange(len(pool["index"]))):
+        raise ValueError(f"{pool_eigh_path} is not a decomposition of the pool in pool order")
+    return permuted_eigh(pool["eigvals"], pool.pop("eigvecs"), index)
+
+
+def eigh_job_bytes(n: int, n_pool: int, n_test: int, permuted: bool = False) -> int:
+    """Peak resident bytes an eigh job adds to its interpreter, at sample size ``n`` of a
+    ``(n_pool + n_test, n_pool)`` float64 kernel file (what the rules declare as memory,
+    plus a constant for the interpreter; tests/test_eigh.py measures it).
+
+    :func:`kernel_block_eigh`: the largest of the kernel check (every page of the file
+    mapped, ``8 (N_pool + m) N_pool``, plus up to three temporaries of one block of
+    :func:`check_kernel`'s 2048 rows), reading the rows (``n x N_pool`` mapped and copied,
+    then the ``n x n`` block: ``16 n N_pool + 8 n²``) and the decomposition
+    (``EIGH_BYTES_PER_ENTRY · n²``, bench/eigh_drivers.py). :func:`permuted_pool_eigh`
+    (``permuted``): the pool's eigenvectors and their permuted copy, ``16 n²``.
+    """
+    if permuted:
+        return 16 * n * n
+    rows = n_pool + n_test
+    check = 8 * rows * n_pool + 24 * min(CHECK_BLOCK_ROWS, rows) * n_pool
+    return max(check, 16 * n * n_pool + 8 * n * n, EIGH_BYTES_PER_ENTRY * n * n)
+
+
+CHECK_BLOCK_ROWS = 2048
+"""Rows per block of :func:`check_kernel` in the eigh jobs (its default)."""
