@@ -391,7 +391,7 @@ def main(argv=None):
     cov = flops["coverage"]
     print(f"# entk plan: parameters per method {cov}; pass batch {sched.pass_batch}, "
           f"super-block {sched.super_block}, block target {sched.block_target}, "
-          f"stored pieces {sched.plan.store_bytes_per_sample() * args.n / GIB:.3f} GiB")
+          f"stored pieces {sched.plan.store_bytes_per_sample * args.n / GIB:.3f} GiB")
     print(f"# flops at N={args.n}: explicit 2·N²·P = {flops['explicit_jjt'] / 1e12:.2f} TFLOP; entk does "
           f"{flops['total'] / 1e12:.3f} TFLOP = gradient pass {flops['gradient_pass'] / 1e12:.3f} "
           f"+ contraction {flops['contraction'] / 1e12:.3f} (explicit GEMM {flops['contraction_explicit'] / 1e12:.3f}, "

@@ -9,7 +9,7 @@ from torch.func import functional_call, jacrev
 
 from rmtlens.inputs import create_backbone
 from rmtlens.kernels import entk, entk_flops, scalar_network
-from rmtlens.kernels.ntk import engine, pieces, verify
+from rmtlens.kernels.ntk import capture, engine, pieces, verify
 
 N = 6
 
@@ -283,7 +283,7 @@ def test_unfed_site_fails_loudly(monkeypatch):
     model, size = family_network("nn.MultiheadAttention batch_first")
     x = torch.randn(N, 3, size, size, dtype=torch.float64)
     armed = {"main pass": False}
-    verified, finish = engine._verified_plan, pieces._Capture.finish
+    verified, finish = engine._verified_plan, capture._Capture.finish
 
     def arm_after_self_check(*args, **kwargs):
         plan = verified(*args, **kwargs)
@@ -296,7 +296,7 @@ def test_unfed_site_fails_loudly(monkeypatch):
         finish(self)
 
     monkeypatch.setattr(engine, "_verified_plan", arm_after_self_check)
-    monkeypatch.setattr(pieces._Capture, "finish", drop_one)
+    monkeypatch.setattr(capture._Capture, "finish", drop_one)
     with pytest.raises(RuntimeError, match="did not receive every recorded call"):
         entk(model, x)
 
@@ -336,7 +336,7 @@ def test_out_of_memory_names_the_budget(monkeypatch):
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
 
-    monkeypatch.setattr(engine, "_contract", oom)
+    monkeypatch.setattr(engine, "contract", oom)
     model, size = family_network("nn.MultiheadAttention batch_first")
     x = torch.randn(4, 3, size, size, dtype=torch.float64)
     with pytest.raises(MemoryError, match="entk.memory_gb"):

@@ -1,4 +1,7 @@
 """Step 4, contraction: kernel blocks ``Σ_params J_r J_cᵀ`` from the stored pieces.
+
+The interface: :func:`contract` adds the kernel block of two sets of pieces (rows,
+columns) made with one plan; :func:`blocks` splits a range into sample blocks.
 """
 
 from __future__ import annotations
@@ -11,14 +14,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from rmtlens.kernels.ntk.pieces import (
-    _form,
-    _gram_pair,
-    _gram_piece,
-    _Pieces,
-    _Workspace,
-)
-from rmtlens.kernels.ntk.plan import _Plan
+from rmtlens.kernels.ntk.pieces import Pieces, Workspace, form, gram_pair, gram_piece
+from rmtlens.kernels.ntk.plan import Plan
 
 
 class _Operand:
@@ -209,7 +206,7 @@ def _structured_whole(site, i, pr, pc, symmetric: bool, K, budget: float, ws):
         return False
     ws.reserve(need, budget)
     blas = _blas(ref.device, ref.dtype)
-    Ar, Gr, _, _ = _gram_piece(site, pr.raw[i], ws, "whole_r")
+    Ar, Gr, _, _ = gram_piece(site, pr.raw[i], ws, "whole_r")
     ga = ws.get("whole_ga", (n_r * S, n_c * S), ref.dtype, ref.device)
     gg = ws.get("whole_gg", (n_r * S, n_c * S), ref.dtype, ref.device)
     if symmetric:
@@ -219,7 +216,7 @@ def _structured_whole(site, i, pr, pc, symmetric: bool, K, budget: float, ws):
         _self_product(Ar[0], ga, blas, transposed=True, align=S)
         _self_product(Gr[0], gg, blas, transposed=True, align=S)
     else:
-        Ac, Gc, _, _ = _gram_piece(site, pc.raw[i], ws, "whole_c")
+        Ac, Gc, _, _ = gram_piece(site, pc.raw[i], ws, "whole_c")
         _cross_product(Ar[0].T, Ac[0].T, ga, blas)
         _cross_product(Gr[0].T, Gc[0].T, gg, blas)
     ga.mul_(gg)
@@ -245,14 +242,14 @@ def _fill_explicit(site, i):
             s1 = min(n, s0 + step)
             sub = [[t[s0:s1] for t in call] for call in raw]
             rows = None if site.groups != 1 else (c0 // d_a, c1 // d_a)
-            _form(site, sub, out[s0:s1], ws, rows)
+            form(site, sub, out[s0:s1], ws, rows)
         return out
 
     fill.site = site  # for profiling
     return fill
 
 
-def _operands(plan: _Plan, itemsize: int) -> list[_Operand]:
+def _operands(plan: Plan, itemsize: int) -> list[_Operand]:
     """The contraction terms: all formed gradients together, then each raw site."""
     ops = []
     if plan.n_formed:
@@ -275,10 +272,10 @@ def _operands(plan: _Plan, itemsize: int) -> list[_Operand]:
         raw = [[t[a:b] for t in call] for call in pc.raw[i]]
         ref = raw[0][0]
         out = ws.get(role, (b - a, site.n_params), ref.dtype, ref.device)
-        return _form(site, raw, out, ws)
+        return form(site, raw, out, ws)
 
-    def gram_piece(pc, a, b, ws, role, i, site):
-        return _gram_piece(site, [[t[a:b] for t in call] for call in pc.raw[i]], ws, role)
+    def gram_block_piece(pc, a, b, ws, role, i, site):
+        return gram_piece(site, [[t[a:b] for t in call] for call in pc.raw[i]], ws, role)
 
     for i, site in enumerate(plan.sites):
         if site.store != "raw":
@@ -293,7 +290,7 @@ def _operands(plan: _Plan, itemsize: int) -> list[_Operand]:
                     piece_bytes=site.n_params * itemsize,
                     temp_bytes=patches,
                     pair_bytes=lambda r, c: r * c * (itemsize + 8),
-                    flops=lambda r, c, s=site: r * c * s.pair_flops("explicit"),
+                    flops=lambda r, c, s=site: r * c * s.explicit_pair_flops,
                     whole=lambda pr, pc, sym, K, budget, ws, i=i, s=site: _explicit_whole(
                         _fill_explicit(s, i), s.n_params, s.d_a if s.groups == 1 else s.n_params,
                         pr, pc, sym, K, budget, ws,
@@ -303,12 +300,12 @@ def _operands(plan: _Plan, itemsize: int) -> list[_Operand]:
         else:
             ops.append(
                 _Operand(
-                    piece=lambda pc, a, b, ws, role, i=i, s=site: gram_piece(pc, a, b, ws, role, i, s),
-                    pair=_gram_pair,
+                    piece=lambda pc, a, b, ws, role, i=i, s=site: gram_block_piece(pc, a, b, ws, role, i, s),
+                    pair=gram_pair,
                     piece_bytes=S * G * (site.d_a + site.d_g) * itemsize,
                     temp_bytes=0.0,
                     pair_bytes=lambda r, c, S=S, G=G: 2 * G * r * S * c * S * itemsize + r * c * 8,
-                    flops=lambda r, c, s=site: r * c * s.gram_flops(),
+                    flops=lambda r, c, s=site: r * c * s.gram_flops,
                     whole=lambda pr, pc, sym, K, budget, ws, i=i, s=site: _structured_whole(
                         s, i, pr, pc, sym, K, budget, ws
                     ),
@@ -327,17 +324,17 @@ def _block_size(op: _Operand, n_rows: int, n_cols: int, budget: float, target: i
     return b, cache
 
 
-def _blocks(n: int, b: int) -> list[tuple[int, int]]:
+def blocks(n: int, b: int) -> list[tuple[int, int]]:
     return [(s, min(n, s + b)) for s in range(0, n, b)]
 
 
-def _contract_blocks(op: _Operand, b: int, cache_cols: bool, pr: _Pieces, pc: _Pieces, symmetric: bool, K,
+def _contract_blocks(op: _Operand, b: int, cache_cols: bool, pr: Pieces, pc: Pieces, symmetric: bool, K,
                      progress) -> None:
     """One term over sample blocks (pieces recomputed per block pair unless cached)."""
     n_r, n_c = pr.n, pc.n
-    rows, cols = _blocks(n_r, b), _blocks(n_c, b)
+    rows, cols = blocks(n_r, b), blocks(n_c, b)
     cache: dict[int, Any] = {}
-    ws = _Workspace()  # per term: its buffers are sized for it
+    ws = Workspace()  # per term: its buffers are sized for it
     for bi, (r0, r1) in enumerate(rows):
         p_row = cache.get(bi) if symmetric else None
         if p_row is None:
@@ -360,11 +357,16 @@ def _contract_blocks(op: _Operand, b: int, cache_cols: bool, pr: _Pieces, pc: _P
             cache.pop(bi, None)
 
 
-def _contract(
-    ops: list[_Operand], pr: _Pieces, pc: _Pieces, symmetric: bool, K: torch.Tensor,
+def contract(
+    plan: Plan, pr: Pieces, pc: Pieces, symmetric: bool, K: torch.Tensor,
     budget: float, target: int, progress,
 ) -> None:
-    """``K += Σ_terms pair(piece(rows), piece(cols))``.
+    """``K += Σ_terms pair(piece(rows), piece(cols))`` over the terms of ``plan``.
+
+    ``pr``, ``pc``: pieces of the row and column samples (the same object when
+    ``symmetric``); ``K``: ``(pr.n, pc.n)`` float64, accumulated in place; ``budget``:
+    bytes for transients; ``target``: sample block size aimed at; ``progress``: None
+    or an object with ``update(flops)``.
 
     Terms whose whole-pool transients fit ``budget`` are contracted over all samples
     at once (``_Operand.whole``); the others over sample blocks. With ``symmetric``
@@ -372,12 +374,13 @@ def _contract(
     triangle is mirrored at the end.
     """
     n_r, n_c = pr.n, pc.n
+    ops = _operands(plan, plan.itemsize)
     sizes = [_block_size(op, n_r, n_c, budget, target) for op in ops]
     b_sym = min((b for b, _ in sizes), default=1)  # one block grid for the mirror
     blas = _blas(K.device, pr.formed.dtype)
     with _blas_threads(blas):
         # whole-pool terms first (each sample's pieces formed once, no block pairs)
-        ws_whole = _Workspace()
+        ws_whole = Workspace()
         rest = []
         for op, size in zip(ops, sizes):
             if op.whole is not None and op.whole(pr, pc, symmetric, K, budget, ws_whole):
@@ -389,9 +392,10 @@ def _contract(
         for op, (b, cache_cols) in rest:
             _contract_blocks(op, b_sym if symmetric else b, cache_cols, pr, pc, symmetric, K, progress)
     if symmetric:  # mirror the upper triangle: the result is exactly symmetric
-        blocks = _blocks(n_r, b_sym)
-        for bi, (r0, r1) in enumerate(blocks):
+        grid = blocks(n_r, b_sym)
+        for bi, (r0, r1) in enumerate(grid):
             diag = K[r0:r1, r0:r1]
             diag.copy_(torch.triu(diag) + torch.triu(diag, 1).T)
-            for c0, c1 in blocks[bi + 1 :]:
+            for c0, c1 in grid[bi + 1 :]:
                 K[c0:c1, r0:r1] = K[r0:r1, c0:c1].T
+
