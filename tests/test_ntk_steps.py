@@ -107,3 +107,19 @@ def test_steps_hand_data_forward():
     assert {"capture", "plan", "pieces", "verify", "schedule", "contraction"} <= set(walk)
     found = walk_tool().bounces(walk)
     assert len(found) <= MAX_BOUNCES, found
+
+
+def test_timings_split_the_contraction_by_term():
+    from rmtlens.kernels.ntk import engine
+
+    model = network()
+    x = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    timings = {}
+    engine._entk(model, x, None, 2.0, torch.float64, None, False, False, timings)
+    made = timings["schedule"].plan
+    labels = [label for label, _ in timings["terms"]]
+    raw = [s.weight for s in made.sites if s.store == "raw"]
+    assert sorted(labels) == sorted(raw + ["formed", "mirror"])  # every term once, the mirror last
+    assert labels[-1] == "mirror"
+    assert 0 < sum(t for _, t in timings["terms"]) <= timings["contraction"]
+    assert 0 < timings["plan"]

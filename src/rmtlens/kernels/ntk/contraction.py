@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from contextlib import nullcontext
 from typing import Any, Callable
 
@@ -28,7 +29,8 @@ class _Operand:
     """
 
     def __init__(self, piece: Callable, pair: Callable, piece_bytes: float, temp_bytes: float, pair_bytes, flops,
-                 whole: Callable | None = None):
+                 whole: Callable | None = None, label: str = ""):
+        self.label = label  # the site's weight name, or "formed"
         self.whole = whole
         self.piece = piece  # (pieces, start, stop, workspace, role) -> block piece
         self.pair = pair  # (piece_r, piece_c, workspace) -> (r, c) block in compute dtype
@@ -265,6 +267,7 @@ def _operands(plan: Plan, itemsize: int) -> list[_Operand]:
                 whole=lambda pr, pc, sym, K, budget, ws, P=P: _explicit_whole(
                     _fill_formed, P, 1, pr, pc, sym, K, budget, ws
                 ),
+                label="formed",
             )
         )
 
@@ -295,6 +298,7 @@ def _operands(plan: Plan, itemsize: int) -> list[_Operand]:
                         _fill_explicit(s, i), s.n_params, s.d_a if s.groups == 1 else s.n_params,
                         pr, pc, sym, K, budget, ws,
                     ),
+                    label=site.weight,
                 )
             )
         else:
@@ -309,6 +313,7 @@ def _operands(plan: Plan, itemsize: int) -> list[_Operand]:
                     whole=lambda pr, pc, sym, K, budget, ws, i=i, s=site: _structured_whole(
                         s, i, pr, pc, sym, K, budget, ws
                     ),
+                    label=site.weight,
                 )
             )
     return ops
@@ -359,14 +364,16 @@ def _contract_blocks(op: _Operand, b: int, cache_cols: bool, pr: Pieces, pc: Pie
 
 def contract(
     plan: Plan, pr: Pieces, pc: Pieces, symmetric: bool, K: torch.Tensor,
-    budget: float, target: int, progress,
+    budget: float, target: int, progress, terms: list | None = None,
 ) -> None:
     """``K += Σ_terms pair(piece(rows), piece(cols))`` over the terms of ``plan``.
 
     ``pr``, ``pc``: pieces of the row and column samples (the same object when
     ``symmetric``); ``K``: ``(pr.n, pc.n)`` float64, accumulated in place; ``budget``:
     bytes for transients; ``target``: sample block size aimed at; ``progress``: None
-    or an object with ``update(flops)``.
+    or an object with ``update(flops)``; ``terms``: None, or a list that receives
+    ``(label, seconds)`` per term (label: the site's weight name, ``formed`` for the
+    formed gradients, ``mirror`` for the symmetric fill).
 
     Terms whose whole-pool transients fit ``budget`` are contracted over all samples
     at once (``_Operand.whole``); the others over sample blocks. With ``symmetric``
@@ -378,12 +385,14 @@ def contract(
     sizes = [_block_size(op, n_r, n_c, budget, target) for op in ops]
     b_sym = min((b for b, _ in sizes), default=1)  # one block grid for the mirror
     blas = _blas(K.device, pr.formed.dtype)
+    clock = _Clock(K.device, terms)
     with _blas_threads(blas):
         # whole-pool terms first (each sample's pieces formed once, no block pairs)
         ws_whole = Workspace()
         rest = []
         for op, size in zip(ops, sizes):
             if op.whole is not None and op.whole(pr, pc, symmetric, K, budget, ws_whole):
+                clock.lap(op.label)
                 if progress is not None:
                     progress.update(op.flops(n_r, n_c) * (0.5 if symmetric else 1.0))
             else:
@@ -391,6 +400,7 @@ def contract(
         del ws_whole
         for op, (b, cache_cols) in rest:
             _contract_blocks(op, b_sym if symmetric else b, cache_cols, pr, pc, symmetric, K, progress)
+            clock.lap(op.label)
     if symmetric:  # mirror the upper triangle: the result is exactly symmetric
         grid = blocks(n_r, b_sym)
         for bi, (r0, r1) in enumerate(grid):
@@ -398,4 +408,21 @@ def contract(
             diag.copy_(torch.triu(diag) + torch.triu(diag, 1).T)
             for c0, c1 in grid[bi + 1 :]:
                 K[c0:c1, r0:r1] = K[r0:r1, c0:c1].T
+        clock.lap("mirror")
 
+
+class _Clock:
+    """Seconds since the last lap, appended to ``terms`` (nothing when it is None)."""
+
+    def __init__(self, device: torch.device, terms: list | None):
+        self.device, self.terms = device, terms
+        self.last = time.perf_counter() if terms is not None else 0.0
+
+    def lap(self, label: str) -> None:
+        if self.terms is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.terms.append((label, now - self.last))
+        self.last = now

@@ -237,7 +237,9 @@ def _verified_plan(model, x_rows, x_cols, n_rows, n_cols, dtype, device) -> Plan
 
 
 def _entk(model, x_rows, x_cols, memory_gb, dtype, device, allow_tf32, progress, timings=None):
-    """``entk``; ``timings`` (a dict) receives seconds per phase and the schedule."""
+    """``entk``; ``timings`` (a dict) receives seconds per phase (``plan``: planning and
+    self-check, ``gradient_pass``, ``contraction``, ``terms``: ``(label, seconds)`` per
+    contraction term), the schedule, its flops and the layout run."""
     _validate_inputs(x_rows, x_cols, memory_gb, dtype)
     _check_eval(model)
     ref = next(model.parameters(), None)
@@ -253,7 +255,9 @@ def _entk(model, x_rows, x_cols, memory_gb, dtype, device, allow_tf32, progress,
             layout = "prefix"
     work, copy_bytes = _prepare_model(model, device, dtype)
     with _tf32(device, allow_tf32), _all_require_grad(work):
+        start = time.perf_counter()
         plan = _verified_plan(work, x_rows, x_cols, n_rows, n_cols, dtype, device)
+        planned = time.perf_counter() - start
         sched = make_schedule(plan, n_rows, n_cols, layout, device, memory_gb, copy_bytes)
         layout, est = sched.layout, sched.flops
         x_all = x_rows if layout != "rectangular" else torch.cat([x_rows, x_cols.to(x_rows.device)])
@@ -261,7 +265,8 @@ def _entk(model, x_rows, x_cols, memory_gb, dtype, device, allow_tf32, progress,
         try:
             K = torch.zeros((n_rows, n_cols), dtype=torch.float64, device=device)
             if timings is not None:
-                timings.update(schedule=sched, flops=est, layout=layout, gradient_pass=0.0, contraction=0.0)
+                timings.update(schedule=sched, flops=est, layout=layout, plan=planned, gradient_pass=0.0,
+                               contraction=0.0)
             try:
                 _run(work, sched, x_all, n_rows, n_cols, layout, K, device, dtype, bar, timings)
             except (RuntimeError, MemoryError) as err:
@@ -299,10 +304,12 @@ def _run(model, sched: Schedule, x_all, n_rows, n_cols, layout, K, device, dtype
             sched.budget_transient,
         )
 
+    terms = timings.setdefault("terms", []) if timings is not None else None
+
     def block(pr, pc, sym, rows, cols):  # K[rows, cols] is a view: accumulates in place
         timed(
             "contraction", contract, plan, pr, pc, sym, K[rows, cols],
-            sched.budget_transient, sched.block_target, bar,
+            sched.budget_transient, sched.block_target, bar, terms,
         )
 
     if layout == "prefix":  # columns = leading rows: symmetric part, then the rest
