@@ -198,31 +198,41 @@ def _explicit_whole(fill, width: int, unit: int, pr, pc, symmetric: bool, K, bud
 
 
 def _structured_whole(site, i, pr, pc, symmetric: bool, K, budget: float, ws):
-    """``K += Σ_{s,t} (a_s·a'_t)(g_s·g'_t)`` of a structured site from whole-pool Gram matrices."""
+    """``K += Σ_{s,t} (A_s A'_tᵀ) ∘ (G_s G'_tᵀ)`` of a structured site over all samples at once.
+
+    One ``n_r x n_c`` product of patches and one of output gradients per position pair
+    ``(s, t)``; symmetric: the pairs ``s ≤ t`` only, a rank-k update for ``s = t`` and
+    ``M + Mᵀ`` for ``s < t`` (exact flops of the upper triangle, every product large).
+    """
     n_r, n_c, S, G = pr.n, pc.n, site.positions, site.groups
     ref = pr.formed
     itemsize = ref.element_size()
     pieces_bytes = (n_r + (0 if symmetric else n_c)) * S * G * (site.d_a + site.d_g) * itemsize
-    need = 2 * (n_r * S) * (n_c * S) * itemsize + pieces_bytes
+    need = 3 * n_r * n_c * itemsize + pieces_bytes
     if G != 1 or need > budget:
         return False
     ws.reserve(need, budget)
     blas = _blas(ref.device, ref.dtype)
     Ar, Gr, _, _ = gram_piece(site, pr.raw[i], ws, "whole_r")
-    ga = ws.get("whole_ga", (n_r * S, n_c * S), ref.dtype, ref.device)
-    gg = ws.get("whole_gg", (n_r * S, n_c * S), ref.dtype, ref.device)
-    if symmetric:
-        if blas != "numpy":  # the strict lower triangle is never written: keep it zero
-            ga.zero_()
-            gg.zero_()
-        _self_product(Ar[0], ga, blas, transposed=True, align=S)
-        _self_product(Gr[0], gg, blas, transposed=True, align=S)
-    else:
-        Ac, Gc, _, _ = gram_piece(site, pc.raw[i], ws, "whole_c")
-        _cross_product(Ar[0].T, Ac[0].T, ga, blas)
-        _cross_product(Gr[0].T, Gc[0].T, gg, blas)
-    ga.mul_(gg)
-    K += ga.view(n_r, S, n_c, S).sum((1, 3)) if S > 1 else ga
+    Ac, Gc = (Ar, Gr) if symmetric else gram_piece(site, pc.raw[i], ws, "whole_c")[:2]
+    ga = ws.get("whole_ga", (n_r, n_c), ref.dtype, ref.device)
+    gg = ws.get("whole_gg", (n_r, n_c), ref.dtype, ref.device)
+    acc = ws.get("whole_acc", (n_r, n_c), ref.dtype, ref.device)
+    acc.zero_()
+    for s in range(S):
+        for t in range(s if symmetric else 0, S):
+            if symmetric and t == s:  # upper triangle (at least) of a rank-k update
+                _self_product(Ar[0, s], ga, blas)
+                _self_product(Gr[0, s], gg, blas)
+                acc.addcmul_(ga, gg)
+                continue
+            _cross_product(Ar[0, s], Ac[0, t], ga, blas)
+            _cross_product(Gr[0, s], Gc[0, t], gg, blas)
+            ga.mul_(gg)
+            acc.add_(ga)
+            if symmetric:  # the pair (t, s) is this one's transpose
+                acc.add_(ga.T)
+    K += acc  # symmetric: only the upper triangle is kept (mirrored at the end)
     return True
 
 
@@ -308,7 +318,7 @@ def _operands(plan: Plan, itemsize: int) -> list[_Operand]:
                     pair=gram_pair,
                     piece_bytes=S * G * (site.d_a + site.d_g) * itemsize,
                     temp_bytes=0.0,
-                    pair_bytes=lambda r, c, S=S, G=G: 2 * G * r * S * c * S * itemsize + r * c * 8,
+                    pair_bytes=lambda r, c, G=G: (2 * G + 1) * r * c * itemsize + r * c * 8,
                     flops=lambda r, c, s=site: r * c * s.gram_flops,
                     whole=lambda pr, pc, sym, K, budget, ws, i=i, s=site: _structured_whole(
                         s, i, pr, pc, sym, K, budget, ws

@@ -116,41 +116,49 @@ def form(
 
 
 def gram_piece(site: MatmulSite, raw, ws: Workspace, role: str | None):
-    """Patches ``(G, d_a, n·S)`` and output gradients ``(G, d_g, n·S)`` of a site."""
+    """Gram factors of a site, position-major: patches ``(G, S, n, d_a)`` and output
+    gradients ``(G, S, n, d_g)`` (``S``: positions of all calls); returns ``(A, Gb, n, S)``.
+
+    The site's kernel block is ``Σ_{s,t} (A_s A'_tᵀ) ∘ (Gb_s Gb'_tᵀ)`` summed over groups:
+    one ``n x n'`` product per position pair, each a plain matrix product.
+    """
     a0 = raw[0][0]
     n, G, d_a, d_g, S = a0.shape[0], site.groups, site.d_a, site.d_g, site.positions
     d_a0 = d_a - (site.bias is not None)
-    A = ws.get(role and role + "_a", (G, d_a, n, S), a0.dtype, a0.device)
-    Gb = ws.get(role and role + "_g", (G, d_g, n, S), a0.dtype, a0.device)
+    A = ws.get(role and role + "_a", (G, S, n, d_a), a0.dtype, a0.device)
+    Gb = ws.get(role and role + "_g", (G, S, n, d_g), a0.dtype, a0.device)
     off = 0
     for call, (a, g) in zip(site.calls, raw):
         Sk = call.positions
         if site.kind == "linear":
-            A[0, :d_a0, :, off : off + Sk].copy_(a.reshape(n, Sk, d_a0).permute(2, 0, 1))
-            Gb[0, :, :, off : off + Sk].copy_(g.reshape(n, Sk, d_g).permute(2, 0, 1))
+            A[0, off : off + Sk, :, :d_a0].copy_(a.reshape(n, Sk, d_a0).transpose(0, 1))
+            Gb[0, off : off + Sk].copy_(g.reshape(n, Sk, d_g).transpose(0, 1))
         else:
-            _im2col(site, call, a, A[:, :d_a0, :, off : off + Sk].permute(2, 0, 1, 3))
-            Gb[:, :, :, off : off + Sk].copy_(g.reshape(n, G, d_g, Sk).permute(1, 2, 0, 3))
+            _im2col(site, call, a, A[:, off : off + Sk, :, :d_a0].permute(2, 0, 3, 1))
+            Gb[:, off : off + Sk].copy_(g.reshape(n, G, d_g, Sk).permute(1, 3, 0, 2))
         off += Sk
     if site.bias is not None:
-        A[:, d_a0].fill_(1.0)
-    return A.view(G, d_a, n * S), Gb.view(G, d_g, n * S), n, S
+        A[..., d_a0].fill_(1.0)
+    return A, Gb, n, S
 
 
 def gram_pair(r, c, ws: Workspace) -> torch.Tensor:
-    """``Σ_{s,t} (a_s·a'_t)(g_s·g'_t)`` summed over groups: ``(n_r, n_c)``."""
+    """``Σ_{s,t} (a_s·a'_t)(g_s·g'_t)`` summed over groups, ``(n_r, n_c)``, from two
+    :func:`gram_piece` results (one product per position pair)."""
     Ar, Gr, nr, S = r
     Ac, Gc, nc, _ = c
     G = Ar.shape[0]
-    prod = ws.get("gram_a", (G, nr * S, nc * S), Ar.dtype, Ar.device)
-    other = ws.get("gram_g", (G, nr * S, nc * S), Ar.dtype, Ar.device)
-    torch.bmm(Ar.transpose(1, 2), Ac, out=prod)
-    torch.bmm(Gr.transpose(1, 2), Gc, out=other)
-    prod.mul_(other)
-    prod = prod.sum(0) if G > 1 else prod[0]
-    if S == 1:
-        return prod
-    return prod.view(nr, S, nc, S).sum((1, 3))
+    acc = ws.get("gram_acc", (nr, nc), Ar.dtype, Ar.device)
+    ga = ws.get("gram_a", (G, nr, nc), Ar.dtype, Ar.device)
+    gg = ws.get("gram_g", (G, nr, nc), Ar.dtype, Ar.device)
+    acc.zero_()
+    for s in range(S):
+        for t in range(S):
+            torch.bmm(Ar[:, s], Ac[:, t].transpose(1, 2), out=ga)
+            torch.bmm(Gr[:, s], Gc[:, t].transpose(1, 2), out=gg)
+            ga.mul_(gg)
+            acc.add_(ga.sum(0) if G > 1 else ga[0])
+    return acc
 
 
 def _per_sample_sum(t: torch.Tensor, axis, n: int, keep: tuple[int, ...]) -> torch.Tensor:

@@ -120,8 +120,8 @@ def estimate_flops(sched: Schedule, n_rows: int, n_cols: int, layout: str) -> di
             formed_once = s.store == "formed" or out_fits
             form += s.form_flops * (n_union if formed_once else n_rows + n_cols)
         else:
-            S = s.positions
-            fits = s.groups == 1 and 2 * n_rows * n_cols * S * S * itemsize <= budget
+            held = (n_rows + (n_cols if layout == "rectangular" else 0)) * s.positions * (s.d_a + s.d_g)
+            fits = s.groups == 1 and (3 * n_rows * n_cols + held) * itemsize <= budget
             structured += (whole_entries if fits else entries) * s.gram_flops
     return dict(
         n_params=plan.n_params,
