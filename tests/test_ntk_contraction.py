@@ -56,11 +56,12 @@ def test_self_product_upper_triangle_and_aligned_blocks(route, align, blas):
     assert torch.allclose(outT[up], (A.T @ A)[up], rtol=1e-12)
 
 
-def test_auto_route_is_torch_unless_numpy_runs_avx512(blas):
+def test_auto_route_is_numpy_when_its_openblas_is_known(blas):
     blas("auto")
     route = contraction._blas(torch.device("cpu"), torch.float32)
-    core = contraction._numpy_blas_core() or ""
-    assert route == ("numpy" if core in contraction._AVX512_CORES else "torch")
+    core = contraction._numpy_blas_core()
+    assert route == ("numpy" if core is not None else "torch")
+    assert contraction._blas(torch.device("meta"), torch.float32) == "torch"  # devices other than the CPU
     blas("fortran")
     with pytest.raises(ValueError, match="RMTLENS_ENTK_BLAS"):
         contraction._blas(torch.device("cpu"), torch.float32)
