@@ -102,3 +102,33 @@ def test_whole_pool_kernel_beyond_one_leaf(route, blas):
     assert np.abs(Kr - ref[:130, 130:]).max() / scale < 1e-10
     Kp = entk(model, x, x[:140])
     assert np.abs(Kp - ref[:, :140]).max() / scale < 1e-10
+
+
+def test_column_chunks_share_conv_patches(monkeypatch):
+    """A budget that splits explicit terms into column chunks: the conv patches of all
+    samples are formed once and shared by the chunks; the kernel is still J Jᵀ."""
+    backbone = create_backbone("test_resnet", 16, 0)
+    model = scalar_network(backbone, feature_dim(backbone, 16), head_seed=1).double()
+    x = torch.randn(40, 3, 16, 16, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    shared = []
+    original = contraction.patches
+
+    def counted(site, raw, ws, role):
+        shared.append(site.weight)
+        return original(site, raw, ws, role)
+
+    monkeypatch.setattr(contraction, "patches", counted)
+    original_whole = contraction._explicit_whole
+
+    def small_chunks(fill, width, unit, pr, pc, symmetric, K, budget, ws):  # 3 units a chunk at most
+        budget = min(budget, pr.n * pr.n * 8 + 32 * 2**20 + 2 * (pr.n + pc.n) * 3 * unit * 8 + 2**22)
+        return original_whole(fill, width, unit, pr, pc, symmetric, K, budget, ws)
+
+    monkeypatch.setattr(contraction, "_explicit_whole", small_chunks)
+    ref = per_sample_kernel(model, x, x)
+    scale = np.abs(ref).max()
+    assert np.abs(entk(model, x) - ref).max() / scale < 1e-10
+    assert shared  # the shared path ran
+    shared.clear()
+    assert np.abs(entk(model, x[:15], x[15:]) - ref[:15, 15:]).max() / scale < 1e-10
+    assert shared

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from rmtlens.kernels.ntk.pieces import Pieces, Workspace, form, gram_pair, gram_piece
+from rmtlens.kernels.ntk.pieces import Pieces, Workspace, form, gram_pair, gram_piece, patches, patches_bytes
 from rmtlens.kernels.ntk.plan import Plan
 
 
@@ -181,7 +181,12 @@ def _explicit_whole(fill, width: int, unit: int, pr, pc, symmetric: bool, K, bud
     if units < 1:
         return False
     w = min(width, units * unit)
-    ws.reserve(out_bytes + rows_held * w * itemsize + 32 * 2**20, budget)
+    shared = 0  # several chunks: what they can share (conv patches), if it fits
+    if w < width and hasattr(fill, "shared_bytes"):
+        shared = fill.shared_bytes(pr.n, itemsize) + (0 if symmetric else fill.shared_bytes(pc.n, itemsize))
+        shared = shared if shared <= avail - rows_held * w * itemsize else 0
+        fill.share = shared > 0
+    ws.reserve(out_bytes + rows_held * w * itemsize + 32 * 2**20 + shared, budget)
     blas = _blas(ref.device, ref.dtype)
     prod = ws.get("whole_out", (n_r, n_c), ref.dtype, ref.device)
     if symmetric and blas != "numpy":
@@ -241,25 +246,38 @@ def _fill_formed(pieces, key, c0, c1, ws):
     return pieces.formed[:, c0:c1]
 
 
-def _fill_explicit(site, i):
-    """Columns of an explicit site's gradient for all samples, formed in sample blocks."""
+class _FillExplicit:
+    """Columns ``c0:c1`` of an explicit site's gradient for all samples, formed in sample
+    blocks; with ``share`` set, a conv site's patches of all samples are computed once
+    and kept for every column chunk (``shared_bytes``: their size)."""
 
-    def fill(pieces, key, c0, c1, ws):
+    def __init__(self, site, i: int):
+        self.site, self.i = site, i  # site: also read when profiling
+        self.share = False
+        self.patched: dict = {}
+
+    def shared_bytes(self, n: int, itemsize: int) -> int:
+        return patches_bytes(self.site, n, itemsize)
+
+    def __call__(self, pieces, key, c0, c1, ws):
+        site = self.site
         n = pieces.n
         d_a = site.d_a
         out = ws.get(key, (n, c1 - c0), pieces.formed.dtype, pieces.formed.device)
-        raw = pieces.raw[i]
+        raw = pieces.raw[self.i]
+        rows = None if site.groups != 1 else (c0 // d_a, c1 // d_a)
+        if self.share and site.kind == "conv":
+            if key not in self.patched:
+                self.patched[key] = patches(site, raw, ws, key + "_patches")
+            form(site, raw, out, ws, rows, patched=self.patched[key])
+            return out
         S = site.positions
         step = max(1, min(n, int(32 * 2**20 // max(1, S * d_a * site.groups * out.element_size()))))
         for s0 in range(0, n, step):
             s1 = min(n, s0 + step)
             sub = [[t[s0:s1] for t in call] for call in raw]
-            rows = None if site.groups != 1 else (c0 // d_a, c1 // d_a)
             form(site, sub, out[s0:s1], ws, rows)
         return out
-
-    fill.site = site  # for profiling
-    return fill
 
 
 def _operands(plan: Plan, itemsize: int) -> list[_Operand]:
@@ -306,7 +324,7 @@ def _operands(plan: Plan, itemsize: int) -> list[_Operand]:
                     pair_bytes=lambda r, c: r * c * (itemsize + 8),
                     flops=lambda r, c, s=site: r * c * s.explicit_pair_flops,
                     whole=lambda pr, pc, sym, K, budget, ws, i=i, s=site: _explicit_whole(
-                        _fill_explicit(s, i), s.n_params, s.d_a if s.groups == 1 else s.n_params,
+                        _FillExplicit(s, i), s.n_params, s.d_a if s.groups == 1 else s.n_params,
                         pr, pc, sym, K, budget, ws,
                     ),
                     label=site.weight,

@@ -68,9 +68,28 @@ def _im2col(site: MatmulSite, call: Call, a: torch.Tensor, dst: torch.Tensor) ->
     dst.unflatten(2, (C // G, kh, kw)).unflatten(-1, (Ho, Wo)).copy_(src)
 
 
+def patches(site: MatmulSite, raw, ws: Workspace, role: str) -> list:
+    """Per call of a conv site, its patches ``(n, G, d_a, S_k)`` of all ``n`` samples of
+    ``raw`` (bias: a row of ones), for :func:`form` to reuse across column chunks."""
+    out = []
+    d_a0 = site.d_a - (site.bias is not None)
+    for k, (call, (a, _)) in enumerate(zip(site.calls, raw)):
+        X = ws.get(f"{role}{k}", (a.shape[0], site.groups, site.d_a, call.positions), a.dtype, a.device)
+        _im2col(site, call, a, X[:, :, :d_a0])
+        if site.bias is not None:
+            X[:, :, d_a0].fill_(1.0)
+        out.append(X)
+    return out
+
+
+def patches_bytes(site: MatmulSite, n: int, itemsize: int) -> int:
+    """Bytes of :func:`patches` for ``n`` samples (0 for linear sites, which need none)."""
+    return 0 if site.kind == "linear" else n * site.groups * site.d_a * site.positions * itemsize
+
+
 def form(
     site: MatmulSite, raw, out: torch.Tensor | None = None, ws: Workspace | None = None,
-    rows: tuple[int, int] | None = None, calls: list[Call] | None = None,
+    rows: tuple[int, int] | None = None, calls: list[Call] | None = None, patched: list | None = None,
 ):
     """Explicit per-sample gradients ``(n, n_params)`` of a matmul site.
 
@@ -79,7 +98,8 @@ def form(
     row of ones appended to the patches). ``out`` must be contiguous if given.
     ``rows = (o0, o1)`` (ungrouped sites only) forms only the output channels
     ``o0:o1``: the columns ``o0·d_a : o1·d_a`` of the full gradient, ``(n, (o1-o0)·d_a)``.
-    ``calls``: the calls ``raw`` holds, when not all of the site's.
+    ``calls``: the calls ``raw`` holds, when not all of the site's. ``patched``: the
+    conv site's :func:`patches` of these samples, computed once for several chunks.
     """
     ws = ws or Workspace()
     a0 = raw[0][0]
@@ -102,10 +122,13 @@ def form(
                 B3[..., :d_a0].copy_(a.reshape(n, S, d_a0))
                 B3[..., d_a0].fill_(1.0)
         else:
-            X = ws.get("patches", (n, G, d_a, S), a.dtype, a.device)
-            _im2col(site, call, a, X[:, :, :d_a0])
-            if site.bias is not None:
-                X[:, :, d_a0].fill_(1.0)
+            if patched is not None:
+                X = patched[k]
+            else:
+                X = ws.get("patches", (n, G, d_a, S), a.dtype, a.device)
+                _im2col(site, call, a, X[:, :, :d_a0])
+                if site.bias is not None:
+                    X[:, :, d_a0].fill_(1.0)
             B3 = X.view(n * G, d_a, S).transpose(1, 2)
             g3 = g.reshape(n * G, d_g, S)[:, o0:o1]
         if k == 0:
