@@ -278,6 +278,25 @@ def test_per_sample_check_catches_what_the_sum_check_missed(monkeypatch):
     assert rel_err(K, pair_jacobian_kernel(model, x)) < 1e-10
 
 
+def test_per_sample_check_catches_a_swap_within_a_pass(monkeypatch):
+    """Planted bug: the single-op VJP swaps the gradients of the first two samples of
+    every pass; sums over a pass are unchanged, the check must reject it."""
+    original = pieces._generic_grads
+
+    def swapped(use, plan, params, n, chunk_bytes):
+        out = original(use, plan, params, n, chunk_bytes)
+        return {k: v[[1, 0] + list(range(2, n))] if n >= 2 else v for k, v in out.items()}
+
+    monkeypatch.setattr(pieces, "_generic_grads", swapped)
+    torch.manual_seed(0)
+    model = BatchTwoLookalike().eval()
+    x = torch.randn(N, 4, dtype=torch.float64)
+    timings = {}
+    K = engine._entk(model, x, None, 2.0, torch.float64, None, False, False, timings)
+    assert "p" in timings["schedule"].plan.fallback  # rejected, recomputed exactly
+    assert rel_err(K, pair_jacobian_kernel(model, x)) < 1e-10
+
+
 def test_unfed_site_fails_loudly(monkeypatch):
     """Planted bug: the capture loses one recorded call of a layer on the main pass."""
     model, size = family_network("nn.MultiheadAttention batch_first")
