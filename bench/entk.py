@@ -85,18 +85,37 @@ class PeakRSS:
         return False
 
 
-def matmul_peak(dtype: torch.dtype, size: int = 4096, seconds: float = 1.5) -> float:
-    """Best GFLOP/s of ``size x size`` matmuls over a few repetitions."""
-    a = torch.randn(size, size, dtype=dtype)
-    b = torch.randn(size, size, dtype=dtype)
+def matmul_peak(dtype: torch.dtype, size: int = 4096, seconds: float = 1.5, device: str = "cpu") -> float:
+    """Best GFLOP/s of ``size x size`` matmuls over a few repetitions (on ``device``; CUDA
+    matmuls use TF32 when ``torch.backends.cuda.matmul.allow_tf32`` is set)."""
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    sync = torch.cuda.synchronize if a.is_cuda else (lambda: None)
     a @ b  # warm-up
+    sync()
     best = 0.0
     stop = time.perf_counter() + seconds
     while time.perf_counter() < stop:
         t = time.perf_counter()
         a @ b
+        sync()
         best = max(best, 2.0 * size**3 / (time.perf_counter() - t) / 1e9)
     return best
+
+
+class PeakCUDA:
+    """Peak CUDA memory allocated during a ``with`` block (GiB), beyond what it started with."""
+
+    def __enter__(self):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        self.start = torch.cuda.memory_allocated()
+        return self
+
+    def __exit__(self, *exc):
+        torch.cuda.synchronize()
+        self.gib = (torch.cuda.max_memory_allocated() - self.start) / GIB
+        return False
 
 
 # --------------------------------------------------------------------------------------
@@ -348,12 +367,13 @@ def worker(args) -> int:
     net, x = network_and_inputs(args.model, args.image_size, args.seed, n)
     with torch.no_grad():  # warm-up: first calls of conv kernels allocate caches
         net(x[:2])
-    ntk.entk(net, x[:4], dtype=torch.float32, memory_gb=args.memory_gb)
+    cuda = args.device.startswith("cuda")
+    ntk._entk(net, x[:4], None, args.memory_gb, torch.float32, args.device, args.tf32, False, None)
     rows, cols = (x[: args.tile], x[args.tile :]) if tile else (x, None)
     timings: dict = {}
-    with PeakRSS() as mem:
+    with PeakCUDA() if cuda else PeakRSS() as mem:
         t0, c0 = time.perf_counter(), time.process_time()
-        K = ntk._entk(net, rows, cols, args.memory_gb, torch.float32, None, False, False, timings)
+        K = ntk._entk(net, rows, cols, args.memory_gb, torch.float32, args.device, args.tf32, False, timings)
         total, cpu = time.perf_counter() - t0, time.process_time() - c0
     groups: dict = {}
     for label, t in timings.get("terms", []):
@@ -380,7 +400,7 @@ def run_engine(src: str, mode: str, args, tmp: str, tag: str) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", mode, "--worker-out", out,
            "--model", args.model, "--n", str(args.n), "--tile", str(args.tile), "--image-size", str(args.image_size),
            "--threads", str(args.threads), "--memory-gb", str(args.tile_memory_gb if mode == "tile" else args.memory_gb),
-           "--seed", str(args.seed), "--clock", args.clock]
+           "--seed", str(args.seed), "--clock", args.clock, "--device", args.device] + (["--tf32"] if args.tf32 else [])
     env = dict(os.environ, PYTHONPATH=src)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -425,13 +445,13 @@ def print_engines(best: dict, what: str, peak: float, nt_time: float | None) -> 
     print(f"\n# {what}: bound = {flops / 1e12:.3f} TFLOP (gradient pass {f['gradient_pass'] / 1e12:.3f} + "
           f"contraction {f['contraction'] / 1e12:.3f}) at {peak:.1f} GFLOP/s = {bound:.2f} s")
     groups = sorted({g for r in best.values() for g in r["groups"]})
-    head = (f"{'engine':24s} {'time s':>7s} {'x bound':>7s} {'x nt-sd':>7s} {'plan+chk':>8s} {'grad pass':>9s} "
-            f"{'contract':>8s} | " + " ".join(f"{g[:9]:>9s}" for g in groups))
+    head = (f"{'engine':24s} {'time s':>7s} {'x bound':>7s} {'x nt-sd':>7s} {'peak GiB':>8s} {'plan+chk':>8s} "
+            f"{'grad pass':>9s} {'contract':>8s} | " + " ".join(f"{g[:9]:>9s}" for g in groups))
     print(head)
     print("-" * len(head))
     for label, r in best.items():
         vs_nt = f"{r['total'] / nt_time:7.2f}" if nt_time else f"{'-':>7s}"
-        print(f"{label:24s} {r['total']:7.2f} {r['total'] / bound:7.2f} {vs_nt} {r['plan']:8.2f} "
+        print(f"{label:24s} {r['total']:7.2f} {r['total'] / bound:7.2f} {vs_nt} {r['peak_gib']:8.2f} {r['plan']:8.2f} "
               f"{r['gradient_pass']:9.2f} {r['contraction']:8.2f} | "
               + " ".join(f"{r['groups'][g]:9.2f}" if g in r["groups"] else f"{'-':>9s}" for g in groups))
     kernels = {label: np.load(r["kernel"]) for label, r in best.items()}
@@ -482,6 +502,10 @@ def main(argv=None):
                          "development on a shared machine with --threads 1; the bound is wall-clock)")
     ap.add_argument("--peers-nt", action="store_true",
                     help="add neural-tangents STRUCTURED_DERIVATIVES at N (as --peers nt-sd)")
+    ap.add_argument("--device", default="cpu", help="where entk computes: cpu or cuda (cuda: peak = GPU memory "
+                                                    "allocated; no baselines, peers or float64 check)")
+    ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls and convolutions on CUDA")
+    ap.add_argument("--json", default="", help="also write the engines' best runs (times, flops, split) here")
     ap.add_argument("--worker", choices=["n", "tile"], help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -505,9 +529,14 @@ def main(argv=None):
 
     if args.clock == "cpu":  # the peaks in CPU seconds too (the bound is then CPU seconds)
         time.perf_counter = time.process_time
-    peak32 = matmul_peak(torch.float32)
-    peak64 = matmul_peak(torch.float64)
-    np_peak = numpy_peak()
+    cuda = args.device.startswith("cuda")
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
+        print(f"# device {torch.cuda.get_device_name(args.device)}, TF32 {'on' if args.tf32 else 'off'}")
+        args.baselines, args.peers, args.n_check = "none", "none", 0
+    peak32 = matmul_peak(torch.float32, device=args.device)
+    peak64 = matmul_peak(torch.float64, device=args.device)
+    np_peak = 0.0 if cuda else numpy_peak()
     try:
         from rmtlens.kernels.ntk.contraction import _blas
 
@@ -557,15 +586,16 @@ def main(argv=None):
 
     # float32 versus float64 on a subset
     nc = min(args.n_check, args.n)
-    with PeakRSS() as mem64:
-        t0 = time.perf_counter()
-        K64 = ntk.entk(net, x[:nc], dtype=torch.float64, memory_gb=args.memory_gb)
-        t64 = time.perf_counter() - t0
-    K32 = K[:nc, :nc]
-    err_max = np.abs(K32 - K64).max() / np.abs(K64).max()
-    err_fro = np.linalg.norm(K32 - K64) / np.linalg.norm(K64)
-    print(f"# float32 vs float64 (N={nc}): max|ΔK|/max|K| = {err_max:.2e}, ‖ΔK‖_F/‖K‖_F = {err_fro:.2e}; "
-          f"float64 run {t64:.2f} s, peak +{mem64.gib:.2f} GiB")
+    if nc:
+        with PeakRSS() as mem64:
+            t0 = time.perf_counter()
+            K64 = ntk.entk(net, x[:nc], dtype=torch.float64, memory_gb=args.memory_gb)
+            t64 = time.perf_counter() - t0
+        K32 = K[:nc, :nc]
+        err_max = np.abs(K32 - K64).max() / np.abs(K64).max()
+        err_fro = np.linalg.norm(K32 - K64) / np.linalg.norm(K64)
+        print(f"# float32 vs float64 (N={nc}): max|ΔK|/max|K| = {err_max:.2e}, ‖ΔK‖_F/‖K‖_F = {err_fro:.2e}; "
+              f"float64 run {t64:.2f} s, peak +{mem64.gib:.2f} GiB")
 
     nb = min(args.n_baseline, args.n)
     scale = args.n / nb
@@ -646,10 +676,18 @@ def main(argv=None):
               f"{r['peak']:8.2f} | {r['t_at_n']:8.1f} {1e6 * r['t_at_n'] / args.n**2:8.2f} "
               f"{r['peak_at_n']:7.2f} {ratio:7.1f}x  {r.get('note', '')}")
     print_engines(best, f"entk, N = {args.n} symmetric", peak32, nt_time)
+    summary = dict(device=args.device, tf32=args.tf32, image_size=args.image_size, peak_gflops=peak32,
+                   n=dict(size=args.n, nt_sd=nt_time, engines=best))
     if args.tile:
         print(f"\n# tile {args.tile} x {args.tile} (rectangular, {2 * args.tile} distinct samples):", flush=True)
         best_tile = time_engines(engines, "tile", args, args.tile_repeats, tmp)
         print_engines(best_tile, f"entk, tile {args.tile} x {args.tile}", peak32, None)
+        summary["tile"] = dict(size=args.tile, engines=best_tile)
+    if args.json:
+        import json
+
+        with open(args.json, "w") as fh:
+            json.dump(summary, fh, indent=1, default=str)
         print("# neural-tangents is not run at the tile (its time there would be about its ratio at N times ours)")
     print("# bound: the least flop count of the engines (gradient pass + contraction, symmetric products "
           "counted at half) at the best measured float32 matmul peak; plan+chk = planning and the per-sample "
