@@ -445,12 +445,12 @@ def print_engines(best: dict, what: str, peak: float, nt_time: float | None) -> 
     print(f"\n# {what}: bound = {flops / 1e12:.3f} TFLOP (gradient pass {f['gradient_pass'] / 1e12:.3f} + "
           f"contraction {f['contraction'] / 1e12:.3f}) at {peak:.1f} GFLOP/s = {bound:.2f} s")
     groups = sorted({g for r in best.values() for g in r["groups"]})
-    head = (f"{'engine':24s} {'time s':>7s} {'x bound':>7s} {'x nt-sd':>7s} {'peak GiB':>8s} {'plan+chk':>8s} "
+    head = (f"{'engine':24s} {'time s':>7s} {'x bound':>7s} {'nt-sd/':>7s} {'peak GiB':>8s} {'plan+chk':>8s} "
             f"{'grad pass':>9s} {'contract':>8s} | " + " ".join(f"{g[:9]:>9s}" for g in groups))
     print(head)
     print("-" * len(head))
     for label, r in best.items():
-        vs_nt = f"{r['total'] / nt_time:7.2f}" if nt_time else f"{'-':>7s}"
+        vs_nt = f"{nt_time / r['total']:6.2f}x" if nt_time else f"{'-':>7s}"
         print(f"{label:24s} {r['total']:7.2f} {r['total'] / bound:7.2f} {vs_nt} {r['peak_gib']:8.2f} {r['plan']:8.2f} "
               f"{r['gradient_pass']:9.2f} {r['contraction']:8.2f} | "
               + " ".join(f"{r['groups'][g]:9.2f}" if g in r["groups"] else f"{'-':>9s}" for g in groups))
@@ -689,6 +689,7 @@ def main(argv=None):
         with open(args.json, "w") as fh:
             json.dump(summary, fh, indent=1, default=str)
         print("# neural-tangents is not run at the tile (its time there would be about its ratio at N times ours)")
+    print("# nt-sd/: neural-tangents STRUCTURED_DERIVATIVES' time at N over the engine's (how many times faster)")
     print("# bound: the least flop count of the engines (gradient pass + contraction, symmetric products "
           "counted at half) at the best measured float32 matmul peak; plan+chk = planning and the per-sample "
           "self-check; columns after | = contraction seconds per layer group (formed: stem, norms and head "
