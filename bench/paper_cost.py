@@ -12,6 +12,11 @@ measurement: say so when quoting it).
 
     python bench/paper_cost.py                          # config/paper.yaml, small tile 48
     python bench/paper_cost.py --small 32 --gpu-tflops 51 --gpu-efficiency 0.6
+    python bench/paper_cost.py --rate-tflops 21.5       # a rate measured elsewhere (bench/gpu_check.sh)
+
+With ``--rate-tflops`` no tile is timed here: every backbone's tiles are projected at
+that achieved rate (e.g. the rate of a 4096 x 4096 tile measured on a GPU), and the
+hours printed are those of that device.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ def parse():
     ap.add_argument("--gpu-tflops", type=float, default=51.0,
                     help="GPU float32 peak in TFLOP/s for the projection (H100 SXM: 67, PCIe: 51; A100: 19.5)")
     ap.add_argument("--gpu-efficiency", type=float, default=0.5, help="fraction of that peak assumed")
+    ap.add_argument("--rate-tflops", type=float, default=0.0,
+                    help="project at this measured rate (TFLOP/s) instead of timing small tiles here")
     return ap.parse_args()
 
 
@@ -66,19 +73,25 @@ def main():
         model = scalar_network(backbone, feature_dim(backbone, bb["image_size"]), bb.get("head_seed", 0))
         mean, std = normalisation(backbone)
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        timed = []
-        for n in (args.small, 2 * args.small):
-            x = preprocess(images[: 2 * n], bb["image_size"], mean, std)
-            start = time.perf_counter()
-            entk(model, x[:n], x[n:], memory_gb=memory_gb, dtype=dtype)
-            seconds = time.perf_counter() - start
-            flops = entk_flops(model, bb["image_size"], n, n, memory_gb=memory_gb, dtype=dtype)["total"]
-            timed.append((n, seconds, flops))
-        (n1, t1, f1), (n2, t2, f2) = timed
-        rate = (f2 - f1) / max(t2 - t1, 1e-9)
-        print(f"\n{name} ({bb['model']}, {bb['image_size']} px, P = {sum(p.numel() for p in model.parameters()):,}): "
-              f"tiles {n1}x{n1} in {t1:.1f} s and {n2}x{n2} in {t2:.1f} s: marginal rate {rate / 1e9:.1f} GFLOP/s, "
-              f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB (was {rss0 / 2**20:.1f})")
+        header = f"\n{name} ({bb['model']}, {bb['image_size']} px, P = {sum(p.numel() for p in model.parameters()):,})"
+        if args.rate_tflops:
+            rate = args.rate_tflops * 1e12
+            print(f"{header}: projected at the given rate {args.rate_tflops:.2f} TFLOP/s")
+        else:
+            timed = []
+            for n in (args.small, 2 * args.small):
+                x = preprocess(images[: 2 * n], bb["image_size"], mean, std)
+                start = time.perf_counter()
+                entk(model, x[:n], x[n:], memory_gb=memory_gb, dtype=dtype)
+                seconds = time.perf_counter() - start
+                flops = entk_flops(model, bb["image_size"], n, n, memory_gb=memory_gb, dtype=dtype)["total"]
+                timed.append((n, seconds, flops))
+            (n1, t1, f1), (n2, t2, f2) = timed
+            rate = (f2 - f1) / max(t2 - t1, 1e-9)
+            print(f"{header}: tiles {n1}x{n1} in {t1:.1f} s and {n2}x{n2} in {t2:.1f} s: marginal rate "
+                  f"{rate / 1e9:.1f} GFLOP/s, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} "
+                  f"GiB (was {rss0 / 2**20:.1f})")
+        counted: dict = {}  # tile shape -> flops (one plan per shape)
         for d in datasets:
             ds = cfg["datasets"][d]
             tiles = [t for t in entk_tiles(ds["n_pool"], ds["n_test"], cfg["entk"]["tile_size"]) if t.mirror is None]
@@ -86,16 +99,22 @@ def main():
             for t in tiles:
                 rows, cols = t.rows[1] - t.rows[0], t.cols[1] - t.cols[0]
                 same = t.rows == t.cols
-                f = entk_flops(model, bb["image_size"], rows, None if same else cols, memory_gb=memory_gb, dtype=dtype)
-                flops += f["total"]
+                key = (rows, None if same else cols)
+                if key not in counted:
+                    counted[key] = entk_flops(model, bb["image_size"], rows, key[1], memory_gb=memory_gb,
+                                              dtype=dtype)["total"]
+                flops += counted[key]
             n_weights = len(bb["weights"])
             cpu_h = n_weights * flops / rate / 3600
             gpu_h = n_weights * flops / (args.gpu_tflops * 1e12 * args.gpu_efficiency) / 3600
             grand_cpu, grand_gpu, grand_tflop = grand_cpu + cpu_h, grand_gpu + gpu_h, grand_tflop + n_weights * flops / 1e12
             kernel_gb = (ds["n_pool"] + ds["n_test"]) * ds["n_pool"] * 8 / 2**30
+            where = "hours at the given rate" if args.rate_tflops else "CPU-hours here"
             print(f"  {d}: {len(tiles)} tile jobs x {n_weights} weight setting(s), {n_weights * flops / 1e12:,.0f} TFLOP; "
-                  f"{cpu_h:,.1f} CPU-hours here, {gpu_h:,.2f} GPU-hours projected; kernel file {kernel_gb:.1f} GiB each")
-    print(f"\ntotal eNTK: {grand_tflop:,.0f} TFLOP, {grand_cpu:,.1f} CPU-hours at the achieved rate here, "
+                  f"{cpu_h:,.2f} {where}, {gpu_h:,.2f} GPU-hours projected at the stated peak; kernel file "
+                  f"{kernel_gb:.1f} GiB each")
+    where = "hours at the given rate" if args.rate_tflops else "CPU-hours at the achieved rate here"
+    print(f"\ntotal eNTK: {grand_tflop:,.0f} TFLOP, {grand_cpu:,.2f} {where}, "
           f"{grand_gpu:,.2f} GPU-hours projected at {args.gpu_efficiency:.0%} of {args.gpu_tflops} TFLOP/s")
 
 

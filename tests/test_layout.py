@@ -306,3 +306,51 @@ def test_modules_are_short_or_say_why():
         if lines > MAX_LINES and "Longer than" not in doc:
             long.append(f"{name}: {lines} lines")
     assert not long, f"modules over {MAX_LINES} lines without a 'Longer than ...' sentence: {long}"
+
+
+NTK = PACKAGE / "kernels" / "ntk"
+
+
+def private_cross_imports(source: str, module: str) -> list[str]:
+    """Private names (``_x``) of other rmtlens modules that ``source`` (module ``module``)
+    imports, or reads off an imported rmtlens module (``plan._make_plan``)."""
+    found, aliases = [], {}
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("rmtlens") and a.name != module:
+                    aliases[a.asname or a.name] = a.name
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rmtlens"):
+            for a in node.names:
+                full = f"{node.module}.{a.name}"
+                is_module = (PACKAGE.parent / full.replace(".", "/")).with_suffix(".py").exists()
+                if is_module and full != module:
+                    aliases[a.asname or a.name] = full
+                elif a.name.startswith("_") and node.module != module:
+                    found.append(full)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            if isinstance(node.value, ast.Name) and node.value.id in aliases:
+                found.append(f"{aliases[node.value.id]}.{node.attr}")
+    return found
+
+
+def test_private_import_check_catches_planted_imports():
+    own = "rmtlens.kernels.ntk.pieces"
+    assert private_cross_imports("from rmtlens.kernels.ntk.plan import Plan, _Plan\n", own) == [
+        "rmtlens.kernels.ntk.plan._Plan"]
+    assert private_cross_imports("from rmtlens.kernels.ntk import plan\nplan._make_plan(1)\n", own) == [
+        "rmtlens.kernels.ntk.plan._make_plan"]
+    assert private_cross_imports("from rmtlens.kernels.ntk.pieces import _form\n", own) == []  # its own
+    assert private_cross_imports("from rmtlens.kernels.ntk.plan import make_plan\n", own) == []
+
+
+def test_engine_steps_share_only_public_names():
+    """The modules of kernels/ntk hand each other results through public interfaces:
+    none imports (or reads off a sibling module) another module's private name."""
+    offenders = []
+    for path in sorted(NTK.glob("*.py")):
+        name = module_name(path)
+        offenders += [f"{name}: {hit}" for hit in private_cross_imports(path.read_text(), name)]
+    assert not offenders, "private names across kernels/ntk modules:\n" + "\n".join(offenders)

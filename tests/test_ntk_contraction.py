@@ -54,11 +54,12 @@ def test_self_product_upper_triangle_and_aligned_blocks(route, align, blas):
     assert torch.allclose(outT[up], (A.T @ A)[up], rtol=1e-12)
 
 
-def test_auto_route_is_torch_unless_numpy_runs_avx512(blas):
+def test_auto_route_is_numpy_when_its_openblas_is_known(blas):
     blas("auto")
     route = contraction._blas(torch.device("cpu"), torch.float32)
-    core = contraction._numpy_blas_core() or ""
-    assert route == ("numpy" if core in contraction._AVX512_CORES else "torch")
+    core = contraction._numpy_blas_core()
+    assert route == ("numpy" if core is not None else "torch")
+    assert contraction._blas(torch.device("meta"), torch.float32) == "torch"  # devices other than the CPU
     blas("fortran")
     with pytest.raises(ValueError, match="RMTLENS_ENTK_BLAS"):
         contraction._blas(torch.device("cpu"), torch.float32)
@@ -94,3 +95,33 @@ def test_whole_pool_kernel_beyond_one_leaf(route, blas):
     assert np.abs(Kr - ref[:130, 130:]).max() / scale < 1e-10
     Kp = entk(model, x, x[:140])
     assert np.abs(Kp - ref[:, :140]).max() / scale < 1e-10
+
+
+def test_column_chunks_share_conv_patches(monkeypatch):
+    """A budget that splits explicit terms into column chunks: the conv patches of all
+    samples are formed once and shared by the chunks; the kernel is still J Jᵀ."""
+    backbone = create_backbone("test_resnet", 16, 0)
+    model = scalar_network(backbone, feature_dim(backbone, 16), head_seed=1).double()
+    x = torch.randn(40, 3, 16, 16, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    shared = []
+    original = contraction.patches
+
+    def counted(site, raw, ws, role):
+        shared.append(site.weight)
+        return original(site, raw, ws, role)
+
+    monkeypatch.setattr(contraction, "patches", counted)
+    original_whole = contraction._explicit_whole
+
+    def small_chunks(fill, width, unit, pr, pc, symmetric, K, budget, ws):  # 3 units a chunk at most
+        budget = min(budget, pr.n * pr.n * 8 + 32 * 2**20 + 2 * (pr.n + pc.n) * 3 * unit * 8 + 2**22)
+        return original_whole(fill, width, unit, pr, pc, symmetric, K, budget, ws)
+
+    monkeypatch.setattr(contraction, "_explicit_whole", small_chunks)
+    ref = per_sample_kernel(model, x, x)
+    scale = np.abs(ref).max()
+    assert np.abs(entk(model, x) - ref).max() / scale < 1e-10
+    assert shared  # the shared path ran
+    shared.clear()
+    assert np.abs(entk(model, x[:15], x[15:]) - ref[:15, 15:]).max() / scale < 1e-10
+    assert shared

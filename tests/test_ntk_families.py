@@ -8,7 +8,7 @@ from torch import nn
 
 from rmtlens.inputs import create_backbone
 from rmtlens.kernels import entk, entk_flops, scalar_network
-from rmtlens.kernels.ntk import engine, pieces, verify
+from rmtlens.kernels.ntk import capture, engine, pieces, verify
 
 N = 6
 
@@ -210,12 +210,31 @@ def test_per_sample_check_catches_what_the_sum_check_missed(monkeypatch):
     assert rel_err(K, jacobian_kernel(model, x)) < 1e-10
 
 
+def test_per_sample_check_catches_a_swap_within_a_pass(monkeypatch):
+    """Planted bug: the single-op VJP swaps the gradients of the first two samples of
+    every pass; sums over a pass are unchanged, the check must reject it."""
+    original = pieces._generic_grads
+
+    def swapped(use, plan, params, n, chunk_bytes):
+        out = original(use, plan, params, n, chunk_bytes)
+        return {k: v[[1, 0] + list(range(2, n))] if n >= 2 else v for k, v in out.items()}
+
+    monkeypatch.setattr(pieces, "_generic_grads", swapped)
+    torch.manual_seed(0)
+    model = BatchTwoLookalike().eval()
+    x = torch.randn(N, 4, dtype=torch.float64)
+    timings = {}
+    K = engine._entk(model, x, None, 2.0, torch.float64, None, False, False, timings)
+    assert "p" in timings["schedule"].plan.fallback  # rejected, recomputed exactly
+    assert rel_err(K, pair_jacobian_kernel(model, x)) < 1e-10
+
+
 def test_unfed_site_fails_loudly(monkeypatch):
     """Planted bug: the capture loses one recorded call of a layer on the main pass."""
     model, size = family_network("nn.MultiheadAttention batch_first")
     x = torch.randn(N, 3, size, size, dtype=torch.float64)
     armed = {"main pass": False}
-    verified, finish = engine._verified_plan, pieces._Capture.finish
+    verified, finish = engine._verified_plan, capture._Capture.finish
 
     def arm_after_self_check(*args, **kwargs):
         plan = verified(*args, **kwargs)
@@ -228,7 +247,7 @@ def test_unfed_site_fails_loudly(monkeypatch):
         finish(self)
 
     monkeypatch.setattr(engine, "_verified_plan", arm_after_self_check)
-    monkeypatch.setattr(pieces._Capture, "finish", drop_one)
+    monkeypatch.setattr(capture._Capture, "finish", drop_one)
     with pytest.raises(RuntimeError, match="did not receive every recorded call"):
         entk(model, x)
 
@@ -268,7 +287,7 @@ def test_out_of_memory_names_the_budget(monkeypatch):
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
 
-    monkeypatch.setattr(engine, "_contract", oom)
+    monkeypatch.setattr(engine, "contract", oom)
     model, size = family_network("nn.MultiheadAttention batch_first")
     x = torch.randn(4, 3, size, size, dtype=torch.float64)
     with pytest.raises(MemoryError, match="entk.memory_gb"):

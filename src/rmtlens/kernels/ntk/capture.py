@@ -3,11 +3,18 @@
 A ``TorchFunctionMode`` records, per functional call (``F.conv2d``, ``F.linear``,
 ``F.batch_norm`` ...), its input ``a`` and the gradient ``g`` of ``f(x_i)`` at its output,
 and the recipes that rebuild parameter-derived tensors from the parameters.
+
+The step's interface: :func:`record` (one sample: the uses' signatures and every
+tensor dimension), :func:`probe` (the probe batch, against a recording: batch axes,
+memory and flops), :func:`capture_pass` (a main-pass batch, against the plan's
+signatures), each returning a :class:`Captured`; :func:`rebuild_output` re-runs a
+generic use on fresh parameter leaves.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -51,7 +58,7 @@ _KIND = {
 }
 
 
-_MATMUL_KINDS = ("linear", "conv")
+MATMUL_KINDS = ("linear", "conv")
 
 
 _RECIPE_ATTR = "_rmtlens_entk_recipe"
@@ -69,7 +76,7 @@ class _Recipe:
 
 
 @dataclass
-class _Signature:
+class Signature:
     """One use (a parameter meets sample data) as seen by a capture, in call order.
 
     ``in_shapes``/``out_shapes``: shapes of the sample-batched arguments and of the
@@ -90,7 +97,7 @@ class _Signature:
 
 
 @dataclass
-class _StructuredUse:
+class StructuredUse:
     kind: str
     weight: str | None
     bias: str | None
@@ -103,7 +110,7 @@ class _StructuredUse:
 
 
 @dataclass
-class _GenericUse:
+class GenericUse:
     func: Callable
     args: tuple
     kwargs: dict
@@ -189,9 +196,9 @@ class _Capture(TorchFunctionMode):
         self.expected = expected
         self.watch = watch
         self.dims: set[int] | None = set() if reference is None and expected is None else None
-        self.structured: list[_StructuredUse] = []
-        self.generic: list[_GenericUse] = []
-        self.signatures: list[_Signature] = []
+        self.structured: list[StructuredUse] = []
+        self.generic: list[GenericUse] = []
+        self.signatures: list[Signature] = []
         self.unsupported: set[str] = set()
 
     def _param_name(self, t) -> str | None:
@@ -297,7 +304,7 @@ class _Capture(TorchFunctionMode):
             raise self._mismatch(j, f"{getattr(func, '__name__', func)} where the plan has "
                                     f"{getattr(self.expected[j].func, '__name__', '?')}")
         in_axes = self._axes(j, func, batched, False)
-        sig = _Signature(func, tuple(tuple(t.shape) for t in batched), in_axes=in_axes, roots=roots)
+        sig = Signature(func, tuple(tuple(t.shape) for t in batched), in_axes=in_axes, roots=roots)
         self.signatures.append(sig)
         out = None
         if func in _KIND:
@@ -322,7 +329,7 @@ class _Capture(TorchFunctionMode):
         grads = [o for o in outs if isinstance(o, torch.Tensor) and o.requires_grad]
         return grads, self._axes(j, func, grads, True)
 
-    def _generic(self, func, args, kwargs, batched, roots, sig: _Signature):
+    def _generic(self, func, args, kwargs, batched, roots, sig: Signature):
         batched_ids = {id(t) for t in batched}
         # parameters meet sample data: keep private copies of the sample data
         saved = tree_map(
@@ -344,7 +351,7 @@ class _Capture(TorchFunctionMode):
         elif grads:
             axis = out_axes[0]
         separable = axis is not None
-        use = _GenericUse(func, saved[0], saved[1], index, roots, separable, axis)
+        use = GenericUse(func, saved[0], saved[1], index, roots, separable, axis)
         sig.kind, sig.key = "generic", roots
         if separable:
             _set_output_hook(out, index, use)
@@ -355,7 +362,7 @@ class _Capture(TorchFunctionMode):
         self.generic.append(use)
         return out
 
-    def _structured(self, func, args, kwargs, batched, in_axes, sig: _Signature):
+    def _structured(self, func, args, kwargs, batched, in_axes, sig: Signature):
         kind = _KIND[func]
         b = _bind(func, args, kwargs)
         x, weight, bias = b["input"], b["weight"], b["bias"]
@@ -380,7 +387,7 @@ class _Capture(TorchFunctionMode):
             return None
         if kind == "conv" and k != 1:
             return None
-        if kind in _MATMUL_KINDS and w_name is None:
+        if kind in MATMUL_KINDS and w_name is None:
             return None
         if kind == "batch_norm" and (b["training"] or b["running_mean"] is None):
             return None
@@ -406,7 +413,7 @@ class _Capture(TorchFunctionMode):
             transform = (lambda g: _batch_first(g, axis, batch)) if axis != (0, 1) else None
         else:
             inp, out_shape, transform = x.detach(), tuple(out.shape), None
-        use = _StructuredUse(kind, w_name, b_name, inp, version, opts, out_shape, axis)
+        use = StructuredUse(kind, w_name, b_name, inp, version, opts, out_shape, axis)
         _set_output_hook(out, None, use, transform)
         self.structured.append(use)
         return out
@@ -433,3 +440,141 @@ def _rebuild(obj, leaves: dict[str, torch.Tensor], names: dict[int, str], memo: 
         result = obj.detach()
     memo[key] = result
     return result
+
+
+def rebuild_output(use: GenericUse, leaves: dict[str, torch.Tensor], names: dict[int, str]) -> torch.Tensor:
+    """The output of a generic use recomputed with parameters replaced by ``leaves``
+    (parameter name -> tensor; other parameters detached), from its saved sample data."""
+    r_args, r_kwargs = tree_map(lambda t: _rebuild(t, leaves, names, {}), (use.args, use.kwargs))
+    out = use.func(*r_args, **r_kwargs)
+    return out if use.index is None else out[use.index]
+
+
+# --------------------------------------------------------------------------------------
+# the step's interface: one captured pass per call
+
+
+@dataclass
+class Captured:
+    """What one captured pass saw.
+
+    ``signatures``: every use (a parameter meets sample data) in call order;
+    ``structured`` / ``generic``: the uses with their inputs and, after a backward,
+    their output gradients; ``unsupported``: parameters whose uses cannot be split by
+    sample; ``dims``: every tensor dimension seen (recordings only); ``batch``: samples
+    in the pass; ``saved_bytes`` / ``flops``: activations saved for backward and
+    forward + input-backward flops of the pass (probes only).
+    """
+
+    signatures: list[Signature]
+    structured: list[StructuredUse]
+    generic: list[GenericUse]
+    unsupported: set[str]
+    batch: int
+    dims: set[int] = field(default_factory=set)
+    saved_bytes: int = 0
+    flops: float = 0.0
+
+
+def scalar_output(out, batch: int) -> torch.Tensor:
+    """``out`` as ``(batch,)``, or a clear error when the model is no scalar network."""
+    if not isinstance(out, torch.Tensor) or out.numel() != batch:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(
+            f"model must return one scalar per sample, shape ({batch},) or ({batch}, 1); got {shape}. "
+            "Wrap a backbone with scalar_network()."
+        )
+    return out.reshape(batch)
+
+
+@contextmanager
+def _requires_grad(params: dict[str, nn.Parameter], names, value: bool):
+    """Temporarily set ``requires_grad`` of the named parameters."""
+    chosen = [params[n] for n in names]
+    old = [p.requires_grad for p in chosen]
+    for p in chosen:
+        p.requires_grad_(value)
+    try:
+        yield
+    finally:
+        for p, r in zip(chosen, old):
+            p.requires_grad_(r)
+
+
+def parameter_names(model: nn.Module) -> dict[int, str]:
+    """``id(parameter) -> name`` of every parameter of ``model``."""
+    return {id(p): n for n, p in model.named_parameters()}
+
+
+def record(model: nn.Module, x1: torch.Tensor) -> Captured:
+    """A recording capture of one sample ``x1`` ``(1, ...)``: the signatures of its uses
+    and every tensor dimension seen (operations, parameters, buffers)."""
+    x = x1.detach().clone().requires_grad_(True)
+    cap = _Capture(parameter_names(model), 1)
+    with cap:
+        out = model(x)
+    scalar_output(out, 1)
+    dims = set(cap.dims)
+    for t in list(model.parameters()) + list(model.buffers()):
+        dims.update(t.shape)
+    return Captured(cap.signatures, cap.structured, cap.generic, cap.unsupported, 1, dims)
+
+
+def probe(model: nn.Module, x_probe: torch.Tensor, reference: Captured) -> Captured:
+    """One captured forward on the probe batch ``(p, ...)``, batch axes found against the
+    one-sample ``reference``; also measures saved activations and flops of a pass.
+    Structured uses get ``opts["_wshape"]``, the shape of their weight."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    params = dict(model.named_parameters())
+    names = {id(p): n for n, p in params.items()}
+    x = x_probe.detach().clone().requires_grad_(True)
+    saved: dict[int, int] = {}
+    resident = {t.untyped_storage().data_ptr() for t in list(params.values()) + list(model.buffers())}
+
+    def pack(t):  # activations saved for backward, not the weights
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in resident:
+            saved[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    cap = _Capture(names, x.shape[0], reference=reference.signatures)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with cap:
+            out = model(x)
+    scalar_output(out, x.shape[0])
+    if len(cap.signatures) != len(reference.signatures):
+        raise RuntimeError(
+            f"eNTK: the model makes {len(cap.signatures)} parameterised operations on a batch of "
+            f"{x.shape[0]} but {len(reference.signatures)} on one sample; its parameter uses depend on the batch"
+        )
+    for u in cap.structured:
+        u.opts["_wshape"] = tuple(params[u.weight].shape) if u.weight else None
+    del out
+    counter = FlopCounterMode(display=False)
+    with counter:
+        xf = x_probe.detach().clone().requires_grad_(True)
+        scalar_output(model(xf), xf.shape[0]).sum().backward(inputs=[xf])
+    return Captured(cap.signatures, cap.structured, cap.generic, cap.unsupported, x.shape[0],
+                    saved_bytes=sum(saved.values()), flops=float(counter.get_total_flops()))
+
+
+def capture_pass(model: nn.Module, x: torch.Tensor, names: dict[int, str], constant: frozenset,
+                 expected: list[Signature], watch: frozenset) -> Captured:
+    """A main-pass batch ``x`` ``(m, ...)``: forward under the capture and backward of
+    ``Σ f(x_i)``, so every use holds its input and output gradient.
+
+    ``constant``: parameter names treated as constants (handled elsewhere);
+    ``expected``: the signatures every batch must reproduce (count, order, shapes);
+    ``watch``: ids of parameters no use touched on the probe.
+    """
+    params = dict(model.named_parameters())
+    xb = x.detach().clone().requires_grad_(True)
+    m = xb.shape[0]
+    cap = _Capture(names, m, constant, expected=expected, watch=watch)
+    # parameters handled elsewhere must look like constants to the capture
+    with _requires_grad(params, constant, False), cap:
+        out = model(xb)
+    cap.finish()
+    torch.autograd.grad(scalar_output(out, m).sum(), xb)
+    return Captured(cap.signatures, cap.structured, cap.generic, cap.unsupported, m)

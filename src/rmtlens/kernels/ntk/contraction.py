@@ -1,24 +1,22 @@
 """Step 4, contraction: kernel blocks ``Σ_params J_r J_cᵀ`` from the stored pieces.
+
+The interface: :func:`contract` adds the kernel block of two sets of pieces (rows,
+columns) made with one plan; :func:`blocks` splits a range into sample blocks.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import time
 from contextlib import nullcontext
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from rmtlens.kernels.ntk.pieces import (
-    _form,
-    _gram_pair,
-    _gram_piece,
-    _Pieces,
-    _Workspace,
-)
-from rmtlens.kernels.ntk.plan import _Plan
+from rmtlens.kernels.ntk.pieces import Pieces, Workspace, form, gram_pair, gram_piece, patches, patches_bytes
+from rmtlens.kernels.ntk.plan import Plan
 
 
 class _Operand:
@@ -31,7 +29,8 @@ class _Operand:
     """
 
     def __init__(self, piece: Callable, pair: Callable, piece_bytes: float, temp_bytes: float, pair_bytes, flops,
-                 whole: Callable | None = None):
+                 whole: Callable | None = None, label: str = ""):
+        self.label = label  # the site's weight name, or "formed"
         self.whole = whole
         self.piece = piece  # (pieces, start, stop, workspace, role) -> block piece
         self.pair = pair  # (piece_r, piece_c, workspace) -> (r, c) block in compute dtype
@@ -44,7 +43,6 @@ class _Operand:
 # --------------------------------------------------------------------------------------
 # products J Jᵀ and Aᵀ A: which BLAS, and symmetric rank-k halving
 
-_AVX512_CORES = ("skylakex", "cooperlake", "sapphirerapids")
 _BLAS_CHOICE: dict[str, str] = {}
 
 
@@ -85,9 +83,11 @@ def _blas(device: torch.device, dtype: torch.dtype) -> str:
     """``"numpy"`` or ``"torch"``: which library runs the large CPU products.
 
     ``RMTLENS_ENTK_BLAS`` = ``torch`` | ``numpy`` | ``auto`` (default). ``auto``
-    takes numpy only when its OpenBLAS runs an AVX-512 kernel (on CPUs where
-    PyTorch's MKL takes its AVX2 path, about twice as fast) and passes a numerical
-    check; the choice depends on the environment only, never on timings, so the
+    takes numpy whenever its BLAS is an OpenBLAS with a known kernel that passes a
+    numerical check: its ``a @ a.T`` is a symmetric rank-k update (half the flops of
+    the product, where PyTorch's halving path does 5/8 of them at N = 1024), and on
+    CPUs where PyTorch's MKL takes its AVX2 path an AVX-512 OpenBLAS is about twice as
+    fast besides. The choice depends on the environment only, never on timings, so the
     same environment gives bit-identical kernels. Results agree to rounding either way.
     """
     if device.type != "cpu":
@@ -98,7 +98,7 @@ def _blas(device: torch.device, dtype: torch.dtype) -> str:
         if want not in ("auto", "torch", "numpy"):
             raise ValueError(f"RMTLENS_ENTK_BLAS must be auto, torch or numpy, got {want!r}")
         choice = "torch"
-        if want == "numpy" or (want == "auto" and (_numpy_blas_core() or "") in _AVX512_CORES):
+        if want == "numpy" or (want == "auto" and _numpy_blas_core() is not None):
             if _numpy_blas_verified(dtype):
                 choice = "numpy"
             elif want == "numpy":
@@ -181,7 +181,12 @@ def _explicit_whole(fill, width: int, unit: int, pr, pc, symmetric: bool, K, bud
     if units < 1:
         return False
     w = min(width, units * unit)
-    ws.reserve(out_bytes + rows_held * w * itemsize + 32 * 2**20, budget)
+    shared = 0  # several chunks: what they can share (conv patches), if it fits
+    if w < width and hasattr(fill, "shared_bytes"):
+        shared = fill.shared_bytes(pr.n, itemsize) + (0 if symmetric else fill.shared_bytes(pc.n, itemsize))
+        shared = shared if shared <= avail - rows_held * w * itemsize else 0
+        fill.share = shared > 0
+    ws.reserve(out_bytes + rows_held * w * itemsize + 32 * 2**20 + shared, budget)
     blas = _blas(ref.device, ref.dtype)
     prod = ws.get("whole_out", (n_r, n_c), ref.dtype, ref.device)
     if symmetric and blas != "numpy":
@@ -199,31 +204,41 @@ def _explicit_whole(fill, width: int, unit: int, pr, pc, symmetric: bool, K, bud
 
 
 def _structured_whole(site, i, pr, pc, symmetric: bool, K, budget: float, ws):
-    """``K += Σ_{s,t} (a_s·a'_t)(g_s·g'_t)`` of a structured site from whole-pool Gram matrices."""
+    """``K += Σ_{s,t} (A_s A'_tᵀ) ∘ (G_s G'_tᵀ)`` of a structured site over all samples at once.
+
+    One ``n_r x n_c`` product of patches and one of output gradients per position pair
+    ``(s, t)``; symmetric: the pairs ``s ≤ t`` only, a rank-k update for ``s = t`` and
+    ``M + Mᵀ`` for ``s < t`` (exact flops of the upper triangle, every product large).
+    """
     n_r, n_c, S, G = pr.n, pc.n, site.positions, site.groups
     ref = pr.formed
     itemsize = ref.element_size()
     pieces_bytes = (n_r + (0 if symmetric else n_c)) * S * G * (site.d_a + site.d_g) * itemsize
-    need = 2 * (n_r * S) * (n_c * S) * itemsize + pieces_bytes
+    need = 3 * n_r * n_c * itemsize + pieces_bytes
     if G != 1 or need > budget:
         return False
     ws.reserve(need, budget)
     blas = _blas(ref.device, ref.dtype)
-    Ar, Gr, _, _ = _gram_piece(site, pr.raw[i], ws, "whole_r")
-    ga = ws.get("whole_ga", (n_r * S, n_c * S), ref.dtype, ref.device)
-    gg = ws.get("whole_gg", (n_r * S, n_c * S), ref.dtype, ref.device)
-    if symmetric:
-        if blas != "numpy":  # the strict lower triangle is never written: keep it zero
-            ga.zero_()
-            gg.zero_()
-        _self_product(Ar[0], ga, blas, transposed=True, align=S)
-        _self_product(Gr[0], gg, blas, transposed=True, align=S)
-    else:
-        Ac, Gc, _, _ = _gram_piece(site, pc.raw[i], ws, "whole_c")
-        _cross_product(Ar[0].T, Ac[0].T, ga, blas)
-        _cross_product(Gr[0].T, Gc[0].T, gg, blas)
-    ga.mul_(gg)
-    K += ga.view(n_r, S, n_c, S).sum((1, 3)) if S > 1 else ga
+    Ar, Gr, _, _ = gram_piece(site, pr.raw[i], ws, "whole_r")
+    Ac, Gc = (Ar, Gr) if symmetric else gram_piece(site, pc.raw[i], ws, "whole_c")[:2]
+    ga = ws.get("whole_ga", (n_r, n_c), ref.dtype, ref.device)
+    gg = ws.get("whole_gg", (n_r, n_c), ref.dtype, ref.device)
+    acc = ws.get("whole_acc", (n_r, n_c), ref.dtype, ref.device)
+    acc.zero_()
+    for s in range(S):
+        for t in range(s if symmetric else 0, S):
+            if symmetric and t == s:  # upper triangle (at least) of a rank-k update
+                _self_product(Ar[0, s], ga, blas)
+                _self_product(Gr[0, s], gg, blas)
+                acc.addcmul_(ga, gg)
+                continue
+            _cross_product(Ar[0, s], Ac[0, t], ga, blas)
+            _cross_product(Gr[0, s], Gc[0, t], gg, blas)
+            ga.mul_(gg)
+            acc.add_(ga)
+            if symmetric:  # the pair (t, s) is this one's transpose
+                acc.add_(ga.T)
+    K += acc  # symmetric: only the upper triangle is kept (mirrored at the end)
     return True
 
 
@@ -231,28 +246,41 @@ def _fill_formed(pieces, key, c0, c1, ws):
     return pieces.formed[:, c0:c1]
 
 
-def _fill_explicit(site, i):
-    """Columns of an explicit site's gradient for all samples, formed in sample blocks."""
+class _FillExplicit:
+    """Columns ``c0:c1`` of an explicit site's gradient for all samples, formed in sample
+    blocks; with ``share`` set, a conv site's patches of all samples are computed once
+    and kept for every column chunk (``shared_bytes``: their size)."""
 
-    def fill(pieces, key, c0, c1, ws):
+    def __init__(self, site, i: int):
+        self.site, self.i = site, i  # site: also read when profiling
+        self.share = False
+        self.patched: dict = {}
+
+    def shared_bytes(self, n: int, itemsize: int) -> int:
+        return patches_bytes(self.site, n, itemsize)
+
+    def __call__(self, pieces, key, c0, c1, ws):
+        site = self.site
         n = pieces.n
         d_a = site.d_a
         out = ws.get(key, (n, c1 - c0), pieces.formed.dtype, pieces.formed.device)
-        raw = pieces.raw[i]
+        raw = pieces.raw[self.i]
+        rows = None if site.groups != 1 else (c0 // d_a, c1 // d_a)
+        if self.share and site.kind == "conv":
+            if key not in self.patched:
+                self.patched[key] = patches(site, raw, ws, key + "_patches")
+            form(site, raw, out, ws, rows, patched=self.patched[key])
+            return out
         S = site.positions
         step = max(1, min(n, int(32 * 2**20 // max(1, S * d_a * site.groups * out.element_size()))))
         for s0 in range(0, n, step):
             s1 = min(n, s0 + step)
             sub = [[t[s0:s1] for t in call] for call in raw]
-            rows = None if site.groups != 1 else (c0 // d_a, c1 // d_a)
-            _form(site, sub, out[s0:s1], ws, rows)
+            form(site, sub, out[s0:s1], ws, rows)
         return out
 
-    fill.site = site  # for profiling
-    return fill
 
-
-def _operands(plan: _Plan, itemsize: int) -> list[_Operand]:
+def _operands(plan: Plan, itemsize: int) -> list[_Operand]:
     """The contraction terms: all formed gradients together, then each raw site."""
     ops = []
     if plan.n_formed:
@@ -268,6 +296,7 @@ def _operands(plan: _Plan, itemsize: int) -> list[_Operand]:
                 whole=lambda pr, pc, sym, K, budget, ws, P=P: _explicit_whole(
                     _fill_formed, P, 1, pr, pc, sym, K, budget, ws
                 ),
+                label="formed",
             )
         )
 
@@ -275,10 +304,10 @@ def _operands(plan: _Plan, itemsize: int) -> list[_Operand]:
         raw = [[t[a:b] for t in call] for call in pc.raw[i]]
         ref = raw[0][0]
         out = ws.get(role, (b - a, site.n_params), ref.dtype, ref.device)
-        return _form(site, raw, out, ws)
+        return form(site, raw, out, ws)
 
-    def gram_piece(pc, a, b, ws, role, i, site):
-        return _gram_piece(site, [[t[a:b] for t in call] for call in pc.raw[i]], ws, role)
+    def gram_block_piece(pc, a, b, ws, role, i, site):
+        return gram_piece(site, [[t[a:b] for t in call] for call in pc.raw[i]], ws, role)
 
     for i, site in enumerate(plan.sites):
         if site.store != "raw":
@@ -293,25 +322,27 @@ def _operands(plan: _Plan, itemsize: int) -> list[_Operand]:
                     piece_bytes=site.n_params * itemsize,
                     temp_bytes=patches,
                     pair_bytes=lambda r, c: r * c * (itemsize + 8),
-                    flops=lambda r, c, s=site: r * c * s.pair_flops("explicit"),
+                    flops=lambda r, c, s=site: r * c * s.explicit_pair_flops,
                     whole=lambda pr, pc, sym, K, budget, ws, i=i, s=site: _explicit_whole(
-                        _fill_explicit(s, i), s.n_params, s.d_a if s.groups == 1 else s.n_params,
+                        _FillExplicit(s, i), s.n_params, s.d_a if s.groups == 1 else s.n_params,
                         pr, pc, sym, K, budget, ws,
                     ),
+                    label=site.weight,
                 )
             )
         else:
             ops.append(
                 _Operand(
-                    piece=lambda pc, a, b, ws, role, i=i, s=site: gram_piece(pc, a, b, ws, role, i, s),
-                    pair=_gram_pair,
+                    piece=lambda pc, a, b, ws, role, i=i, s=site: gram_block_piece(pc, a, b, ws, role, i, s),
+                    pair=gram_pair,
                     piece_bytes=S * G * (site.d_a + site.d_g) * itemsize,
                     temp_bytes=0.0,
-                    pair_bytes=lambda r, c, S=S, G=G: 2 * G * r * S * c * S * itemsize + r * c * 8,
-                    flops=lambda r, c, s=site: r * c * s.gram_flops(),
+                    pair_bytes=lambda r, c, G=G: (2 * G + 1) * r * c * itemsize + r * c * 8,
+                    flops=lambda r, c, s=site: r * c * s.gram_flops,
                     whole=lambda pr, pc, sym, K, budget, ws, i=i, s=site: _structured_whole(
                         s, i, pr, pc, sym, K, budget, ws
                     ),
+                    label=site.weight,
                 )
             )
     return ops
@@ -327,17 +358,17 @@ def _block_size(op: _Operand, n_rows: int, n_cols: int, budget: float, target: i
     return b, cache
 
 
-def _blocks(n: int, b: int) -> list[tuple[int, int]]:
+def blocks(n: int, b: int) -> list[tuple[int, int]]:
     return [(s, min(n, s + b)) for s in range(0, n, b)]
 
 
-def _contract_blocks(op: _Operand, b: int, cache_cols: bool, pr: _Pieces, pc: _Pieces, symmetric: bool, K,
+def _contract_blocks(op: _Operand, b: int, cache_cols: bool, pr: Pieces, pc: Pieces, symmetric: bool, K,
                      progress) -> None:
     """One term over sample blocks (pieces recomputed per block pair unless cached)."""
     n_r, n_c = pr.n, pc.n
-    rows, cols = _blocks(n_r, b), _blocks(n_c, b)
+    rows, cols = blocks(n_r, b), blocks(n_c, b)
     cache: dict[int, Any] = {}
-    ws = _Workspace()  # per term: its buffers are sized for it
+    ws = Workspace()  # per term: its buffers are sized for it
     for bi, (r0, r1) in enumerate(rows):
         p_row = cache.get(bi) if symmetric else None
         if p_row is None:
@@ -360,11 +391,18 @@ def _contract_blocks(op: _Operand, b: int, cache_cols: bool, pr: _Pieces, pc: _P
             cache.pop(bi, None)
 
 
-def _contract(
-    ops: list[_Operand], pr: _Pieces, pc: _Pieces, symmetric: bool, K: torch.Tensor,
-    budget: float, target: int, progress,
+def contract(
+    plan: Plan, pr: Pieces, pc: Pieces, symmetric: bool, K: torch.Tensor,
+    budget: float, target: int, progress, terms: list | None = None,
 ) -> None:
-    """``K += Σ_terms pair(piece(rows), piece(cols))``.
+    """``K += Σ_terms pair(piece(rows), piece(cols))`` over the terms of ``plan``.
+
+    ``pr``, ``pc``: pieces of the row and column samples (the same object when
+    ``symmetric``); ``K``: ``(pr.n, pc.n)`` float64, accumulated in place; ``budget``:
+    bytes for transients; ``target``: sample block size aimed at; ``progress``: None
+    or an object with ``update(flops)``; ``terms``: None, or a list that receives
+    ``(label, seconds)`` per term (label: the site's weight name, ``formed`` for the
+    formed gradients, ``mirror`` for the symmetric fill).
 
     Terms whose whole-pool transients fit ``budget`` are contracted over all samples
     at once (``_Operand.whole``); the others over sample blocks. With ``symmetric``
@@ -372,15 +410,18 @@ def _contract(
     triangle is mirrored at the end.
     """
     n_r, n_c = pr.n, pc.n
+    ops = _operands(plan, plan.itemsize)
     sizes = [_block_size(op, n_r, n_c, budget, target) for op in ops]
     b_sym = min((b for b, _ in sizes), default=1)  # one block grid for the mirror
     blas = _blas(K.device, pr.formed.dtype)
+    clock = _Clock(K.device, terms)
     with _blas_threads(blas):
         # whole-pool terms first (each sample's pieces formed once, no block pairs)
-        ws_whole = _Workspace()
+        ws_whole = Workspace()
         rest = []
         for op, size in zip(ops, sizes):
             if op.whole is not None and op.whole(pr, pc, symmetric, K, budget, ws_whole):
+                clock.lap(op.label)
                 if progress is not None:
                     progress.update(op.flops(n_r, n_c) * (0.5 if symmetric else 1.0))
             else:
@@ -388,10 +429,29 @@ def _contract(
         del ws_whole
         for op, (b, cache_cols) in rest:
             _contract_blocks(op, b_sym if symmetric else b, cache_cols, pr, pc, symmetric, K, progress)
+            clock.lap(op.label)
     if symmetric:  # mirror the upper triangle: the result is exactly symmetric
-        blocks = _blocks(n_r, b_sym)
-        for bi, (r0, r1) in enumerate(blocks):
+        grid = blocks(n_r, b_sym)
+        for bi, (r0, r1) in enumerate(grid):
             diag = K[r0:r1, r0:r1]
             diag.copy_(torch.triu(diag) + torch.triu(diag, 1).T)
-            for c0, c1 in blocks[bi + 1 :]:
+            for c0, c1 in grid[bi + 1 :]:
                 K[c0:c1, r0:r1] = K[r0:r1, c0:c1].T
+        clock.lap("mirror")
+
+
+class _Clock:
+    """Seconds since the last lap, appended to ``terms`` (nothing when it is None)."""
+
+    def __init__(self, device: torch.device, terms: list | None):
+        self.device, self.terms = device, terms
+        self.last = time.perf_counter() if terms is not None else 0.0
+
+    def lap(self, label: str) -> None:
+        if self.terms is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.terms.append((label, now - self.last))
+        self.last = now

@@ -41,13 +41,19 @@ Algorithm
    all samples do not fit, the samples are split into super-blocks and the
    column pieces are recomputed per row super-block.
 
-This module: Public entry points ``entk`` and ``entk_flops``: validation, schedule, the main pass.
+This module: the public entry points ``entk`` and ``entk_flops``: validation, then the
+steps in order, each taking the previous step's result: ``capture.record`` (one
+sample) → ``verify.probe_batch`` → ``capture.probe`` → ``plan.make_plan`` →
+``pieces.gradient_pieces`` of the probe → ``verify.failed_parameters`` (failures go to
+the fallback and the plan is made again) → ``schedule.make_schedule`` →
+``pieces.gradient_pieces`` → ``contraction.contract`` per block of samples.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -57,10 +63,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from rmtlens.kernels.ntk.contraction import _blocks, _contract
-from rmtlens.kernels.ntk.pieces import _all_require_grad, _gradient_pieces, _is_oom, _Pieces
-from rmtlens.kernels.ntk.schedule import _estimate_flops, _Schedule, _schedule
-from rmtlens.kernels.ntk.verify import _verified_plan
+from rmtlens.kernels.ntk.capture import probe, record
+from rmtlens.kernels.ntk.contraction import blocks, contract
+from rmtlens.kernels.ntk.pieces import gradient_pieces, is_oom
+from rmtlens.kernels.ntk.plan import Plan, make_plan
+from rmtlens.kernels.ntk.schedule import Schedule, make_schedule
+from rmtlens.kernels.ntk.verify import check_batch, failed_parameters, probe_batch, used_parameters
 
 
 class _Progress:
@@ -107,15 +115,42 @@ def _tf32(device: torch.device, allow: bool):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
+@contextmanager
+def _all_require_grad(model: nn.Module):
+    """Every parameter of ``model`` requires grad inside the block (restored after)."""
+    params = list(model.parameters())
+    old = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for p, r in zip(params, old):
+            p.requires_grad_(r)
+
+
+def _channels_last(model: nn.Module, device, dtype) -> bool:
+    """Whether the work copy of ``model`` runs channels-last: float32 on the CPU with 2-d
+    convolutions, where oneDNN's channels-last kernels run the gradient pass faster."""
+    if os.environ.get("RMTLENS_ENTK_CHANNELS_LAST", "auto").strip().lower() in ("0", "no", "off"):
+        return False
+    return device.type == "cpu" and dtype == torch.float32 and any(
+        isinstance(m, nn.Conv2d) for m in model.modules()
+    )
+
+
 def _prepare_model(model: nn.Module, device, dtype) -> tuple[nn.Module, int]:
-    """The model in the compute dtype on the device (a copy only when needed)."""
+    """The model in the compute dtype and memory format on the device (a copy only when needed)."""
     ref = next(model.parameters(), None)
     if ref is None:
         raise ValueError("model has no parameters")
     same = ref.device == device and all(p.dtype == dtype for p in model.parameters())
-    if same:
+    channels_last = _channels_last(model, device, dtype)
+    if same and not channels_last:
         return model, 0
     copy_ = copy.deepcopy(model).to(device=device, dtype=dtype)
+    if channels_last:
+        copy_ = copy_.to(memory_format=torch.channels_last)
     return copy_, sum(p.numel() * p.element_size() for p in copy_.parameters())
 
 
@@ -191,8 +226,34 @@ def entk(
     return _entk(model, x_rows, x_cols, memory_gb, dtype, device, allow_tf32, progress)
 
 
+def _verified_plan(model, x_rows, x_cols, n_rows, n_cols, dtype, device) -> Plan:
+    """A plan made on a probe batch, with the parameters failing the self-check sent to
+    the per-sample fallback (steps 1-2 and the self-check, in order)."""
+    reference = record(model, x_rows[:1].to(device=device, dtype=dtype))
+    x_probe = probe_batch(reference.dims, x_rows, x_cols, device, dtype)
+    probed = probe(model, x_probe, reference)
+    used = used_parameters(model, x_probe)
+    forced: set[str] = set()
+    for _ in range(3):  # parameters failing the self-check go to the exact fallback
+        plan = make_plan(model, probed, used, n_rows, n_cols, dtype, frozenset(forced))
+        pieces = gradient_pieces(model, plan, x_probe, check_batch(plan.probe_size), device, dtype, None, 2**26)
+        failed = failed_parameters(model, plan, pieces, x_probe, dtype)
+        del pieces
+        if not failed:
+            return plan
+        forced |= failed
+    raise RuntimeError(
+        f"eNTK self-check keeps failing for parameters {sorted(failed)[:8]} (of {len(failed)}): "
+        "even the whole-network per-sample fallback disagrees with per-sample autograd, so "
+        "f of a sample depends on its batch (the other samples: a batch statistic, a module "
+        "in training mode; or the batch size) and the eNTK is not defined"
+    )
+
+
 def _entk(model, x_rows, x_cols, memory_gb, dtype, device, allow_tf32, progress, timings=None):
-    """``entk``; ``timings`` (a dict) receives seconds per phase and the schedule."""
+    """``entk``; ``timings`` (a dict) receives seconds per phase (``plan``: planning and
+    self-check, ``gradient_pass``, ``contraction``, ``terms``: ``(label, seconds)`` per
+    contraction term), the schedule, its flops and the layout run."""
     _validate_inputs(x_rows, x_cols, memory_gb, dtype)
     _check_eval(model)
     ref = next(model.parameters(), None)
@@ -208,22 +269,22 @@ def _entk(model, x_rows, x_cols, memory_gb, dtype, device, allow_tf32, progress,
             layout = "prefix"
     work, copy_bytes = _prepare_model(model, device, dtype)
     with _tf32(device, allow_tf32), _all_require_grad(work):
+        start = time.perf_counter()
         plan = _verified_plan(work, x_rows, x_cols, n_rows, n_cols, dtype, device)
-        sched = _schedule(plan, n_rows, n_cols, layout, device, memory_gb, copy_bytes)
-        if layout == "prefix" and sched.super_block < n_rows:
-            layout = "rectangular"  # pieces of all rows do not fit: the general path
-            sched = _schedule(plan, n_rows, n_cols, layout, device, memory_gb, copy_bytes)
+        planned = time.perf_counter() - start
+        sched = make_schedule(plan, n_rows, n_cols, layout, device, memory_gb, copy_bytes)
+        layout, est = sched.layout, sched.flops
         x_all = x_rows if layout != "rectangular" else torch.cat([x_rows, x_cols.to(x_rows.device)])
-        est = _estimate_flops(sched, n_rows, n_cols, layout)
         bar = _Progress(progress, est["gradient_pass"] + est["contraction"]) if progress else None
         try:
             K = torch.zeros((n_rows, n_cols), dtype=torch.float64, device=device)
             if timings is not None:
-                timings.update(schedule=sched, flops=est, layout=layout, gradient_pass=0.0, contraction=0.0)
+                timings.update(schedule=sched, flops=est, layout=layout, plan=planned, gradient_pass=0.0,
+                               contraction=0.0)
             try:
                 _run(work, sched, x_all, n_rows, n_cols, layout, K, device, dtype, bar, timings)
             except (RuntimeError, MemoryError) as err:
-                if not _is_oom(err):
+                if not is_oom(err):
                     raise
                 raise MemoryError(
                     f"eNTK ran out of memory on {device} with memory_gb={memory_gb} "
@@ -239,7 +300,7 @@ def _entk(model, x_rows, x_cols, memory_gb, dtype, device, allow_tf32, progress,
     return K.cpu().numpy()
 
 
-def _run(model, sched: _Schedule, x_all, n_rows, n_cols, layout, K, device, dtype, bar, timings):
+def _run(model, sched: Schedule, x_all, n_rows, n_cols, layout, K, device, dtype, bar, timings):
     plan, m = sched.plan, sched.super_block
 
     def timed(phase, fn, *args):
@@ -253,53 +314,48 @@ def _run(model, sched: _Schedule, x_all, n_rows, n_cols, layout, K, device, dtyp
 
     def pieces(x):
         return timed(
-            "gradient_pass", _gradient_pieces, model, plan, x, sched.pass_batch, device, dtype, bar,
+            "gradient_pass", gradient_pieces, model, plan, x, sched.pass_batch, device, dtype, bar,
             sched.budget_transient,
         )
 
-    def contract(pr, pc, sym, rows, cols):  # K[rows, cols] is a view: accumulates in place
+    terms = timings.setdefault("terms", []) if timings is not None else None
+
+    def block(pr, pc, sym, rows, cols):  # K[rows, cols] is a view: accumulates in place
         timed(
-            "contraction", _contract, sched.ops, pr, pc, sym, K[rows, cols],
-            sched.budget_transient, sched.block_target, bar,
+            "contraction", contract, plan, pr, pc, sym, K[rows, cols],
+            sched.budget_transient, sched.block_target, bar, terms,
         )
 
     if layout == "prefix":  # columns = leading rows: symmetric part, then the rest
         pr = pieces(x_all)
-        pc = _Pieces(pr.formed[:n_cols], _slice_raw(pr.raw, 0, n_cols))
-        contract(pc, pc, True, slice(0, n_cols), slice(0, n_cols))
+        pc = pr.rows(0, n_cols)
+        block(pc, pc, True, slice(0, n_cols), slice(0, n_cols))
         if n_rows > n_cols:
-            rest = _Pieces(pr.formed[n_cols:], _slice_raw(pr.raw, n_cols, n_rows))
-            contract(rest, pc, False, slice(n_cols, n_rows), slice(0, n_cols))
+            block(pr.rows(n_cols, n_rows), pc, False, slice(n_cols, n_rows), slice(0, n_cols))
         return
     if layout == "symmetric":
-        supers = _blocks(n_rows, m)
+        supers = blocks(n_rows, m)
         for i, (a0, a1) in enumerate(supers):
             pr = pieces(x_all[a0:a1])
-            contract(pr, pr, True, slice(a0, a1), slice(a0, a1))
+            block(pr, pr, True, slice(a0, a1), slice(a0, a1))
             for b0, b1 in supers[i + 1 :]:
                 pc = pieces(x_all[b0:b1])
-                contract(pr, pc, False, slice(a0, a1), slice(b0, b1))
+                block(pr, pc, False, slice(a0, a1), slice(b0, b1))
                 K[b0:b1, a0:a1] = K[a0:a1, b0:b1].T
                 del pc
             del pr
         return
     if m >= n_rows + n_cols:
         both = pieces(x_all)
-        pr = _Pieces(both.formed[:n_rows], _slice_raw(both.raw, 0, n_rows))
-        pc = _Pieces(both.formed[n_rows:], _slice_raw(both.raw, n_rows, n_rows + n_cols))
-        contract(pr, pc, False, slice(0, n_rows), slice(0, n_cols))
+        block(both.rows(0, n_rows), both.rows(n_rows, n_rows + n_cols), False, slice(0, n_rows), slice(0, n_cols))
         return
-    for a0, a1 in _blocks(n_rows, m):
+    for a0, a1 in blocks(n_rows, m):
         pr = pieces(x_all[a0:a1])
-        for b0, b1 in _blocks(n_cols, m):
+        for b0, b1 in blocks(n_cols, m):
             pc = pieces(x_all[n_rows + b0 : n_rows + b1])
-            contract(pr, pc, False, slice(a0, a1), slice(b0, b1))
+            block(pr, pc, False, slice(a0, a1), slice(b0, b1))
             del pc
         del pr
-
-
-def _slice_raw(raw, a, b):
-    return {i: [[t[a:b] for t in call] for call in calls] for i, calls in raw.items()}
 
 
 def entk_flops(
@@ -336,5 +392,5 @@ def entk_flops(
     x_probe = torch.randn((2, 3, image_size, image_size), generator=gen, dtype=torch.float64)
     with _all_require_grad(work):
         plan = _verified_plan(work, x_probe.to(ref.device, dtype), None, n_rows, n_c, dtype, ref.device)
-        sched = _schedule(plan, n_rows, n_c, layout, ref.device, memory_gb, copy_bytes)
-    return _estimate_flops(sched, n_rows, n_c, layout)
+        sched = make_schedule(plan, n_rows, n_c, layout, ref.device, memory_gb, copy_bytes)
+    return sched.flops

@@ -1,34 +1,30 @@
 """Step 3, per-sample pieces: the compact ``a``/``g`` (or explicit gradients) of a sample block.
+
+The step's interface: :func:`gradient_pieces` runs the captured passes of a plan over
+samples and returns their :class:`Pieces`; :func:`form`, :func:`gram_piece` and
+:func:`gram_pair` turn raw pieces into explicit gradients and Gram factors for the
+contraction, :func:`planned_gradients` one sample's gradients for the self-check.
 """
 
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.utils._pytree import tree_map
 
 from rmtlens.kernels.ntk.capture import (
-    _MATMUL_KINDS,
-    _Capture,
-    _GenericUse,
-    _rebuild,
-    _StructuredUse,
+    MATMUL_KINDS,
+    GenericUse,
+    StructuredUse,
+    capture_pass,
+    rebuild_output,
 )
-from rmtlens.kernels.ntk.plan import (
-    _Call,
-    _MatmulSite,
-    _Plan,
-    _scalar_output,
-    _single_call,
-)
+from rmtlens.kernels.ntk.plan import Call, MatmulSite, Plan
 
 
-class _Workspace:
+class Workspace:
     """Reusable buffers: large fresh allocations page-fault on every use (mmap)."""
 
     def __init__(self):
@@ -52,7 +48,7 @@ class _Workspace:
             self.buffers.clear()
 
 
-def _im2col(site: _MatmulSite, call: _Call, a: torch.Tensor, dst: torch.Tensor) -> None:
+def _im2col(site: MatmulSite, call: Call, a: torch.Tensor, dst: torch.Tensor) -> None:
     """Write the input patches of a conv call into ``dst``, a view shaped ``(n, G, d_a0, S)``."""
     if a.ndim == 3:  # conv1d as a conv2d of height 1
         a = a.unsqueeze(2)
@@ -72,18 +68,40 @@ def _im2col(site: _MatmulSite, call: _Call, a: torch.Tensor, dst: torch.Tensor) 
     dst.unflatten(2, (C // G, kh, kw)).unflatten(-1, (Ho, Wo)).copy_(src)
 
 
-def _form(
-    site: _MatmulSite, raw, out: torch.Tensor | None = None, ws: _Workspace | None = None,
-    rows: tuple[int, int] | None = None,
+def patches(site: MatmulSite, raw, ws: Workspace, role: str) -> list:
+    """Per call of a conv site, its patches ``(n, G, d_a, S_k)`` of all ``n`` samples of
+    ``raw`` (bias: a row of ones), for :func:`form` to reuse across column chunks."""
+    out = []
+    d_a0 = site.d_a - (site.bias is not None)
+    for k, (call, (a, _)) in enumerate(zip(site.calls, raw)):
+        X = ws.get(f"{role}{k}", (a.shape[0], site.groups, site.d_a, call.positions), a.dtype, a.device)
+        _im2col(site, call, a, X[:, :, :d_a0])
+        if site.bias is not None:
+            X[:, :, d_a0].fill_(1.0)
+        out.append(X)
+    return out
+
+
+def patches_bytes(site: MatmulSite, n: int, itemsize: int) -> int:
+    """Bytes of :func:`patches` for ``n`` samples (0 for linear sites, which need none)."""
+    return 0 if site.kind == "linear" else n * site.groups * site.d_a * site.positions * itemsize
+
+
+def form(
+    site: MatmulSite, raw, out: torch.Tensor | None = None, ws: Workspace | None = None,
+    rows: tuple[int, int] | None = None, calls: list[Call] | None = None, patched: list | None = None,
 ):
     """Explicit per-sample gradients ``(n, n_params)`` of a matmul site.
 
+    ``raw``: per call, ``[a, g]`` of ``n`` samples (``Pieces.raw`` of the site).
     ``J_n = Σ_s g_ns a_nsᵀ`` per group, one batched matmul per call (bias: a
     row of ones appended to the patches). ``out`` must be contiguous if given.
     ``rows = (o0, o1)`` (ungrouped sites only) forms only the output channels
     ``o0:o1``: the columns ``o0·d_a : o1·d_a`` of the full gradient, ``(n, (o1-o0)·d_a)``.
+    ``calls``: the calls ``raw`` holds, when not all of the site's. ``patched``: the
+    conv site's :func:`patches` of these samples, computed once for several chunks.
     """
-    ws = ws or _Workspace()
+    ws = ws or Workspace()
     a0 = raw[0][0]
     n, G, d_a, d_g = a0.shape[0], site.groups, site.d_a, site.d_g
     o0, o1 = (0, d_g) if rows is None else rows
@@ -93,7 +111,7 @@ def _form(
     d_a0 = d_a - (site.bias is not None)
     J = out if out is not None else torch.empty((n, G * width * d_a), dtype=a0.dtype, device=a0.device)
     J3 = J.view(n * G, width, d_a)
-    for k, (call, (a, g)) in enumerate(zip(site.calls, raw)):
+    for k, (call, (a, g)) in enumerate(zip(site.calls if calls is None else calls, raw)):
         S = call.positions
         if site.kind == "linear":
             g3 = g.reshape(n, S, d_g)[..., o0:o1].transpose(1, 2)
@@ -104,10 +122,13 @@ def _form(
                 B3[..., :d_a0].copy_(a.reshape(n, S, d_a0))
                 B3[..., d_a0].fill_(1.0)
         else:
-            X = ws.get("patches", (n, G, d_a, S), a.dtype, a.device)
-            _im2col(site, call, a, X[:, :, :d_a0])
-            if site.bias is not None:
-                X[:, :, d_a0].fill_(1.0)
+            if patched is not None:
+                X = patched[k]
+            else:
+                X = ws.get("patches", (n, G, d_a, S), a.dtype, a.device)
+                _im2col(site, call, a, X[:, :, :d_a0])
+                if site.bias is not None:
+                    X[:, :, d_a0].fill_(1.0)
             B3 = X.view(n * G, d_a, S).transpose(1, 2)
             g3 = g.reshape(n * G, d_g, S)[:, o0:o1]
         if k == 0:
@@ -117,42 +138,50 @@ def _form(
     return J
 
 
-def _gram_piece(site: _MatmulSite, raw, ws: _Workspace, role: str | None):
-    """Patches ``(G, d_a, n·S)`` and output gradients ``(G, d_g, n·S)`` of a site."""
+def gram_piece(site: MatmulSite, raw, ws: Workspace, role: str | None):
+    """Gram factors of a site, position-major: patches ``(G, S, n, d_a)`` and output
+    gradients ``(G, S, n, d_g)`` (``S``: positions of all calls); returns ``(A, Gb, n, S)``.
+
+    The site's kernel block is ``Σ_{s,t} (A_s A'_tᵀ) ∘ (Gb_s Gb'_tᵀ)`` summed over groups:
+    one ``n x n'`` product per position pair, each a plain matrix product.
+    """
     a0 = raw[0][0]
     n, G, d_a, d_g, S = a0.shape[0], site.groups, site.d_a, site.d_g, site.positions
     d_a0 = d_a - (site.bias is not None)
-    A = ws.get(role and role + "_a", (G, d_a, n, S), a0.dtype, a0.device)
-    Gb = ws.get(role and role + "_g", (G, d_g, n, S), a0.dtype, a0.device)
+    A = ws.get(role and role + "_a", (G, S, n, d_a), a0.dtype, a0.device)
+    Gb = ws.get(role and role + "_g", (G, S, n, d_g), a0.dtype, a0.device)
     off = 0
     for call, (a, g) in zip(site.calls, raw):
         Sk = call.positions
         if site.kind == "linear":
-            A[0, :d_a0, :, off : off + Sk].copy_(a.reshape(n, Sk, d_a0).permute(2, 0, 1))
-            Gb[0, :, :, off : off + Sk].copy_(g.reshape(n, Sk, d_g).permute(2, 0, 1))
+            A[0, off : off + Sk, :, :d_a0].copy_(a.reshape(n, Sk, d_a0).transpose(0, 1))
+            Gb[0, off : off + Sk].copy_(g.reshape(n, Sk, d_g).transpose(0, 1))
         else:
-            _im2col(site, call, a, A[:, :d_a0, :, off : off + Sk].permute(2, 0, 1, 3))
-            Gb[:, :, :, off : off + Sk].copy_(g.reshape(n, G, d_g, Sk).permute(1, 2, 0, 3))
+            _im2col(site, call, a, A[:, off : off + Sk, :, :d_a0].permute(2, 0, 3, 1))
+            Gb[:, off : off + Sk].copy_(g.reshape(n, G, d_g, Sk).permute(1, 3, 0, 2))
         off += Sk
     if site.bias is not None:
-        A[:, d_a0].fill_(1.0)
-    return A.view(G, d_a, n * S), Gb.view(G, d_g, n * S), n, S
+        A[..., d_a0].fill_(1.0)
+    return A, Gb, n, S
 
 
-def _gram_pair(r, c, ws: _Workspace) -> torch.Tensor:
-    """``Σ_{s,t} (a_s·a'_t)(g_s·g'_t)`` summed over groups: ``(n_r, n_c)``."""
+def gram_pair(r, c, ws: Workspace) -> torch.Tensor:
+    """``Σ_{s,t} (a_s·a'_t)(g_s·g'_t)`` summed over groups, ``(n_r, n_c)``, from two
+    :func:`gram_piece` results (one product per position pair)."""
     Ar, Gr, nr, S = r
     Ac, Gc, nc, _ = c
     G = Ar.shape[0]
-    prod = ws.get("gram_a", (G, nr * S, nc * S), Ar.dtype, Ar.device)
-    other = ws.get("gram_g", (G, nr * S, nc * S), Ar.dtype, Ar.device)
-    torch.bmm(Ar.transpose(1, 2), Ac, out=prod)
-    torch.bmm(Gr.transpose(1, 2), Gc, out=other)
-    prod.mul_(other)
-    prod = prod.sum(0) if G > 1 else prod[0]
-    if S == 1:
-        return prod
-    return prod.view(nr, S, nc, S).sum((1, 3))
+    acc = ws.get("gram_acc", (nr, nc), Ar.dtype, Ar.device)
+    ga = ws.get("gram_a", (G, nr, nc), Ar.dtype, Ar.device)
+    gg = ws.get("gram_g", (G, nr, nc), Ar.dtype, Ar.device)
+    acc.zero_()
+    for s in range(S):
+        for t in range(S):
+            torch.bmm(Ar[:, s], Ac[:, t].transpose(1, 2), out=ga)
+            torch.bmm(Gr[:, s], Gc[:, t].transpose(1, 2), out=gg)
+            ga.mul_(gg)
+            acc.add_(ga.sum(0) if G > 1 else ga[0])
+    return acc
 
 
 def _per_sample_sum(t: torch.Tensor, axis, n: int, keep: tuple[int, ...]) -> torch.Tensor:
@@ -165,7 +194,7 @@ def _per_sample_sum(t: torch.Tensor, axis, n: int, keep: tuple[int, ...]) -> tor
     return t.reshape(n, -1, math.prod(t.shape[t.ndim - len(keep) :])).sum(1)
 
 
-def _affine_grads(use: _StructuredUse, n: int) -> dict[str, torch.Tensor]:
+def _affine_grads(use: StructuredUse, n: int) -> dict[str, torch.Tensor]:
     """Per-sample gradients of a norm layer's weight and bias, shape ``(n, numel)``.
 
     ``x`` and ``g`` are in the layer's own layout (batch axis ``use.axis``).
@@ -190,7 +219,7 @@ def _affine_grads(use: _StructuredUse, n: int) -> dict[str, torch.Tensor]:
     return out
 
 
-def _generic_grads(use: _GenericUse, plan: _Plan, params, n: int, chunk_bytes: int):
+def _generic_grads(use: GenericUse, plan: Plan, params, n: int, chunk_bytes: int):
     """Per-sample gradients of the generic roots of one operation by masked VJPs.
 
     The output's batch axis ``(d, k)`` holds ``n·k`` entries, sample-major; the
@@ -201,10 +230,7 @@ def _generic_grads(use: _GenericUse, plan: _Plan, params, n: int, chunk_bytes: i
     if not roots or use.grad is None:  # no grad: the output does not reach f
         return {}
     leaves = {n_: params[n_].detach().requires_grad_(True) for n_ in roots}
-    r_args, r_kwargs = tree_map(lambda t: _rebuild(t, leaves, plan.names, {}), (use.args, use.kwargs))
-    out = use.func(*r_args, **r_kwargs)
-    if use.index is not None:
-        out = out[use.index]
+    out = rebuild_output(use, leaves, plan.names)
     g = use.grad
     d, k = use.axis
     g_split = g.unflatten(d, (n, k)).movedim(d, 0)  # (n, ...)
@@ -227,7 +253,7 @@ def _generic_grads(use: _GenericUse, plan: _Plan, params, n: int, chunk_bytes: i
     return {name: torch.cat(v) for name, v in per_sample.items()}
 
 
-def _is_oom(err: BaseException) -> bool:
+def is_oom(err: BaseException) -> bool:
     """An allocation failure (CUDA or CPU allocator), as opposed to any other error."""
     if isinstance(err, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))):
         return True
@@ -237,7 +263,7 @@ def _is_oom(err: BaseException) -> bool:
     )
 
 
-def _fallback_grads(model, plan: _Plan, x: torch.Tensor, params, buffers) -> torch.Tensor:
+def _fallback_grads(model, plan: Plan, x: torch.Tensor, params, buffers) -> torch.Tensor:
     """Per-sample gradients of the fallback parameters, ``(n, Σ numel)``.
 
     ``vmap(grad)`` over samples; a model vmap cannot batch (an operation without a
@@ -265,7 +291,7 @@ def _fallback_grads(model, plan: _Plan, x: torch.Tensor, params, buffers) -> tor
             plan.fallback_vmap = True
             return torch.cat(pieces).detach()
         except RuntimeError as err:
-            if plan.fallback_vmap or _is_oom(err):
+            if plan.fallback_vmap or is_oom(err):
                 raise
             plan.fallback_vmap = False  # no batching rule: per-sample loop from now on
     pieces = []
@@ -282,15 +308,20 @@ def _fallback_grads(model, plan: _Plan, x: torch.Tensor, params, buffers) -> tor
 
 
 @dataclass
-class _Pieces:
+class Pieces:
     """Per-sample pieces of ``n`` samples: formed gradients and raw site data."""
 
     formed: torch.Tensor  # (n, n_formed)
     raw: dict[int, list[list[torch.Tensor]]]  # site index -> calls -> [a, g] of shape (n, ...)
+    n: int = field(init=False)
 
-    @property
-    def n(self) -> int:
-        return self.formed.shape[0]
+    def __post_init__(self):
+        self.n = self.formed.shape[0]
+
+    def rows(self, a: int, b: int) -> "Pieces":
+        """The pieces of samples ``a:b`` (views)."""
+        raw = {i: [[t[a:b] for t in call] for call in calls] for i, calls in self.raw.items()}
+        return Pieces(self.formed[a:b], raw)
 
 
 def _pass_batches(n: int, batch: int) -> list[tuple[int, int]]:
@@ -306,7 +337,7 @@ def _pass_batches(n: int, batch: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def _gradient_pieces(model, plan: _Plan, x: torch.Tensor, batch: int, device, dtype, progress, budget):
+def gradient_pieces(model, plan: Plan, x: torch.Tensor, batch: int, device, dtype, progress, budget):
     """Per-sample pieces of the samples ``x``, passes of ``batch`` samples.
 
     Every pass must reproduce the plan's uses (count, order, shapes: checked by the
@@ -335,19 +366,14 @@ def _gradient_pieces(model, plan: _Plan, x: torch.Tensor, batch: int, device, dt
     chunk_bytes = int(max(2**20, min(64 * 2**20, budget / 8)))  # masked cotangents
     for start, stop in _pass_batches(n, batch):
         m = stop - start
-        xb = x[start:stop].to(device=device, dtype=dtype).detach().clone().requires_grad_(True)
-        cap = _Capture(plan.names, m, constant, expected=plan.expected, watch=plan.watch)
-        # parameters handled elsewhere must look like constants to the capture
-        with _requires_grad(params, constant, False), cap:
-            out = model(xb)
-        cap.finish()
+        xb = x[start:stop].to(device=device, dtype=dtype)
+        cap = capture_pass(model, xb, plan.names, constant, plan.expected, plan.watch)
         got = (len(cap.structured), len(cap.generic))
         if got != planned:
             raise RuntimeError(
                 f"eNTK: planned sites did not receive every recorded call on samples {start}:{stop}: "
                 f"{got} (structured, generic) uses where the plan has {planned}; the kernel would be wrong"
             )
-        torch.autograd.grad(_scalar_output(out, m).sum(), xb)
         rows = slice(start, stop)
         call_index: dict[int, int] = {}
         for use in cap.structured:
@@ -356,7 +382,7 @@ def _gradient_pieces(model, plan: _Plan, x: torch.Tensor, batch: int, device, dt
                     "the input of a parameterised layer was modified in place after use; "
                     "the eNTK pieces would be wrong"
                 )
-            if use.kind not in _MATMUL_KINDS:
+            if use.kind not in MATMUL_KINDS:
                 if use.grad is None:  # its output does not reach f: zero gradient
                     continue
                 for name, g in _affine_grads(use, m).items():
@@ -379,7 +405,7 @@ def _gradient_pieces(model, plan: _Plan, x: torch.Tensor, batch: int, device, dt
                     raw[i][k][1][rows] = use.grad
                 filled[i][k] += m
             elif use.grad is not None:
-                J = _form(_single_call(site, k), [(use.input, use.grad)])
+                J = form(site, [(use.input, use.grad)], calls=[site.calls[k]])
                 formed[rows, site.offset : site.offset + site.n_params] += J
                 del J
         for use in cap.generic:
@@ -392,7 +418,7 @@ def _gradient_pieces(model, plan: _Plan, x: torch.Tensor, batch: int, device, dt
             off = plan.formed[plan.fallback[0]][0]
             G = _fallback_grads(model, plan, xb.detach(), params, buffers)
             formed[rows, off : off + G.shape[1]] = G
-        del cap, out
+        del cap
         if progress is not None:
             progress.update(plan.pass_flops_per_sample * m)
     unfed = [(plan.sites[i].weight, k) for i, calls in filled.items() for k, c in enumerate(calls) if c != n]
@@ -401,23 +427,21 @@ def _gradient_pieces(model, plan: _Plan, x: torch.Tensor, batch: int, device, dt
             f"eNTK: planned sites did not receive every recorded call for all {n} samples: "
             f"(layer, call) {unfed[:5]}; the kernel would contain uninitialised memory"
         )
-    return _Pieces(formed, raw)
+    return Pieces(formed, raw)
 
 
-@contextmanager
-def _requires_grad(params: dict[str, nn.Parameter], names, value: bool):
-    """Temporarily set ``requires_grad`` of the named parameters."""
-    chosen = [params[n] for n in names]
-    old = [p.requires_grad for p in chosen]
-    for p in chosen:
-        p.requires_grad_(value)
-    try:
-        yield
-    finally:
-        for p, r in zip(chosen, old):
-            p.requires_grad_(r)
-
-
-def _all_require_grad(model: nn.Module):
-    params = dict(model.named_parameters())
-    return _requires_grad(params, list(params), True)
+def planned_gradients(plan: Plan, pieces: Pieces, i: int) -> dict[str, torch.Tensor]:
+    """Sample ``i``'s gradient of every planned parameter from the pieces, as flat views
+    (a site's weight as its ``(G·d_g, d_a0)`` block)."""
+    got = {name: pieces.formed[i, off : off + size] for name, (off, size) in plan.formed.items()}
+    for k, site in enumerate(plan.sites):
+        if site.store == "formed":
+            J = pieces.formed[i, site.offset : site.offset + site.n_params]
+        else:
+            J = form(site, [[t[i : i + 1] for t in call] for call in pieces.raw[k]])
+        J = J.view(site.groups * site.d_g, site.d_a)
+        d_a0 = site.d_a - (site.bias is not None)
+        got[site.weight] = J[:, :d_a0]
+        if site.bias is not None:
+            got[site.bias] = J[:, d_a0]
+    return got

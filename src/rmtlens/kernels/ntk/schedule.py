@@ -1,24 +1,32 @@
 """Memory schedule: block sizes and super-blocks from ``memory_gb``, and flop estimates.
+
+The interface: :func:`make_schedule` turns a verified plan and the kernel's size and
+layout into a :class:`Schedule` (the layout it can afford, chunking, flop estimate).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rmtlens.kernels.ntk.capture import GIB
-from rmtlens.kernels.ntk.contraction import _Operand, _operands
-from rmtlens.kernels.ntk.plan import _Plan
+from rmtlens.kernels.ntk.plan import Plan
 
 
 @dataclass
-class _Schedule:
-    plan: _Plan
-    ops: list[_Operand]
+class Schedule:
+    """Chunking of a plan: transient budget (bytes), pass batch, super-block (samples
+    whose pieces are resident together), the contraction's block target, the layout
+    run (``symmetric``, ``prefix`` or ``rectangular``) and the flops it takes
+    (:func:`estimate_flops`)."""
+
+    plan: Plan
     budget_transient: float
     pass_batch: int
     super_block: int
     block_target: int
+    layout: str = "symmetric"
+    flops: dict = field(default_factory=dict)
 
 
 def _union_size(n_rows: int, n_cols: int, layout: str) -> int:
@@ -26,9 +34,25 @@ def _union_size(n_rows: int, n_cols: int, layout: str) -> int:
     return n_rows + n_cols if layout == "rectangular" else n_rows
 
 
-def _schedule(plan: _Plan, n_rows, n_cols, layout, device, memory_gb, copy_bytes) -> _Schedule:
-    """Chunking of a verified plan under the memory budget (the plan itself does not
-    depend on the layout, so one plan serves a change of layout)."""
+def make_schedule(plan: Plan, n_rows, n_cols, layout, device, memory_gb, copy_bytes) -> Schedule:
+    """Chunking of a verified plan for an ``n_rows x n_cols`` kernel under ``memory_gb``
+    (GiB, of which ``copy_bytes`` are taken by a model copy).
+
+    ``layout``: ``symmetric``, ``rectangular`` or ``prefix`` (columns = leading rows);
+    a prefix layout whose row pieces do not all fit runs as ``rectangular`` (the
+    returned ``Schedule.layout``).
+    """
+    sched = _chunking(plan, n_rows, n_cols, layout, device, memory_gb, copy_bytes)
+    if layout == "prefix" and sched.super_block < n_rows:
+        layout = "rectangular"  # pieces of all rows do not fit: the general path
+        sched = _chunking(plan, n_rows, n_cols, layout, device, memory_gb, copy_bytes)
+    sched.layout = layout
+    sched.flops = estimate_flops(sched, n_rows, n_cols, layout)
+    return sched
+
+
+def _chunking(plan: Plan, n_rows, n_cols, layout, device, memory_gb, copy_bytes) -> Schedule:
+    """Chunking under the memory budget (the plan does not depend on the layout)."""
     n_union = _union_size(n_rows, n_cols, layout)
     total = memory_gb * GIB
     fixed = n_rows * n_cols * 8 + copy_bytes
@@ -40,7 +64,7 @@ def _schedule(plan: _Plan, n_rows, n_cols, layout, device, memory_gb, copy_bytes
         )
     # resident pieces take what they need (at most 60%); transients get the rest
     budget_store = 0.6 * working
-    per_sample = max(1, plan.store_bytes_per_sample())
+    per_sample = max(1, plan.store_bytes_per_sample)
     if n_union * per_sample <= budget_store:
         super_block = n_union
         store = n_union * per_sample
@@ -55,15 +79,14 @@ def _schedule(plan: _Plan, n_rows, n_cols, layout, device, memory_gb, copy_bytes
     act = max(1.0, 2.0 * plan.act_bytes_per_sample)
     cap = 64 if plan.generic_roots else 128
     pass_batch = int(max(1, min(cap, budget_transient // act, super_block)))
-    ops = _operands(plan, plan.itemsize)
     if device.type == "cuda":
         target = 2048
     else:  # 256 reaches the GEMM peak; smaller kernels gain more from symmetric blocks
         target = 256 if n_cols >= 1024 or layout == "rectangular" else 128
-    return _Schedule(plan, ops, budget_transient, pass_batch, super_block, target)
+    return Schedule(plan, budget_transient, pass_batch, super_block, target)
 
 
-def _estimate_flops(sched: _Schedule, n_rows: int, n_cols: int, layout: str) -> dict:
+def estimate_flops(sched: Schedule, n_rows: int, n_cols: int, layout: str) -> dict:
     """Flops of the schedule: gradient pass, formation and contraction."""
     plan = sched.plan
     n_union = _union_size(n_rows, n_cols, layout)
@@ -84,7 +107,7 @@ def _estimate_flops(sched: _Schedule, n_rows: int, n_cols: int, layout: str) -> 
         b = min(sched.block_target, n_cols)
         nb = math.ceil(n_cols / b)
         entries = n_cols * n_cols * (nb * (nb + 1) / 2) / (nb * nb) + (n_rows - n_cols) * n_cols
-    # whole-pool terms (contraction._explicit_whole / _structured_whole) when they fit:
+    # whole-pool terms of the contraction when they fit:
     # symmetric rank-k products, each sample's gradient formed once
     budget = sched.budget_transient
     sym_entries = n_cols * (n_cols + 1) / 2 + (n_rows - n_cols) * n_cols
@@ -93,13 +116,13 @@ def _estimate_flops(sched: _Schedule, n_rows: int, n_cols: int, layout: str) -> 
     explicit += 2.0 * (whole_entries if out_fits else entries) * plan.n_formed
     for s in plan.sites:
         if s.method == "explicit":
-            explicit += (whole_entries if out_fits else entries) * s.pair_flops("explicit")
+            explicit += (whole_entries if out_fits else entries) * s.explicit_pair_flops
             formed_once = s.store == "formed" or out_fits
-            form += s.form_flops() * (n_union if formed_once else n_rows + n_cols)
+            form += s.form_flops * (n_union if formed_once else n_rows + n_cols)
         else:
-            S = s.positions
-            fits = s.groups == 1 and 2 * n_rows * n_cols * S * S * itemsize <= budget
-            structured += (whole_entries if fits else entries) * s.gram_flops()
+            held = (n_rows + (n_cols if layout == "rectangular" else 0)) * s.positions * (s.d_a + s.d_g)
+            fits = s.groups == 1 and (3 * n_rows * n_cols + held) * itemsize <= budget
+            structured += (whole_entries if fits else entries) * s.gram_flops
     return dict(
         n_params=plan.n_params,
         explicit_jjt=2.0 * n_rows * n_cols * plan.n_params,

@@ -5,14 +5,21 @@ any tensor of a one-sample capture (parameters, buffers, every operation's input
 and outputs): an axis of length ``p`` is then the batch axis and nothing else. Its
 samples are real inputs (rows, then columns, cycled) with seeded noise, so that no
 two are equal and a use that mixes samples cannot hide.
+
+The interface: :func:`probe_batch` (the probe inputs, from the dimensions a one-sample
+recording saw), :func:`used_parameters`, :func:`check_batch` (the pass batch of the
+check) and :func:`failed_parameters`, which consumes a plan and the pieces the
+pieces step made of the probe with it.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
-from rmtlens.kernels.ntk.pieces import _form, _gradient_pieces
-from rmtlens.kernels.ntk.plan import _make_plan, _Plan, _reference_capture, _scalar_output
+from rmtlens.kernels.ntk.pieces import Pieces, planned_gradients
+from rmtlens.kernels.ntk.plan import Plan
 
 PROBE_NOISE = 0.1  # noise added to the probe samples, relative to their standard deviation
 PROBE_SEED = 0
@@ -37,6 +44,17 @@ def _probe_inputs(x_rows: torch.Tensor, x_cols, p: int, device, dtype) -> torch.
     return x + PROBE_NOISE * scale * noise
 
 
+@contextmanager
+def _native_convolutions():
+    """oneDNN off inside the block (restored after); nothing else changes."""
+    old = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = old
+
+
 def _sample_gradients(model, x_probe: torch.Tensor, i: int, names: list[str], params) -> list:
     """``∇θ f(x_i)`` per parameter (None: no gradient) from one plain autograd pass.
 
@@ -44,12 +62,16 @@ def _sample_gradients(model, x_probe: torch.Tensor, i: int, names: list[str], pa
     masking). The pass runs on the pair ``(x_i, x_{i+1})`` (eval mode: samples are
     independent; first output) because PyTorch's backward at batch 1 can be wrong
     (a 1-sample tensor's memory format is ambiguous; timm's LeViT stem disagrees
-    with finite differences there).
+    with finite differences there). The capture step has checked that the model
+    returns one scalar per sample. oneDNN is off for this pass: PyTorch's native
+    convolutions compute the reference with other kernels than the engine's pass, and
+    at batch 2 they are 2-4 times faster than oneDNN's weight gradients.
     """
     p = x_probe.shape[0]
-    out = _scalar_output(model(x_probe[[i, (i + 1) % p]]), 2)[0]
     try:
-        return list(torch.autograd.grad(out, [params[n] for n in names], allow_unused=True))
+        with _native_convolutions():
+            out = model(x_probe[[i, (i + 1) % p]]).reshape(2)[0]
+            return list(torch.autograd.grad(out, [params[n] for n in names], allow_unused=True))
     except RuntimeError as err:
         if "backward through the graph a second time" not in str(err):
             raise
@@ -61,44 +83,44 @@ def _sample_gradients(model, x_probe: torch.Tensor, i: int, names: list[str], pa
         ) from err
 
 
-def _planned_gradients(plan: _Plan, pieces, i: int) -> dict[str, torch.Tensor]:
-    """Sample ``i``'s gradient of every planned parameter from the pieces, as flat views
-    (a site's weight as its ``(G·d_g, d_a0)`` block)."""
-    got = {name: pieces.formed[i, off : off + size] for name, (off, size) in plan.formed.items()}
-    for k, site in enumerate(plan.sites):
-        if site.store == "formed":
-            J = pieces.formed[i, site.offset : site.offset + site.n_params]
-        else:
-            J = _form(site, [[t[i : i + 1] for t in call] for call in pieces.raw[k]])
-        J = J.view(site.groups * site.d_g, site.d_a)
-        d_a0 = site.d_a - (site.bias is not None)
-        got[site.weight] = J[:, :d_a0]
-        if site.bias is not None:
-            got[site.bias] = J[:, d_a0]
-    return got
+def probe_batch(dims: set[int], x_rows: torch.Tensor, x_cols, device, dtype) -> torch.Tensor:
+    """The probe ``(p, ...)``: ``p`` the smallest prime ``≥ 3`` not in ``dims`` (every tensor
+    dimension of a one-sample recording), its samples real inputs with seeded noise."""
+    return _probe_inputs(x_rows, x_cols, _probe_size(dims), device, dtype)
 
 
-def _verify_plan(model, plan: _Plan, x_probe, device, dtype) -> set[str]:
+def used_parameters(model, x_probe: torch.Tensor) -> set[str]:
+    """Names of the parameters with a gradient on the probe (structural: any sample)."""
+    params = dict(model.named_parameters())
+    names = list(params)
+    grads = _sample_gradients(model, x_probe, 0, names, params)
+    return {n for n, g in zip(names, grads) if g is not None}
+
+
+def check_batch(p: int) -> int:
+    """Pass batch of the self-check on a probe of ``p`` samples: about half the probe,
+    so that a batch other than the probe's is exercised."""
+    return (p + 1) // 2 if p >= 5 else p
+
+
+def failed_parameters(model, plan: Plan, pieces: Pieces, x_probe, dtype) -> set[str]:
     """Parameters whose per-sample gradients on the probe differ from autograd's.
 
-    Every parameter's per-sample gradients, formed from the pieces the main pass
-    would store (passes of about half the probe, so that a batch other than the
-    probe's is exercised), are compared sample by sample with ``_sample_gradients``;
-    a parameter fails when ``max_i |got_i − want_i|`` exceeds ``tol`` times its
-    largest gradient entry over the probe (or ``1e-3`` of the model's largest).
-    One sample's gradient is held at a time. A use the interception cannot see
-    (e.g. inside a custom autograd Function) or one not split by sample as planned
-    fails it.
+    ``pieces``: what the pieces step made of ``x_probe`` with ``plan`` (passes of
+    :func:`check_batch` samples). Every parameter's per-sample gradients formed from
+    them are compared sample by sample with ``_sample_gradients``; a parameter fails
+    when ``max_i |got_i − want_i|`` exceeds ``tol`` times its largest gradient entry
+    over the probe (or ``1e-3`` of the model's largest). One sample's gradient is held
+    at a time. A use the interception cannot see (e.g. inside a custom autograd
+    Function) or one not split by sample as planned fails it.
     """
     p = x_probe.shape[0]
-    batch = (p + 1) // 2 if p >= 5 else p
-    pieces = _gradient_pieces(model, plan, x_probe, batch, device, dtype, None, 2**26)
     params = dict(model.named_parameters())
     names = list(params)
     err = dict.fromkeys(names, 0.0)
     peak = dict.fromkeys(names, 0.0)
     for i in range(p):
-        got = _planned_gradients(plan, pieces, i)
+        got = planned_gradients(plan, pieces, i)
         for name, want in zip(names, _sample_gradients(model, x_probe, i, names, params)):
             mine = got.get(name)  # None: an unused parameter (zero by plan)
             if want is not None:
@@ -110,37 +132,8 @@ def _verify_plan(model, plan: _Plan, x_probe, device, dtype) -> set[str]:
             elif want is None:
                 diff = mine.abs()
             else:
-                diff = torch.sub(mine, want.reshape(mine.shape)).abs_()
+                diff = torch.sub(mine.view(want.shape), want).abs_()  # in want's layout: no copy
             err[name] = max(err[name], float(diff.max()) if diff.numel() else 0.0)
     tol = 1e-9 if dtype == torch.float64 else 1e-4
     scale = max(peak.values(), default=0.0)
     return {n for n in names if err[n] > tol * max(peak[n], 1e-3 * scale, 1e-30)}
-
-
-def _verified_plan(model, x_rows, x_cols, n_rows, n_cols, dtype, device) -> _Plan:
-    """``_make_plan`` on a probe, with parameters failing ``_verify_plan`` sent to the fallback."""
-    params = dict(model.named_parameters())
-    names = {id(t): n for n, t in params.items()}
-    x1 = x_rows[:1].to(device=device, dtype=dtype)
-    reference, dims = _reference_capture(model, x1, names)
-    x_probe = _probe_inputs(x_rows, x_cols, _probe_size(dims), device, dtype)
-    names_list = list(params)
-    grads = _sample_gradients(model, x_probe, 0, names_list, params)
-    used = {n for n, g in zip(names_list, grads) if g is not None}  # structural: any sample
-    del grads
-    forced: set[str] = set()
-    for _ in range(3):  # parameters failing the self-check go to the exact fallback
-        plan = _make_plan(model, x_probe, reference, used, n_rows, n_cols, dtype, frozenset(forced))
-        failed = _verify_plan(model, plan, x_probe, device, dtype)
-        if not failed:
-            break
-        forced |= failed
-    else:
-        raise RuntimeError(
-            f"eNTK self-check keeps failing for parameters {sorted(failed)[:8]} (of {len(failed)}): "
-            "even the whole-network per-sample fallback disagrees with per-sample autograd, so "
-            "f of a sample depends on its batch (the other samples: a batch statistic, a module "
-            "in training mode; or the batch size) and the eNTK is not defined"
-        )
-    plan.probe_size = x_probe.shape[0]
-    return plan
