@@ -100,8 +100,7 @@ def test_whole_pool_kernel_beyond_one_leaf(route, blas):
 def test_column_chunks_share_conv_patches(monkeypatch):
     """A budget that splits explicit terms into column chunks: the conv patches of all
     samples are formed once and shared by the chunks; the kernel is still J Jᵀ."""
-    backbone = create_backbone("test_resnet", 16, 0)
-    model = scalar_network(backbone, feature_dim(backbone, 16), head_seed=1).double()
+    model = timm_network("test_resnet", 16, 0).double()
     x = torch.randn(40, 3, 16, 16, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     shared = []
     original = contraction.patches

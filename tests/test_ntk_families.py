@@ -226,7 +226,7 @@ def test_per_sample_check_catches_a_swap_within_a_pass(monkeypatch):
     timings = {}
     K = engine._entk(model, x, None, 2.0, torch.float64, None, False, False, timings)
     assert "p" in timings["schedule"].plan.fallback  # rejected, recomputed exactly
-    assert rel_err(K, pair_jacobian_kernel(model, x)) < 1e-10
+    assert rel_err(K, jacobian_kernel(model, x)) < 1e-10
 
 
 def test_unfed_site_fails_loudly(monkeypatch):
