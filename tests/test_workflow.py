@@ -354,7 +354,7 @@ def test_two_runs_sit_side_by_side(finished_run, tmp_path):
     other.write_text(yaml.safe_dump(cfg))
 
     target = "results/other/tables/best_risk.csv"  # the ridge-path summary: enough to show where things go
-    planned = dry_run_jobs(workdir, "--configfile", str(other), target)
+    planned = dry_run_jobs(workdir, target, "--configfile", str(other))
     assert planned["prepare_dataset"] == 1 and planned["embed"] == 1  # nothing taken from the first run
     snakemake(workdir, "--configfile", str(other), "--cores", "2", target)
     assert {top: tree_state(workdir / top / RUN) for top in first} == first
@@ -363,7 +363,7 @@ def test_two_runs_sit_side_by_side(finished_run, tmp_path):
     best = pd.read_csv(workdir / target)
     assert set(zip(best.backbone, best.weights, best.kernel)) == {("tvit", "init", "features")}
     assert dry_run_jobs(workdir, "--configfile", str(TEST_CONFIG)) == {}
-    assert dry_run_jobs(workdir, "--configfile", str(other), target) == {}
+    assert dry_run_jobs(workdir, target, "--configfile", str(other)) == {}
 
 
 def test_entk_tiles_assemble_to_the_untiled_kernel(finished_run):
