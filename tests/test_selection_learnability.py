@@ -220,3 +220,21 @@ def test_bootstrap_intervals_equal_the_exact_cluster_bootstrap_distribution():
         assert lo < hi
     assert (out["median_rel_error_lo"], out["median_rel_error_hi"]) == pytest.approx((0.1, 0.5))
     assert out["seeds"] == 3
+
+
+def test_bootstrap_replicates_equal_a_direct_resampling():
+    """Each replicate's statistics depend on the drawn multiset of seeds only: the intervals
+    are bit for bit those of concatenating the drawn seeds' rows in draw order for every
+    replicate (clusters of unequal sizes, 4 seeds, with ties across seeds)."""
+    rng = np.random.default_rng(11)
+    clusters = [np.round(rng.lognormal(size=k), 2) for k in (7, 12, 9, 15)]
+    n_boot, seed = 400, 5
+    draws = np.random.default_rng(seed).integers(0, len(clusters), size=(n_boot, len(clusters)))
+    samples = [np.concatenate([clusters[i] for i in pick]) for pick in draws]
+    med = np.array([np.median(s) for s in samples])
+    p90 = np.array([np.quantile(s, 0.9) for s in samples])
+    out = seed_bootstrap(clusters, n_boot=n_boot, seed=seed, level=0.9)
+    lo, hi = 100 * (1 - 0.9) / 2, 100 - 100 * (1 - 0.9) / 2  # the tails of a 90% level, as floats
+    assert out["median_lo"] == np.percentile(med, lo) and out["median_hi"] == np.percentile(med, hi)
+    assert out["p90_lo"] == np.percentile(p90, lo) and out["p90_hi"] == np.percentile(p90, hi)
+    assert out["median_lo"] < out["median_hi"]

@@ -32,6 +32,9 @@ rule entk_tile:
         "logs/{run}/entk_tile/{dataset}/{backbone}/{weights}/r{row}_c{col}.log",
     benchmark:
         "benchmarks/{run}/entk_tile/{dataset}/{backbone}/{weights}/r{row}_c{col}.tsv"
+    # next after pretraining among the jobs ready together: the eNTK's chain (assembly,
+    # eigendecompositions, ridge paths) then overlaps the feature kernels' shorter jobs
+    priority: 5
     conda:
         "../../envs/rmtlens.yaml"
     threads: 2
