@@ -158,6 +158,24 @@ def entk_layout(dataset):
     return entk_tiles(ds["n_pool"], ds["n_test"], config["entk"]["tile_size"])
 
 
+# Below these sizes a torch job does not keep a second thread busy: on the default run's
+# digits, embedding 1,400 images and a 1,400 x 1,000 eNTK tile used 1.1 of 2 threads
+# (benchmark cpu_time over wall time). Such jobs take one core, so two run side by side
+# instead of one holding both cores half idle.
+SMALL_EMBED_IMAGES = 2048
+SMALL_TILE_ENTRIES = 2048 * 2048
+
+
+def embed_threads(wildcards):
+    ds = config["datasets"][wildcards.dataset]
+    return 1 if ds["n_pool"] + ds["n_test"] < SMALL_EMBED_IMAGES else 2
+
+
+def entk_tile_threads(wildcards):
+    tile = entk_tile(wildcards)
+    return 1 if len(tile["rows"]) * len(tile["cols"]) < SMALL_TILE_ENTRIES else 2
+
+
 def entk_tile(wildcards):
     """The tile a job computes: its row and column ranges (mirrored tiles are never jobs)."""
     for t in entk_layout(wildcards.dataset):

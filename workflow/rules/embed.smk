@@ -12,7 +12,7 @@ rule embed:
         weights="init|pretrained|trained",  # weights `file`: representation_file (arrays.smk)
     conda:
         "../../envs/rmtlens.yaml"
-    threads: 2
+    threads: embed_threads
     resources:
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,

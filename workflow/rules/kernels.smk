@@ -37,7 +37,7 @@ rule entk_tile:
     priority: 5
     conda:
         "../../envs/rmtlens.yaml"
-    threads: 2
+    threads: entk_tile_threads
     resources:
         mem_mb=lambda wc, attempt: int(
             1024 * config["entk"]["memory_gb"] * (1 + 0.5 * (attempt - 1))
