@@ -29,8 +29,10 @@ rule pretrain:
         "logs/{run}/pretrain/{backbone}.log",
     benchmark:
         "benchmarks/{run}/pretrain/{backbone}.tsv"
-    # first among the jobs ready together: every 'trained' unit waits for it
-    priority: 10
+    # first among the jobs ready together: every 'trained' unit waits for it. Snakemake's
+    # scheduler maximises the summed priority of the jobs it starts, so this must exceed
+    # that of two one-thread eNTK tiles (2 x 5) filling the same two cores
+    priority: 20
     conda:
         "../../envs/rmtlens.yaml"
     threads: 2
