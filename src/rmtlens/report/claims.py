@@ -29,6 +29,12 @@ def _rows_of(table: pd.DataFrame, keys) -> pd.DataFrame:
     return table[mask]
 
 
+def _claim(keys, name: str, value, statement: str, lo=np.nan, hi=np.nan) -> dict:
+    """One row of ``claims.csv``: the kernel's keys, the claim's name, its value with an
+    interval (NaN where it has none) and the sentence that states it."""
+    return dict(zip(KERNEL_KEYS, keys), claim=name, value=value, lo=lo, hi=hi, statement=statement)
+
+
 def power_law_claims(power_laws: pd.DataFrame) -> list[dict]:
     """``power_law_fit`` (the primary window's α and δ, their spread, validity) and
     ``out_of_span`` (rank and the target's power outside the span), per kernel."""
@@ -36,8 +42,8 @@ def power_law_claims(power_laws: pd.DataFrame) -> list[dict]:
     for keys, group in power_laws.groupby(KERNEL_KEYS, sort=True):
         fit = group[group["primary"].astype(bool)].iloc[0]
         verdict = "valid" if bool(fit["valid"]) else f"not valid ({fit['reason']}), so no rate is derived from it"
-        out.append(dict(
-            zip(KERNEL_KEYS, keys), claim="power_law_fit", value=fit["delta"], lo=fit["delta_lo"], hi=fit["delta_hi"],
+        out.append(_claim(
+            keys, "power_law_fit", fit["delta"], lo=fit["delta_lo"], hi=fit["delta_hi"],
             statement=(f"Over k = {int(fit['k_min'])}..{int(fit['k_max'])} ({fit['window']} window), the eigenvalues "
                        f"decay as k^-α with α = {_num(fit['alpha'])} (R² {_num(fit['alpha_r2'])}, "
                        f"{_num(fit['alpha_lo'])} to {_num(fit['alpha_hi'])} as the window's ends move by a factor 2) "
@@ -45,8 +51,8 @@ def power_law_claims(power_laws: pd.DataFrame) -> list[dict]:
                        f"{_num(fit['delta_r2'])}, {_num(fit['delta_lo'])} to {_num(fit['delta_hi'])}); the fit is "
                        f"{verdict}."),
         ))
-        out.append(dict(
-            zip(KERNEL_KEYS, keys), claim="out_of_span", value=fit["out_of_span_share"], lo=np.nan, hi=np.nan,
+        out.append(_claim(
+            keys, "out_of_span", fit["out_of_span_share"],
             statement=(f"The kernel resolves {int(fit['rank'])} of {int(fit['n_pool'])} pool directions "
                        f"({_num(100 * fit['rank_fraction'])}%); {_num(100 * fit['out_of_span_share'])}% of the "
                        f"target's power lies outside its span, a floor no ridge estimator can learn."),
@@ -71,8 +77,8 @@ def power_law_de_claims(estimators: pd.DataFrame) -> list[dict]:
             effect = "the kernel resolves every pool direction, so truncation changes nothing"
         else:
             effect = f"truncation {'lowers' if cut < ideal else 'does not lower'} the error"
-        out.append(dict(
-            zip(KERNEL_KEYS, keys), claim="power_law_de", value=cut, lo=np.nan, hi=np.nan,
+        out.append(_claim(
+            keys, "power_law_de", cut,
             statement=(f"Median relative error against the test risk: power-law DE {_num(ideal)} idealised, "
                        f"{_num(cut)} truncated at the rank with the out-of-span mass kept, {_num(omni)} for the "
                        f"omniscient DE; {effect}."),
@@ -115,8 +121,7 @@ def rate_claims(scaling: pd.DataFrame) -> list[dict]:
         else:
             verdict = (f" That regime's rate is {_num(row['predicted_rate'])}, "
                        f"{_num(row['rate_over_excess'])} times the measured exponent.")
-        out.append(dict(zip(KERNEL_KEYS, keys), claim=f"excess_rate_{row['ridge']}", value=row["excess_exponent"],
-                        lo=np.nan, hi=np.nan, statement=measured + regime + verdict))
+        out.append(_claim(keys, f"excess_rate_{row['ridge']}", row["excess_exponent"], measured + regime + verdict))
     return out
 
 
@@ -133,8 +138,8 @@ def gcv_regime_claims(by_regime: pd.DataFrame) -> list[dict]:
                      & (group["n_over_pool_lo"] == worst["n_over_pool_lo"]) & (group["estimator"] == "LOO")]
         loo = float(cell["median_rel_error"].iloc[0]) if len(cell) else np.nan
         sign = "low" if worst["median_signed_error"] < 0 else "high"
-        out.append(dict(
-            zip(KERNEL_KEYS, keys), claim="gcv_worst", value=worst["median_rel_error"],
+        out.append(_claim(
+            keys, "gcv_worst", worst["median_rel_error"],
             lo=worst["median_rel_error_lo"], hi=worst["median_rel_error_hi"],
             statement=(f"GCV is least accurate at {worst['ridge_bucket']} and n/N_pool in "
                        f"({_num(worst['n_over_pool_lo'])}, {_num(worst['n_over_pool_hi'])}]: median relative error "
@@ -150,8 +155,8 @@ def local_law_claims(summary: pd.DataFrame) -> list[dict]:
     out = []
     for _, row in summary.sort_values(list(KERNEL_KEYS)).iterrows():
         keys = tuple(row[k] for k in KERNEL_KEYS)
-        out.append(dict(
-            zip(KERNEL_KEYS, keys), claim="local_law_gcv", value=row["spearman_dof_gcv"], lo=np.nan, hi=np.nan,
+        out.append(_claim(
+            keys, "local_law_gcv", row["spearman_dof_gcv"],
             statement=(f"Over {int(row['rows'])} (n, λ), the rank correlation of the local-law deviation "
                        f"|1 − tr(S)/n − λ/κ|/(λ/κ) with GCV's error is {_num(row['spearman_dof_gcv'])} (with "
                        f"|GCV − LOO|/LOO: {_num(row['spearman_dof_gap'])}); GCV's median error is "
@@ -173,8 +178,8 @@ def de_bias_claims(de_bias: pd.DataFrame) -> list[dict]:
         if not np.isfinite(value):
             continue
         direction = "under-predicts" if value < 0 else "over-predicts"
-        out.append(dict(
-            zip(KERNEL_KEYS, keys), claim="de_bias", value=value, lo=np.nan, hi=np.nan,
+        out.append(_claim(
+            keys, "de_bias", value,
             statement=(f"At n/N_pool in ({_num(last['n_over_pool_lo'])}, {_num(last['n_over_pool_hi'])}] (n = "
                        f"{last['n_values']}) and λ/s < 1e-3 the omniscient DE {direction} the test risk: median "
                        f"signed error {_num(value)}."),
