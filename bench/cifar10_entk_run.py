@@ -11,7 +11,7 @@
    ``--kill-at-percent`` of its flops), the whole workflow is killed with SIGKILL: the
    Snakemake process is stopped first (it starts nothing more), then every process of its
    tree is killed, as a lost node would be. The finished tiles' modification times are
-   recorded.
+   recorded (finished: written, and no longer marked incomplete by Snakemake).
 4. The README's recovery: ``snakemake --unlock`` with the same options, then the same
    command again (a second leg, measured the same way).
 5. Checks: every tile that had finished before the kill still has its modification time
@@ -53,6 +53,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+from rmtlens.workflow.runlog import snakemake_incomplete_outputs
 
 HERE = Path(__file__).resolve().parents[1]
 
@@ -232,6 +234,7 @@ def sha256(path: Path) -> str:
 
 def main(argv=None) -> int:
     args = parse(argv)
+    args.workdir = args.workdir.resolve()
     if args.workdir.exists():
         raise SystemExit(f"{args.workdir} exists: the run starts from a fresh clone")
     archive = args.archive.resolve()
@@ -292,10 +295,16 @@ def main(argv=None) -> int:
                 progress = tile_progress(args.workdir, set(finished))
                 ready = [log for log, pct in progress.items() if pct >= args.kill_at_percent]
                 if finished and ready and running_tiles(proc.pid):
-                    record["finished_tiles_at_kill"] = {str(p.relative_to(args.workdir)): m
-                                                        for p, m in finished.items()}
                     record["running_tile_logs"] = [str(p.relative_to(args.workdir)) for p in ready]
                     record["killed_pids"] = kill_tree(proc.pid)
+                    # finished = written and recorded by Snakemake: a tile whose job ended just
+                    # before the kill, not yet unmarked incomplete, is rerun by --rerun-incomplete
+                    incomplete = snakemake_incomplete_outputs(args.workdir)
+                    finished = tile_files(args.workdir)
+                    record["finished_tiles_at_kill"] = {str(p.relative_to(args.workdir)): m
+                                                        for p, m in finished.items() if p not in incomplete}
+                    record["written_but_incomplete_tiles"] = sorted(str(p.relative_to(args.workdir))
+                                                                    for p in finished if p in incomplete)
                     record["killed_at_s"] = time.time() - start
                     proc.wait()
                     break

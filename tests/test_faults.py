@@ -16,6 +16,8 @@ import pytest
 import yaml
 from conftest import RESULTS, TEST_CONFIG, snakemake, snakemake_command
 
+from rmtlens.workflow.runlog import snakemake_incomplete_outputs
+
 pytestmark = pytest.mark.workflow
 TABLES = f"{RESULTS}/tables"
 
@@ -92,7 +94,11 @@ def test_sigkill_at_several_points_resumes_to_identical_tables(finished_run, tmp
             assert any((workdir / ".partial").iterdir()), f"the kill at {reached} left no temporary file to clean"
         else:  # killed inside a tile: its output does not exist, finished tiles do
             assert not (workdir / reached.removeprefix("entk_tile:")).exists()
-            finished_tiles = {p: p.stat().st_mtime_ns for p in workdir.glob(f"{RESULTS}/kernels/*/*/*/entk_tiles/*.npy")}
+            # finished: written and recorded by Snakemake; a tile whose job ended just before the
+            # kill, still marked incomplete, is rightly rerun by --rerun-incomplete
+            incomplete = snakemake_incomplete_outputs(workdir)
+            finished_tiles = {p: p.stat().st_mtime_ns for p in workdir.glob(f"{RESULTS}/kernels/*/*/*/entk_tiles/*.npy")
+                              if p not in incomplete}
             assert finished_tiles
         snakemake(workdir, "--unlock", "--configfile", str(TEST_CONFIG))
     snakemake(workdir, "--configfile", str(TEST_CONFIG), "--cores", "2", "--rerun-incomplete")
@@ -139,3 +145,36 @@ def test_missing_upstream_file_is_named_before_any_job(tmp_path):
     assert proc.returncode != 0 and str(missing) in output
     assert "--config 'datasets={digits: {archive: /path/to/images.tar.gz}}'" in output, output[-3000:]
     assert not (tmp_path / "results").exists()
+
+
+def test_incomplete_outputs_are_the_jobs_snakemake_reruns(tmp_path):
+    """A job killed after writing its output: the file exists, yet Snakemake still marks it
+    incomplete and reruns it; the helper must name exactly that output, also when its
+    base64 name is longer than one file name may be (Snakemake then splits it)."""
+    long_dir = "/".join(["d" * 120] * 2)
+    (tmp_path / "Snakefile").write_text(
+        "rule all:\n"
+        "    input: 'done.txt', 'killed.txt', '" + long_dir + "/killed.txt'\n"
+        "rule done:\n"
+        "    output: 'done.txt'\n"
+        "    shell: 'echo done > {output}'\n"
+        "rule killed:\n"
+        "    input: 'done.txt'\n"
+        "    output: 'killed.txt', '" + long_dir + "/killed.txt'\n"
+        "    shell: 'for f in {output}; do echo x > $f; done; sleep 600'\n"
+    )
+    snakefile = tmp_path / "Snakefile"
+    cmd = snakemake_command(tmp_path, "--cores", "1", snakefile=snakefile)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / long_dir / "killed.txt").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the job never wrote its outputs"
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert snakemake_incomplete_outputs(tmp_path) == {tmp_path / "killed.txt", tmp_path / long_dir / "killed.txt"}
+    snakemake(tmp_path, "--unlock", snakefile=snakefile)
+    rerun = snakemake(tmp_path, "--dry-run", "--rerun-incomplete", snakefile=snakefile).stdout
+    assert "rule killed:" in rerun and "rule done:" not in rerun

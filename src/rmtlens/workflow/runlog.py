@@ -60,3 +60,31 @@ def set_torch_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(max(1, int(threads)))
+
+
+def snakemake_incomplete_outputs(workdir: str | Path) -> set[Path]:
+    """Outputs that Snakemake will rebuild under ``--rerun-incomplete`` in ``workdir``.
+
+    Snakemake marks each output of a job incomplete when the job starts, and unmarks it
+    only after the job's process has exited and Snakemake has recorded it. An output whose
+    file exists can therefore still be incomplete: a run killed between a job's final
+    (atomic) rename and that bookkeeping reruns the job. The marks are files under
+    ``.snakemake/incomplete/`` named by the URL-safe base64 of the output's path, split
+    into directories of at most ``NAME_MAX`` characters, all but the last prefixed ``@``.
+
+    Returns absolute paths (outputs named relative to ``workdir`` are resolved against it).
+    """
+    from base64 import urlsafe_b64decode
+
+    workdir = Path(workdir)
+    root = workdir / ".snakemake" / "incomplete"
+    outputs: set[Path] = set()
+    if not root.is_dir():
+        return outputs
+    for mark in root.rglob("*"):
+        if not mark.is_file() or mark.name == "migration_underway":
+            continue
+        chunks = [part.removeprefix("@") for part in mark.relative_to(root).parts]
+        output = Path(urlsafe_b64decode("".join(chunks)).decode())
+        outputs.add(output if output.is_absolute() else workdir / output)
+    return outputs
