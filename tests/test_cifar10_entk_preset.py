@@ -84,13 +84,24 @@ def declared_memory(text, n_pool):
     return declared
 
 
+def declared_threads(text):
+    """threads of every job of the dry run, by rule (Snakemake prints them only above 1)."""
+    declared = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", text):
+        rule = re.match(r"(?:local)?rule (\w+):", block.strip())
+        if rule:
+            threads = re.search(r"threads: (\d+)", block)
+            declared.setdefault(rule.group(1), []).append(int(threads.group(1)) if threads else 1)
+    return declared
+
+
 def test_preset_dag_has_every_tile_kernel_and_study(tmp_path):
     """One dry run: every tile, eNTK and feature kernel of both weights, one pool eigh per
     eNTK (the n = N_pool subsamples permute it), every study; every job's declared mem_mb
     fits the budget the measured run gives the scheduler (else it would never start)."""
     cfg = yaml.safe_load(PRESET.read_text())
     ds = cfg["datasets"]["cifar10"]
-    proc = snakemake(tmp_path, "-n", *dry_run(tmp_path))
+    proc = snakemake(tmp_path, "-n", "--cores", "2", *dry_run(tmp_path))
     text = proc.stdout + proc.stderr
     jobs = job_stats(text)
     tiles = computed_tiles(ds["n_pool"], ds["n_test"], cfg["entk"]["tile_size"])
@@ -113,3 +124,5 @@ def test_preset_dag_has_every_tile_kernel_and_study(tmp_path):
     for rule, values in declared.items():
         assert max(values) <= MEM_MB, (rule, max(values))
     assert max(declared["entk_tile"]) == int(1024 * cfg["entk"]["memory_gb"]) + 2000  # memory_gb + interpreter
+    # every tile has at least 2000 x 2500 entries: each takes both cores (small tiles take one)
+    assert declared_threads(text)["entk_tile"] == [2] * jobs["entk_tile"]

@@ -173,7 +173,8 @@ def embed_threads(wildcards):
 
 def entk_tile_threads(wildcards):
     tile = entk_tile(wildcards)
-    return 1 if len(tile["rows"]) * len(tile["cols"]) < SMALL_TILE_ENTRIES else 2
+    (r0, r1), (c0, c1) = tile["rows"], tile["cols"]  # (start, stop) ranges
+    return 1 if (r1 - r0) * (c1 - c0) < SMALL_TILE_ENTRIES else 2
 
 
 def entk_tile(wildcards):
