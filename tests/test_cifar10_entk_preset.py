@@ -70,16 +70,23 @@ def job_stats(text):
     return counts
 
 
+def job_blocks(text):
+    """(rule, text of the job's block) for every job a dry run prints."""
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", text):
+        rule = re.match(r"(?:local)?rule (\w+):", block.strip())
+        if rule:
+            yield rule.group(1), block
+
+
 def declared_memory(text, n_pool):
     """mem_mb of every job of the dry run, by rule; checks on the way that the eigh jobs at
     n = N_pool read the pool's decomposition, not the kernel."""
     declared = {}
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", text):
-        rule = re.match(r"(?:local)?rule (\w+):", block.strip())
+    for rule, block in job_blocks(text):
         mem = re.search(r"mem_mb=(\d+)", block)
-        if rule and mem:
-            declared.setdefault(rule.group(1), []).append(int(mem.group(1)))
-            if rule.group(1) == "eigh" and f"/n{n_pool}_s" in block:
+        if mem:
+            declared.setdefault(rule, []).append(int(mem.group(1)))
+            if rule == "eigh" and f"/n{n_pool}_s" in block:
                 assert re.search(r"input: \S+/pool\.npz", block) and "kernels/" not in block.split("output:")[0], block
     return declared
 
@@ -87,11 +94,9 @@ def declared_memory(text, n_pool):
 def declared_threads(text):
     """threads of every job of the dry run, by rule (Snakemake prints them only above 1)."""
     declared = {}
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", text):
-        rule = re.match(r"(?:local)?rule (\w+):", block.strip())
-        if rule:
-            threads = re.search(r"threads: (\d+)", block)
-            declared.setdefault(rule.group(1), []).append(int(threads.group(1)) if threads else 1)
+    for rule, block in job_blocks(text):
+        threads = re.search(r"threads: (\d+)", block)
+        declared.setdefault(rule, []).append(int(threads.group(1)) if threads else 1)
     return declared
 
 
