@@ -35,7 +35,12 @@ rule pretrain:
     priority: 20
     conda:
         "../../envs/rmtlens.yaml"
-    threads: 2
+    # one core reserved, while torch runs pretrain.threads (default 2), set by the config and
+    # not by this reservation because the weights depend on it: at 32 px and batch 32 a
+    # pretraining keeps about one core busy, and its idle threads sleep (OMP_WAIT_POLICY=PASSIVE
+    # in the script), so two pretrainings run side by side on two cores. Reserve more for large
+    # pretrainings with `--set-threads pretrain=N`; the weights stay the same.
+    threads: 1
     resources:
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=240,

@@ -1,3 +1,11 @@
+import os
+import sys
+
+# Set before torch loads: its OpenMP threads then sleep when idle instead of spinning,
+# so that two pretrainings, whose small steps keep about one core busy each, share two cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+torch_loaded_first = "torch" in sys.modules  # then the setting came too late (slower, not wrong)
+
 import pandas as pd
 
 from rmtlens.inputs import pick_device, pretrain_backbone, save_backbone_state
@@ -6,11 +14,14 @@ from rmtlens.workflow import Progress, job_logger, set_torch_threads
 
 wc, spec = snakemake.wildcards, snakemake.params.spec
 log = job_logger(snakemake.log[0], f"pretrain/{wc.backbone}")
-set_torch_threads(snakemake.threads)
+if torch_loaded_first:
+    log.warning("torch was loaded before OMP_WAIT_POLICY was set: its idle threads spin")
+set_torch_threads(spec["threads"])  # fixed by the config: the weights depend on it
 task = load_npz(snakemake.input.task)
 device = pick_device()
-log.info("pretraining %s on %d images (%d classes), %d epochs, on %s",
-         spec["model"], len(task["train_labels"]), len(task["classes"]), spec["epochs"], device)
+log.info("pretraining %s on %d images (%d classes), %d epochs, on %s (%d torch threads, OMP_WAIT_POLICY=%s)",
+         spec["model"], len(task["train_labels"]), len(task["classes"]), spec["epochs"], device, spec["threads"],
+         os.environ["OMP_WAIT_POLICY"])
 result = pretrain_backbone(
     task["train_images"], task["train_labels"], task["heldout_images"], task["heldout_labels"],
     model_name=spec["model"], image_size=spec["image_size"], seed=spec["seed"], epochs=spec["epochs"],
