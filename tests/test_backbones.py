@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rmtlens.inputs import (
+    architectures_in_timm_source,
     check_model_name,
     create_backbone,
     embed_images,
@@ -36,6 +37,26 @@ def test_vit_gets_the_image_size_and_feature_dim_comes_from_forward():
     mnv3 = create_backbone("mobilenetv3_small_100", 32, seed=0)
     with torch.no_grad():
         assert feature_dim(mnv3, 32) == mnv3(torch.zeros(1, 3, 32, 32)).shape[1]
+
+
+def test_timm_source_lookup_finds_exactly_the_registered_architectures():
+    """The names read from timm's source without importing it are timm's registry."""
+    import timm
+
+    assert architectures_in_timm_source() == frozenset(timm.list_models())
+
+
+def test_a_known_model_name_is_checked_without_importing_torch():
+    """Snakemake checks every model name each time it reads the Snakefile: a known name
+    (with or without a pretrained tag) must not cost the seconds of importing torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from rmtlens.inputs import check_model_name; "
+            "[check_model_name(m) for m in ('resnet18', 'resnet18.a1_in1k', 'test_resnet', 'convnext_atto')]; "
+            "print(sorted(m for m in ('torch', 'timm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
 
 
 def test_unknown_model_is_named():

@@ -13,42 +13,14 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from rmtlens.inputs.model_names import check_model_name
+
 
 def pick_device(prefer_cuda: bool = True) -> torch.device:
     """CUDA when present (and wanted), CPU otherwise."""
     if prefer_cuda and torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")
-
-
-def closest_model_names(model_name: str, n: int = 8) -> list[str]:
-    """The timm architecture names closest to ``model_name`` (its tag and case ignored;
-    difflib ratio ≥ 0.6, best first), then names that contain its first word, up to
-    ``n`` in all."""
-    import difflib
-
-    import timm
-
-    names = timm.list_models()  # lower case, as timm spells them
-    arch = model_name.split(".", 1)[0].lower()
-    close = difflib.get_close_matches(arch, names, n=n, cutoff=0.6)
-    word = arch.split("_")[0]
-    if word:
-        close += [m for m in names if word in m and m not in close][: max(0, n - len(close))]
-    return close[:n]
-
-
-def check_model_name(model_name: str) -> None:
-    """Raise ``ValueError`` naming ``model_name`` and the closest names timm knows, if
-    timm does not know it."""
-    import timm
-
-    if not timm.is_model(model_name):
-        close = closest_model_names(model_name)
-        hint = f" Closest timm names: {', '.join(close)}." if close else ""
-        raise ValueError(
-            f"unknown timm model {model_name!r}.{hint} All names: python -c \"import timm; print(timm.list_models())\"."
-        )
 
 
 def create_backbone(

@@ -27,7 +27,8 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
-from rmtlens.inputs.backbones import check_model_name, create_backbone
+from rmtlens.inputs.backbones import create_backbone
+from rmtlens.inputs.model_names import check_model_name
 from rmtlens.io import atomic_path
 
 WEIGHTS = ("init", "pretrained", "trained")

@@ -132,7 +132,8 @@ def check_targets(cfg: Config) -> None:
 
 def check_model_names(cfg: Config) -> None:
     """Every ``backbones.<name>.model`` is a timm model (or a test model) name; the
-    message lists the closest names. Imports timm."""
+    message lists the closest names. Imports timm only for a name its source does not
+    register (:mod:`rmtlens.inputs.model_names`)."""
     from rmtlens.inputs import check_model_name
 
     for name, bb in cfg["backbones"].items():
@@ -197,8 +198,8 @@ def check_config(cfg: Config, *, model_names: bool = True) -> None:
     """Apply every cross-field rule to a schema-validated configuration ``cfg``.
 
     Raises :class:`ConfigError` naming the first offending field. ``model_names=False``
-    skips :func:`check_model_names` (it imports timm; a cluster job re-reading the
-    Snakefile needs no second check).
+    skips :func:`check_model_names` (a cluster job re-reading the Snakefile needs no
+    second check).
     """
     for check in CROSS_FIELD_CHECKS:
         check(cfg)
