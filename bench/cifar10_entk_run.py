@@ -1,4 +1,4 @@
-"""The measured run of config/cifar10-entk.yaml (issue 22), as one procedure.
+"""The measured run of config/cifar10-entk.yaml, as one procedure.
 
 1. A fresh clone of the repository (``--repo``, default: this one) into ``--workdir``,
    with the virtual environment linked in (``--venv``, default: the repository's).

@@ -380,7 +380,7 @@ def worker(args) -> int:
         groups[layer_group(label)] = groups.get(layer_group(label), 0.0) + t
     sched = timings["schedule"]
     stored = getattr(sched.plan, "store_bytes_per_sample", 0)
-    stored = stored() if callable(stored) else stored  # a method in engines before issue 23
+    stored = stored() if callable(stored) else stored  # a method in older engines (the --baseline worktree)
     np.save(args.worker_out + ".npy", K)
     out = dict(total=total, cpu=cpu, plan=timings.get("plan", float("nan")), gradient_pass=timings["gradient_pass"],
                contraction=timings["contraction"], groups=groups, flops=timings["flops"], layout=timings["layout"],

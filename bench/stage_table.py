@@ -182,7 +182,7 @@ def print_table(rows: list[dict], tiles: list[dict], tile_jobs: list[dict], mark
                  if job_s and len(tiles) == len(tile_jobs) else ""))
     elif tile_jobs:
         print()
-        print("eNTK tiles: no tile log records flops (logged by workflow/scripts/entk_tile.py since issue 22)")
+        print("eNTK tiles: no tile log records flops (workflow/scripts/entk_tile.py logs them; older runs did not)")
 
 
 def main(argv=None) -> int:

@@ -225,7 +225,7 @@ def brute_force_at_floor(d, Q, K, Ks, Y, Ys, cutoff, lam):
 
 @pytest.mark.parametrize("gapped", [False, True])
 def test_resolved_rows_survive_their_own_cutoff(gapped):
-    """Issue 21: a row is resolved when the floor rule says so *and* its test risk, GCV and
+    """A row is resolved when the floor rule says so *and* its test risk, GCV and
     LOO move by less than 1% when the floor is halved and doubled. Crowded spectrum: the rows
     with nλ = 3 f and 10 f pass the floor rule but move by 4% and 1.3%; far above the floor
     (nλ ≥ 30 f) they move by < 0.5% and stay. Gapped spectrum: no direction changes side,

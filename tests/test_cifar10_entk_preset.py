@@ -1,4 +1,4 @@
-"""config/cifar10-entk.yaml (issue 22) as a dry run: every eNTK tile, both kernels of both
+"""config/cifar10-entk.yaml as a dry run: every eNTK tile, both kernels of both
 weights, one pool eigendecomposition per eNTK, every study, and declared memory within the
 budget the measured run gives the scheduler."""
 

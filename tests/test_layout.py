@@ -188,7 +188,7 @@ def test_no_upward_imports():
 ])
 def test_planted_relative_and_lazy_upward_imports_are_found(name, is_package, source, expected):
     """Relative imports and lazy-export strings resolve to the modules they name, and an
-    upward one is reported (issue 21: both once passed unseen)."""
+    upward one is reported (both once passed unseen)."""
     found = source_imports(source, name, is_package, toplevel_only=False)
     assert found == expected
     assert upward(name, found), found

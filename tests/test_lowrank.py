@@ -264,7 +264,7 @@ def test_accuracy_floor_gives_the_same_table_on_both_paths(case):
 
 
 def test_cutoff_rule_flags_the_same_rows_on_both_paths():
-    """Issue 21: features (p = 40 < n = 120) whose kernel eigenvalues decay through the floor of
+    """Features (p = 40 < n = 120) whose kernel eigenvalues decay through the floor of
     ε = 1e-7 (a factor 1.7 apart), so rows pass the floor rule and then move by more than 1% when
     the floor is halved or doubled. Both paths compute the same changes and flag the same rows."""
     from rmtlens.estimators import accuracy_floor

@@ -213,7 +213,7 @@ def _nearly_lone_point_problem(path, seed=0):
 
 @pytest.mark.parametrize("path", ["dense", "low_rank"])
 def test_clean_noise_rows_equal_the_ridge_path_ridgeless_included(path):
-    """Issue 21, bug 1: the noise study's clean level must be the ridge path's rows, λ = 0
+    """The noise study's clean level must be the ridge path's rows, λ = 0
     included. Its ridgeless LOO once used floor 0 in the lone-point test (so a point whose
     null-space leverage is ~1e-13, i.e. zero to the kernel's accuracy, was divided by it:
     LOO 2.5e8 here, 1.9e6 on resnet18's init eNTK). The reference is independent: exact
@@ -261,7 +261,7 @@ def labelled_pool_spectrum():
 def test_label_noise_predictions_match_monte_carlo_on_a_labelled_pool(labelled_pool_spectrum, kind, level, lam_rel):
     """The noise study's deterministic equivalent, built from the pool spectrum, one-hot
     projections, target map and class counts, against kernel ridge with noisy labels drawn
-    i.i.d. from that pool (issue 21). The target variance is 6.3, so σ² = level (without the
+    i.i.d. from that pool. The target variance is 6.3, so σ² = level (without the
     variance) moves the Gaussian excess risk by about 25% at λ/s = 1e-3; swapping the fitted
     (noisy-mean) and reference (clean) coefficients moves the flip excess by 25-65%."""
     from labelled_pool import pool_ridge_monte_carlo
@@ -292,7 +292,7 @@ def test_label_noise_predictions_match_monte_carlo_on_a_labelled_pool(labelled_p
 
 
 def test_noise_study_job_scales_the_ridge_of_rows_and_predictions_by_the_stored_kernel_scale(tmp_path):
-    """Issue 21, bug 2: the absolute ridge is λ_rel · tr(K_pool)/N_pool for the measured rows
+    """The absolute ridge is λ_rel · tr(K_pool)/N_pool for the measured rows
     and for their deterministic equivalents alike. On an indefinite kernel (a float32-like
     error gives it negative eigenvalues) Σ max(D, 0)/N_pool is larger than the trace, and a
     DE scaled by it solves for κ at another λ than the row it is joined to. Reference: κ by
@@ -344,7 +344,7 @@ def test_noise_study_job_scales_the_ridge_of_rows_and_predictions_by_the_stored_
 
 
 def test_noise_rows_apply_the_cutoff_rule_per_level():
-    """Issue 21: the noise study flags rows as the ridge path does, the cutoff rule included
+    """The noise study flags rows as the ridge path does, the cutoff rule included
     (test risk, GCV and LOO within 1% at half and twice the floor), per level since the noisy
     targets decide how much the directions at the floor matter. Reference: the ridge path on
     each level's training targets, regenerated here from the same seeds."""

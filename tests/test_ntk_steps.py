@@ -14,7 +14,7 @@ from rmtlens.kernels import entk, scalar_network
 from rmtlens.kernels.ntk import capture, contraction, pieces, plan, schedule, verify
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
-MAX_BOUNCES = 8  # issue 23: at most 8 re-entries on the walk (17 before the steps handed data forward)
+MAX_BOUNCES = 8  # at most 8 re-entries into a module on the walk (17 before the steps handed data forward)
 
 
 @pytest.fixture(autouse=True)

@@ -110,7 +110,7 @@ def test_learnability_fixed_point_and_brentq():
 def test_learned_power_matches_monte_carlo_on_a_labelled_pool(lam_rel):
     """``learned_power`` = Σ L_k ||β_k||² / Σ ||β_k||² is the share of the target's power in
     the mean predictor, ⟨E f̂, h⟩ / ||h||²: measured by kernel ridge on n = 100 points drawn
-    i.i.d. from a labelled pool (issue 21; ``mean(L)``, the mean learnability over modes,
+    i.i.d. from a labelled pool (``mean(L)``, the mean learnability over modes,
     is 0.03 here against 0.39)."""
     from labelled_pool import labelled_pool, pool_ridge_monte_carlo
 
@@ -128,7 +128,7 @@ def test_learned_power_matches_monte_carlo_on_a_labelled_pool(lam_rel):
 
 
 def test_learnability_uses_the_stored_kernel_scale_on_an_indefinite_kernel():
-    """Issue 21, bug 2: λ = λ_rel · tr(K_pool)/N_pool, the scale the ridge path uses (stored in
+    """λ = λ_rel · tr(K_pool)/N_pool, the scale the ridge path uses (stored in
     pool.npz), not Σ max(D, 0)/N_pool, which exceeds it when a float32-like error leaves
     negative eigenvalues. Reference: brentq on numpy's eigenvalues at λ from the diagonal."""
     from rmtlens.estimators.spectra import pool_spectrum
@@ -192,7 +192,7 @@ def test_bootstrap_intervals_equal_the_exact_cluster_bootstrap_distribution():
     (0.1 to 0.5 around 0.2) and the 90th percentile (0.2 to 0.5 around 0.5) are the 5% and 95%
     quantiles of that exact distribution, which no atom's cumulative probability comes within
     1.3 points of (6,000 replicates estimate each to ±0.3 points, 1 s.d.). An interval collapsed onto the
-    point estimate fails (issue 21); rows with n < n_min (error 9) must not enter."""
+    point estimate fails; rows with n < n_min (error 9) must not enter."""
     import itertools
 
     errors = {0: 0.1, 1: 0.2, 2: 0.5}

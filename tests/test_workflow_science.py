@@ -20,7 +20,7 @@ def test_clean_noise_level_equals_the_ridge_table(finished_run):
     assert len(clean) == len(ridge)
     np.testing.assert_allclose(clean["excess_risk"], clean["test_risk"], rtol=1e-10)
     np.testing.assert_allclose(clean["gcv"], clean["gcv_ridge"], rtol=1e-10)
-    np.testing.assert_allclose(clean["loo"], clean["loo_ridge"], rtol=1e-10)  # ridgeless included (issue 21)
+    np.testing.assert_allclose(clean["loo"], clean["loo_ridge"], rtol=1e-10)  # ridgeless included
     # the same accuracy floor and cutoff rule, so the same rows flagged (SPEC §2)
     for key in ("resolved", "resolved_floor"):
         assert clean[key].tolist() == clean[f"{key}_ridge"].tolist(), key

@@ -481,7 +481,7 @@ def spectral_mem_mb(wildcards, n):
     return 2000 + 48 * n**2 // 10**6
 
 
-# Issue 22 (rules in spectra.smk): one pool decomposition per dense kernel, permuted for
+# Rules in spectra.smk: one pool decomposition per dense kernel, permuted for
 # the n = N_pool subsamples; eigh jobs declare their measured memory.
 
 

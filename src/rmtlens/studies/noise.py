@@ -93,7 +93,7 @@ def noise_rows(
         Yt = U.T @ Y_fit
         null = null_space(U, Y_fit, Yt) if problem.low_rank else None
         # floor=: the cutoff that made d decides which training points alone span a
-        # direction in the ridgeless LOO, exactly as in the ridge path (issue 21)
+        # direction in the ridgeless LOO, exactly as in the ridge path
         return ridge_path_in_eigenbasis(apply_floor(d, cutoff), U, Yt, A, Y_test, lams, loo=loo, null=null,
                                         floor=cutoff)
 
