@@ -119,7 +119,7 @@ def test_preset_dag_has_every_tile_kernel_and_study(tmp_path):
     assert jobs["pretrain"] == 1
     # eNTK: dense eigh per n (each job writes every seed's file); features: the low-rank factorisation
     assert jobs["eigh"] == jobs["factor"] == len(weights) * n_sizes
-    assert jobs["ridge_path"] == 2 * len(weights) * n_sizes
+    assert jobs["ridge_path"] == 2 * len(weights)  # one per kernel, every n and seed
     for study in STUDIES:
         assert jobs.get(study, 0) >= 1, study
     assert jobs["noise_study"] == jobs["theory"] == 2 * len(weights)  # every kernel of both weights

@@ -81,8 +81,8 @@ def test_sigkill_at_several_points_resumes_to_identical_tables(finished_run, tmp
     points = [
         (f"write:{RESULTS}/embeddings/digits/tresnet/trained.npy", f"{RESULTS}/embeddings/digits/tresnet/trained.npy"),
         (f"entk_tile:{kernel}/entk_tiles/r2_c1.npy", f"{kernel}/entk.npy"),  # halfway through a tile
-        (f"write:{RESULTS}/ridge/digits/tresnet/trained/entk/n61_s1.parquet",
-         f"{RESULTS}/ridge/digits/tresnet/trained/entk/n61_s1.parquet"),  # inside a ridge-path table write
+        (f"write:{RESULTS}/ridge/digits/tresnet/trained/entk.parquet",
+         f"{RESULTS}/ridge/digits/tresnet/trained/entk.parquet"),  # inside a ridge-path table write
         (f"write:{RESULTS}/tables/ridge.parquet", f"{RESULTS}/tables/ridge.parquet"),  # the aggregate table write
         (f"write:{RESULTS}/tables/scaling.csv", f"{RESULTS}/tables/scaling.csv"),  # a late summary-table write
     ]

@@ -89,7 +89,7 @@ def test_module_run_reproduces_the_direct_run(finished_run, tmp_path):
     redone = [
         f"{RESULTS}/embeddings/{unit}.npy",
         f"{RESULTS}/eigh/{unit}/features/n16_s0.npz",
-        f"{RESULTS}/ridge/{unit}/features/n16_s0.parquet",
+        f"{RESULTS}/ridge/{unit}/features.parquet",
     ]
     for rel in redone:
         (outer / rel).unlink()

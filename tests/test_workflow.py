@@ -325,7 +325,7 @@ def test_adding_a_backbone_schedules_only_its_jobs_and_the_summaries(finished_ru
     jobs = dry_run_jobs(workdir, "--configfile", str(config_file))
     n_sizes = len(pd.read_parquet(finished_run / f"{RESULTS}/tables/ridge.parquet").n.unique())
     per_unit = {"embed": 1, "feature_pool_spectrum": 1, "theory": 1, "learning_dynamics": 1,
-                "factor": n_sizes, "ridge_path": n_sizes}  # one job per n, covering every seed
+                "factor": n_sizes, "ridge_path": 1}  # factor: one job per n, covering every seed
     for rule, count in per_unit.items():
         assert jobs.get(rule) == count, (rule, jobs)
     for untouched in ["prepare_dataset", "prepare_source_task", "pretrain", "pretraining_figure", "double_descent",
@@ -408,8 +408,9 @@ def test_paper_preset_builds_the_full_dag(tmp_path):
              for d, ds in cfg["datasets"].items()}
     assert jobs["entk_tile"] == sum(tiles[d] for d, b, w, k in units if k == "entk")
     assert jobs["entk_assemble"] == sum(k == "entk" for *_, k in units)
-    # one eigh/factor/ridge_path job per kernel and n, covering every seed
-    assert jobs.get("eigh", 0) + jobs.get("factor", 0) == jobs["ridge_path"] == sum(sizes[d] for d, *_ in units)
+    # one eigh/factor job per kernel and n, covering every seed; one ridge_path job per kernel
+    assert jobs.get("eigh", 0) + jobs.get("factor", 0) == sum(sizes[d] for d, *_ in units)
+    assert jobs["ridge_path"] == len(units)
     assert jobs.get("factor", 0) == sum(sizes[d] for d, b, w, k in units if k == "features")
     assert jobs["prepare_dataset"] == 2 and "pretrain" not in jobs
 

@@ -178,7 +178,7 @@ def test_changed_file_reruns_only_its_dependants(classes_run):
                                          "factor", "ridge_path", "feature_pool_spectrum", "theory",
                                          "noise_study")} == {
         "prepare_array_dataset": 0, "representation_file": 1, "feature_accuracy": 1, "factor": per_unit,
-        "ridge_path": per_unit, "feature_pool_spectrum": 1, "theory": 1, "noise_study": 1}
+        "ridge_path": 1, "feature_pool_spectrum": 1, "theory": 1, "noise_study": 1}
     assert jobs["aggregate"] == 1 and jobs["representations"] == 1  # the summaries, once
 
 

@@ -148,8 +148,8 @@ def weights_inputs(wildcards):
 
 def per_seed(pattern):
     """``pattern`` for every subsample seed, its other wildcards kept: the files of one
-    eigh, factor or ridge_path job, which covers one sample size n and every seed (one
-    interpreter start instead of one per seed; a file per (n, seed) as before)."""
+    eigh or factor job, which covers one sample size n and every seed (one interpreter
+    start instead of one per seed; a file per (n, seed) as before)."""
     return expand(pattern, seed=config["seeds"], allow_missing=True)
 
 
@@ -276,9 +276,18 @@ def unit_files(pattern):
 
 def ridge_path_files(wildcards=None):
     return [
-        f"{RESULTS}/ridge/{u['dataset']}/{u['backbone']}/{u['weights']}/{u['kernel']}/n{n}_s{s}.parquet"
+        f"{RESULTS}/ridge/{u['dataset']}/{u['backbone']}/{u['weights']}/{u['kernel']}.parquet"
         for u in kernel_units()
-        for n in sample_sizes(u["dataset"])
+    ]
+
+
+def ridge_eigh_files(wildcards):
+    """A ridge_path job's decompositions: every sample size, then every seed, in the order
+    of its params ``sizes`` and ``seeds``."""
+    unit = f"{wildcards.dataset}/{wildcards.backbone}/{wildcards.weights}/{wildcards.kernel}"
+    return [
+        f"{RESULTS}/eigh/{unit}/n{n}_s{s}.npz"
+        for n in sample_sizes(wildcards.dataset)
         for s in config["seeds"]
     ]
 

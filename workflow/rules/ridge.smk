@@ -1,26 +1,25 @@
 rule ridge_path:
     input:
         unpack(kernel_source),
-        eigh=per_seed(
-            "results/{run}/eigh/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.npz"
-        ),
+        eigh=ridge_eigh_files,
         dataset="results/{run}/datasets/{dataset}.npz",
         accuracy=kernel_accuracy,
     output:
-        per_seed(
-            "results/{run}/ridge/{dataset}/{backbone}/{weights}/{kernel}/n{n}_s{seed}.parquet"
-        ),
+        "results/{run}/ridge/{dataset}/{backbone}/{weights}/{kernel}.parquet",
     log:
-        "logs/{run}/ridge_path/{dataset}/{backbone}/{weights}/{kernel}/n{n}.log",
+        "logs/{run}/ridge_path/{dataset}/{backbone}/{weights}/{kernel}.log",
     benchmark:
-        "benchmarks/{run}/ridge_path/{dataset}/{backbone}/{weights}/{kernel}/n{n}.tsv"
+        "benchmarks/{run}/ridge_path/{dataset}/{backbone}/{weights}/{kernel}.tsv"
     conda:
         "../../envs/rmtlens.yaml"
+    # one job per kernel, every sample size and seed in turn: a path takes well under a
+    # second at the default run's sizes, and an interpreter start per (n, seed) cost more
     resources:
-        mem_mb=lambda wc: spectral_mem_mb(wc, int(wc.n)),
+        mem_mb=lambda wc: spectral_mem_mb(wc, sample_sizes(wc.dataset)[-1]),
         runtime=lambda wc, attempt: len(config["seeds"])
-        * minutes_for(int(wc.n), 60, 2, attempt),
+        * sum(minutes_for(n, 60, 2, attempt) for n in sample_sizes(wc.dataset)),
     params:
+        sizes=lambda wc: sample_sizes(wc.dataset),
         seeds=config["seeds"],
         lambdas_rel=relative_ridges(),
         accuracy=accuracy_params(),
