@@ -124,3 +124,25 @@ def test_column_chunks_share_conv_patches(monkeypatch):
     shared.clear()
     assert np.abs(entk(model, x[:15], x[15:]) - ref[:15, 15:]).max() / scale < 1e-10
     assert shared
+
+
+def test_numpy_products_run_while_torch_is_on_one_thread(monkeypatch, blas):
+    """With numpy's BLAS, PyTorch runs on one thread during the products (its idle OpenMP
+    threads would spin beside numpy's), and its thread count is restored afterwards."""
+    blas("numpy")
+    seen = []
+    matmul = np.matmul
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return matmul(*args, **kwargs)
+
+    monkeypatch.setattr(contraction.np, "matmul", spy)
+    model = randomise_batchnorm_stats(timm_network("test_resnet", 8)).double()
+    x = inputs(40, 8, seed=3, dtype=torch.float64)
+    with torch_threads(2):
+        K = entk(model, x)
+        assert torch.get_num_threads() == 2
+    assert seen and set(seen) == {1}, seen
+    ref = per_sample_kernel(model, x, x)
+    assert np.abs(K - ref).max() / np.abs(ref).max() < 1e-10
