@@ -82,7 +82,7 @@ def test_module_run_reproduces_the_direct_run(finished_run, tmp_path):
     # the direct run's outputs and records are the module's: nothing is left to do
     assert outer_jobs(run_outer(outer, "-n")) == {}
 
-    # remove a backbone's embedding and one subsample's factorisation and ridge path (feature
+    # remove a backbone's embedding, one subsample's factorisation and the kernel's ridge paths (feature
     # kernels have no kernel file: SPEC §2.1), plant a killed job's leftover, and let the
     # module make them again
     unit = "digits/tvit/init"
@@ -98,8 +98,10 @@ def test_module_run_reproduces_the_direct_run(finished_run, tmp_path):
     leftover.write_bytes(b"half a kernel")
     proc = run_outer(outer, "--cores", "2", *redone[1:])
     counts = outer_jobs(proc)
-    # the feature kernel's accuracy record is made from the new embedding too (SPEC §2)
-    expected = {"rmtlens_embed": 1, "rmtlens_feature_accuracy": 1, "rmtlens_factor": 1, "rmtlens_ridge_path": 1}
+    # the feature kernel's accuracy record is made from the new embedding too (SPEC §2), and the
+    # kernel's one ridge_path job reads every n's factorisation, each made from the new embedding
+    n_sizes = len(list((finished_run / f"{RESULTS}/eigh/{unit}/features").glob("n*_s0.npz")))
+    expected = {"rmtlens_embed": 1, "rmtlens_feature_accuracy": 1, "rmtlens_factor": n_sizes, "rmtlens_ridge_path": 1}
     assert counts == expected, counts
     assert not leftover.exists(), "the module's cleanup of killed jobs' leftovers did not run"
     record = f"{RESULTS}/kernels/{unit}/features.accuracy.json"
