@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 import time
 
@@ -396,7 +397,7 @@ def run_engine(src: str, mode: str, args, tmp: str, tag: str) -> dict:
     import json
     import subprocess
 
-    out = os.path.join(tmp, f"{tag}.json")
+    out = os.path.join(tmp, re.sub(r"[^\w.-]+", "_", tag) + ".json")  # a baseline's label may be a path
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", mode, "--worker-out", out,
            "--model", args.model, "--n", str(args.n), "--tile", str(args.tile), "--image-size", str(args.image_size),
            "--threads", str(args.threads), "--memory-gb", str(args.tile_memory_gb if mode == "tile" else args.memory_gb),
